@@ -1,0 +1,1 @@
+"""Enclave appliance: the on-prem server (database, auth, audit, model, engine, API)."""

@@ -1,0 +1,1 @@
+"""One module per ``enclave`` command; each exposes ``register(parser)`` (see appliance.cli)."""

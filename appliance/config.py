@@ -1,0 +1,157 @@
+"""Appliance settings: one frozen dataclass, loaded from ``<data>/enclave.toml`` plus ``ENCLAVE_*``.
+
+Precedence, lowest first: defaults, the settings file, environment variables. Every field can be
+set in the file by its name (``port = 8443``) and in the environment as ``ENCLAVE_<NAME>``
+(``ENCLAVE_PORT=8443``). Unknown keys and values of the wrong type are errors a person can act on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from shared.errors import ConfigError
+
+__all__ = ["SETTINGS_FILE", "Settings", "default_data_dir", "load_settings"]
+
+SETTINGS_FILE = "enclave.toml"
+
+
+def default_data_dir() -> Path:
+    """``$ENCLAVE_DATA`` if set, else the platform's per-user data directory."""
+    env = os.environ.get("ENCLAVE_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(platformdirs.user_data_dir("enclave", appauthor=False))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    data_dir: Path
+    # SQLAlchemy URL; empty means the embedded default, SQLite at <data>/enclave.db.
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8443
+    # Plain HTTP is allowed only on loopback and only when asked for (see api.server).
+    insecure_http: bool = False
+    # Largest accepted request body, bytes.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Session tokens from /v1/auth/login live this long, seconds.
+    session_ttl_s: int = 8 * 3600
+    # Audit: a signed checkpoint every N events or T seconds, whichever comes first.
+    audit_checkpoint_every: int = 1000
+    audit_checkpoint_interval_s: float = 300.0
+    # Optional RFC 5424 syslog forwarding over TCP, "host:port"; empty disables it.
+    audit_syslog: str = ""
+    # Engine.
+    execution_provider: str = "cpu"  # "cpu" or "cuda"
+    device_ids: tuple[int, ...] = (0,)
+    max_batch: int = 16
+    max_waiting: int = 256
+    intra_op_threads: int = 0  # 0 = let ONNX Runtime decide
+    # Which installed model to serve; empty = the newest installed.
+    model: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def settings_file(self) -> Path:
+        return self.data_dir / SETTINGS_FILE
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'enclave.db'}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name not in ("data_dir", "extra")}
+
+
+def _coerce(name: str, raw: Any, source: str) -> Any:
+    default = getattr(Settings(data_dir=Path(".")), name)
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            items = raw if isinstance(raw, list) else [p for p in str(raw).split(",") if p.strip()]
+            return tuple(int(p) for p in items)
+        if isinstance(raw, (dict, list)):
+            raise ValueError(raw)
+        return str(raw)
+    except (TypeError, ValueError):
+        kind = type(default).__name__
+        raise ConfigError(f"{source}: {name} must be a {kind}, got {raw!r}") from None
+
+
+def load_settings(
+    data_dir: Path | str | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read settings for ``data_dir`` (default: :func:`default_data_dir`).
+
+    A missing settings file is fine (defaults apply); an unreadable or invalid one is a ConfigError.
+    """
+    env = os.environ if environ is None else environ
+    base = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    if base.exists() and not base.is_dir():
+        raise ConfigError(f"data directory {base} is not a directory")
+    values: dict[str, Any] = {}
+    path = base / SETTINGS_FILE
+    if path.exists():
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read settings: {exc}") from None
+        for key, raw in document.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, str(path))
+    for name in _FIELDS:
+        env_key = f"ENCLAVE_{name.upper()}"
+        if env_key in env:
+            values[name] = _coerce(name, env[env_key], env_key)
+    settings = Settings(data_dir=base, **values)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"port must be 1..65535, got {s.port}")
+    if s.execution_provider not in ("cpu", "cuda"):
+        raise ConfigError(f"execution_provider must be 'cpu' or 'cuda', got {s.execution_provider!r}")
+    if s.max_batch < 1 or s.max_waiting < 0:
+        raise ConfigError("max_batch must be >= 1 and max_waiting >= 0")
+    if s.audit_checkpoint_every < 1 or s.audit_checkpoint_interval_s <= 0:
+        raise ConfigError("audit_checkpoint_every must be >= 1 and audit_checkpoint_interval_s > 0")
+    if s.session_ttl_s < 60:
+        raise ConfigError("session_ttl_s must be at least 60 seconds")
