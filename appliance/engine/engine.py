@@ -1,0 +1,343 @@
+"""The engine: ``LLMEngine.step()`` = schedule -> run -> postprocess, and ``AsyncEngine``, which
+drives it from a background thread for asyncio callers (the API server).
+
+    API task ──stream()──> inbox ──> engine thread: step() ──> call_soon_threadsafe ──> per-request queue
+                 aclose()/cancel ──> inbox (abort) ──> slot freed before the next step
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Iterable
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from appliance.engine.prompt import PromptEncoder
+from appliance.engine.sampler import sample
+from appliance.engine.scheduler import Scheduler, check_admissible
+from appliance.engine.sequence import Sequence
+from appliance.engine.tokenizer import IncrementalDetokenizer, Tokenizer
+from appliance.engine.types import ChatMessage, Delta, EngineStats, FinishReason, SamplingParams
+from shared.errors import EnclaveError, EngineError, InputError
+
+__all__ = ["AsyncEngine", "LLMEngine", "Runner", "StepOutput"]
+
+log = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """What the engine needs from whatever computes logits (``runner.OrtRunner``; a fake in tests).
+
+    ``run`` feeds each sequence's ``pending_ids`` into the cache slot ``seq.slot`` at positions from
+    ``seq.num_cached`` and returns the logits after each sequence's last id, ``[len(seqs), vocab]``.
+    A prefill starts a slot afresh (``num_cached == 0``); a decode feeds exactly one id per sequence.
+    """
+
+    @property
+    def num_slots(self) -> int: ...
+
+    @property
+    def max_context(self) -> int: ...
+
+    def run(self, kind: Literal["prefill", "decode"], seqs: Seq[Sequence]) -> npt.NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    request_id: str
+    delta: Delta
+
+
+def validate_params(params: SamplingParams) -> None:
+    if params.max_tokens < 1:
+        raise InputError(f"max_tokens must be at least 1, got {params.max_tokens}")
+    if not params.temperature >= 0.0:
+        raise InputError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0.0 < params.top_p <= 1.0:
+        raise InputError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.top_k < 0:
+        raise InputError(f"top_k must be >= 0, got {params.top_k}")
+
+
+class LLMEngine:
+    """Synchronous engine; not thread-safe (``AsyncEngine`` calls it from one thread only)."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        tokenizer: Tokenizer,
+        *,
+        max_waiting: int = 256,
+        max_prefill_tokens: int = 8192,
+        preempt_after: int | None = None,
+    ) -> None:
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.scheduler = Scheduler(
+            num_slots=runner.num_slots,
+            max_context=runner.max_context,
+            max_waiting=max_waiting,
+            max_prefill_tokens=max_prefill_tokens,
+            preempt_after=preempt_after,
+        )
+        eos = tokenizer.eos_id
+        self._default_stop_ids = frozenset(() if eos is None else (eos,))
+        self._seqs: dict[str, Sequence] = {}
+        self._detok: dict[str, IncrementalDetokenizer] = {}
+
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work
+
+    def add_request(self, request_id: str, prompt_ids: Seq[int], params: SamplingParams) -> Sequence:
+        if request_id in self._seqs:
+            raise InputError(f"request id {request_id!r} is already in use")
+        validate_params(params)
+        seq = Sequence(request_id, list(prompt_ids), params)
+        self.scheduler.add(seq)
+        self._seqs[request_id] = seq
+        self._detok[request_id] = IncrementalDetokenizer(
+            self.tokenizer, stop=params.stop, context=seq.prompt_ids
+        )
+        return seq
+
+    def abort(self, request_id: str) -> bool:
+        """Cancel a request; its slot is free when this returns. False if it is not (or no longer) here."""
+        seq = self._seqs.get(request_id)
+        if seq is None:
+            return False
+        self._end(seq, "cancelled")
+        return True
+
+    def step(self) -> list[StepOutput]:
+        batch = self.scheduler.schedule()
+        if batch is None:
+            return []
+        try:
+            logits = self.runner.run(batch.kind, batch.seqs)
+        except EngineError as exc:
+            log.error("model run failed; ending %d request(s): %s", len(batch.seqs), exc)
+            return [self._error_output(seq) for seq in batch.seqs]
+        for seq in batch.seqs:
+            seq.num_cached = len(seq.token_ids)
+        tokens = sample(logits, batch.seqs)
+        return [self._postprocess(seq, token) for seq, token in zip(batch.seqs, tokens, strict=True)]
+
+    def generate(self, prompts: Iterable[Seq[int]], params: SamplingParams) -> list[list[int]]:
+        """Offline: run the prompts to completion together; the generated ids of each, in order."""
+        seqs = [self.add_request(f"generate-{i}", p, params) for i, p in enumerate(prompts)]
+        while self.has_work:
+            self.step()
+        return [s.completion_ids for s in seqs]
+
+    def _postprocess(self, seq: Sequence, token: int) -> StepOutput:
+        seq.append(token)
+        params = seq.params
+        detok = self._detok[seq.request_id]
+        reason: FinishReason | None = None
+        if token in self._default_stop_ids or token in params.stop_token_ids:
+            text = detok.flush()
+            reason = "stop"
+        else:
+            text = detok.push(token)
+            if detok.stopped:
+                reason = "stop"
+            elif (
+                seq.num_completion_tokens >= params.max_tokens
+                or len(seq.token_ids) >= self.runner.max_context
+            ):
+                text += detok.flush()
+                reason = "length"
+        delta = Delta(
+            text=text,
+            token_ids=(token,),
+            prompt_tokens=seq.num_prompt_tokens,
+            completion_tokens=seq.num_completion_tokens,
+            finish_reason=reason,
+        )
+        if reason is not None:
+            self._end(seq, reason)
+        return StepOutput(seq.request_id, delta)
+
+    def _error_output(self, seq: Sequence) -> StepOutput:
+        self._end(seq, "error")
+        delta = Delta("", (), seq.num_prompt_tokens, seq.num_completion_tokens, "error")
+        return StepOutput(seq.request_id, delta)
+
+    def _end(self, seq: Sequence, reason: FinishReason) -> None:
+        self.scheduler.finish(seq, reason)
+        del self._seqs[seq.request_id]
+        del self._detok[seq.request_id]
+
+
+class _Listener:
+    """Where one request's deltas go: its event loop and queue, fed from the engine thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[Delta | EnclaveError] = asyncio.Queue()
+
+    def send(self, item: Delta | EnclaveError) -> bool:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:  # the consumer's loop is closed: nobody is listening any more
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class _Add:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    listener: _Listener
+
+
+@dataclass(frozen=True)
+class _Abort:
+    request_id: str
+
+
+class AsyncEngine:
+    """:class:`appliance.engine.types.GenerationService` over an :class:`LLMEngine`.
+
+    One background thread owns the engine: it applies queued adds and aborts, then runs a step,
+    and sleeps when there is nothing to do.
+    """
+
+    def __init__(self, engine: LLMEngine, *, model_id: str) -> None:
+        self._engine = engine
+        self._encoder = PromptEncoder(engine.tokenizer)
+        self._model_id = model_id
+        self._cond = threading.Condition()
+        self._inbox: list[_Add | _Abort] = []
+        self._listeners: dict[str, _Listener] = {}
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="enclave-engine", daemon=True)
+        self._thread.start()
+
+    # GenerationService -------------------------------------------------------------------------
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def context_length(self) -> int:
+        return self._engine.runner.max_context
+
+    @property
+    def supports_fim(self) -> bool:
+        return self._encoder.supports_fim
+
+    def encode_chat(self, messages: Seq[ChatMessage], *, thinking: bool = False) -> list[int]:
+        return self._encoder.chat(messages, thinking=thinking)
+
+    def encode_completion(self, prompt: str, suffix: str | None = None) -> list[int]:
+        return self._encoder.completion(prompt, suffix)
+
+    async def stream(
+        self, prompt_ids: Seq[int], params: SamplingParams, *, request_id: str
+    ) -> AsyncIterator[Delta]:
+        check_admissible(len(prompt_ids), self.context_length)
+        validate_params(params)
+        listener = _Listener(asyncio.get_running_loop())
+        self._submit(_Add(request_id, list(prompt_ids), params, listener))
+        finished = False
+        try:
+            while True:
+                item = await listener.queue.get()
+                if isinstance(item, EnclaveError):
+                    finished = True
+                    raise item
+                finished = item.finish_reason is not None
+                yield item
+                if finished:
+                    return
+        finally:
+            if not finished:
+                self._submit(_Abort(request_id))
+
+    def stats(self) -> EngineStats:
+        scheduler = self._engine.scheduler
+        with self._cond:
+            pending = sum(isinstance(c, _Add) for c in self._inbox)
+        return EngineStats(
+            running=len(scheduler.running),
+            waiting=len(scheduler.waiting) + pending,
+            free_slots=scheduler.slots.num_free,
+        )
+
+    # Lifecycle ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the engine thread; requests still in flight end with an EngineError."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def _submit(self, command: _Add | _Abort) -> None:
+        with self._cond:
+            if self._closed:
+                raise EngineError("the engine has shut down")
+            self._inbox.append(command)
+            self._cond.notify()
+
+    # The engine thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._inbox or self._engine.has_work or self._closed):
+                    self._cond.wait()
+                if self._closed:
+                    break
+                commands, self._inbox = self._inbox, []
+            for command in commands:
+                self._apply(command)
+            if self._engine.has_work:
+                self._step()
+        for request_id, listener in list(self._listeners.items()):
+            self._engine.abort(request_id)
+            listener.send(EngineError("the engine has shut down"))
+        self._listeners.clear()
+
+    def _apply(self, command: _Add | _Abort) -> None:
+        if isinstance(command, _Abort):
+            self._engine.abort(command.request_id)
+            self._listeners.pop(command.request_id, None)
+            return
+        try:
+            self._engine.add_request(command.request_id, command.prompt_ids, command.params)
+        except EnclaveError as exc:
+            command.listener.send(exc)
+            return
+        self._listeners[command.request_id] = command.listener
+
+    def _step(self) -> None:
+        try:
+            outputs = self._engine.step()
+        except Exception:
+            # A bug, not a bad request: end everything in flight loudly rather than hang callers.
+            log.exception("engine step failed; ending all requests")
+            for request_id, waiting in list(self._listeners.items()):
+                self._engine.abort(request_id)
+                waiting.send(EngineError("the engine failed; see the server log"))
+            self._listeners.clear()
+            return
+        for output in outputs:
+            listener = self._listeners.get(output.request_id)
+            if listener is None:
+                continue
+            if output.delta.finish_reason is not None:
+                del self._listeners[output.request_id]
+            if not listener.send(output.delta):
+                self._listeners.pop(output.request_id, None)
+                self._engine.abort(output.request_id)

@@ -1,0 +1,66 @@
+"""Per-request state: the ids so far, where its cache lives, how far the cache has been filled."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from appliance.engine.types import FinishReason, SamplingParams
+
+__all__ = ["Sequence", "SequenceStatus"]
+
+_arrivals = itertools.count()
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    token_ids: list[int] = field(init=False)
+    status: SequenceStatus = SequenceStatus.WAITING
+    # The cache slot this sequence owns while RUNNING, and how many of token_ids are in that cache.
+    slot: int | None = None
+    num_cached: int = 0
+    finish_reason: FinishReason | None = None
+    arrival: int = field(default_factory=lambda: next(_arrivals))
+    rng: np.random.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.token_ids = list(self.prompt_ids)
+        # Each sequence draws from its own stream, so what it samples does not depend on which
+        # other sequences share its batches. Without a seed, fresh OS entropy.
+        self.rng = np.random.default_rng(self.params.seed)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_completion_tokens(self) -> int:
+        return len(self.token_ids) - len(self.prompt_ids)
+
+    @property
+    def completion_ids(self) -> list[int]:
+        return self.token_ids[len(self.prompt_ids) :]
+
+    @property
+    def pending_ids(self) -> list[int]:
+        """The ids the next model run must feed: all not yet in the cache."""
+        return self.token_ids[self.num_cached :]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    def append(self, token_id: int) -> None:
+        self.token_ids.append(token_id)

@@ -1,0 +1,157 @@
+"""Text <-> token ids for a model bundle, and incremental detokenization for streaming.
+
+The tokenizer is the bundle's ``tokenizer.json`` read by the ``tokenizers`` package. Special tokens
+written in a prompt (``<｜User｜>``, ``<think>``, ...) are matched as single tokens, never split.
+
+:class:`IncrementalDetokenizer` turns generated ids into text one id at a time. It emits text only
+when it is final: never half of a multi-byte UTF-8 character (byte-level BPE splits those across
+tokens) and never the start of what could still become a stop string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import tokenizers
+
+from shared.errors import ModelError
+
+__all__ = ["IncrementalDetokenizer", "Tokenizer"]
+
+BOS_TOKEN = "<｜begin▁of▁sentence｜>"
+EOS_TOKEN = "<｜end▁of▁sentence｜>"
+
+# A character is at most 4 UTF-8 bytes; byte-level BPE needs at most that many tokens to finish one.
+# Past this many undecodable tokens the bytes are genuinely invalid and are emitted as U+FFFD.
+_MAX_PENDING_TOKENS = 6
+_REPLACEMENT = "\ufffd"
+
+
+class Tokenizer:
+    """A ``tokenizers.Tokenizer`` with the few operations the engine needs."""
+
+    def __init__(self, inner: tokenizers.Tokenizer) -> None:
+        self._inner = inner
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> Tokenizer:
+        try:
+            return cls(tokenizers.Tokenizer.from_file(str(path)))
+        except Exception as exc:  # the tokenizers package raises bare Exception subclasses
+            raise ModelError(f"{path}: cannot load tokenizer: {exc}") from None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._inner.get_vocab_size(with_added_tokens=True))
+
+    def token_id(self, token: str) -> int | None:
+        """The id of ``token`` as one vocabulary entry, or None if the vocabulary lacks it."""
+        found = self._inner.token_to_id(token)
+        return None if found is None else int(found)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.token_id(BOS_TOKEN)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.token_id(EOS_TOKEN)
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ``text`` as written: no BOS/EOS is added (prompt formats add their own)."""
+        return list(self._inner.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._inner.decode(list(ids), skip_special_tokens=False))
+
+
+class IncrementalDetokenizer:
+    """Turns one sequence's generated ids into final text, id by id.
+
+    The text of a token depends on its neighbours (a multi-byte character spread over byte tokens;
+    tokenizers that drop a leading space at the start of a decode), so each step decodes a short
+    window that starts a few tokens back and emits only what it adds to the previous window
+    (the technique of vLLM's detokenizer). Text that ends with U+FFFD is an unfinished character and
+    waits for the next token.
+
+    Stop strings: text that contains one ends the stream just before it (``stopped`` becomes True);
+    a tail that is a prefix of some stop string is held back until it either completes the stop
+    string or stops matching.
+    """
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, stop: Sequence[str] = (), context: Sequence[int] = ()
+    ) -> None:
+        self._tokenizer = tokenizer
+        self._stop = tuple(s for s in stop if s)
+        # A few ids before the first generated one give the first window its left context.
+        self._ids: list[int] = list(context[-4:])
+        self._prefix_offset = 0
+        self._read_offset = len(self._ids)
+        self._held = ""  # decoded text that may still be the beginning of a stop string
+        self.stopped = False
+        self.stop_string: str | None = None
+
+    def push(self, token_id: int) -> str:
+        """Add one generated id; return the text that became final (often "", never partial)."""
+        if self.stopped:
+            return ""
+        self._ids.append(token_id)
+        return self._guard(self._advance(force=False))
+
+    def flush(self) -> str:
+        """The stream ended for another reason (length, stop token): emit everything held back."""
+        if self.stopped:
+            return ""
+        text = self._held + self._advance(force=True)
+        self._held = ""
+        if self._stop:
+            cut = self._find_stop(text)
+            if cut is not None:
+                text = text[:cut]
+        return text
+
+    def _advance(self, *, force: bool) -> str:
+        window = self._ids[self._prefix_offset :]
+        if len(window) == self._read_offset - self._prefix_offset:
+            return ""
+        prefix_text = self._tokenizer.decode(self._ids[self._prefix_offset : self._read_offset])
+        full_text = self._tokenizer.decode(window)
+        pending = len(self._ids) - self._read_offset
+        if not force and full_text.endswith(_REPLACEMENT) and pending < _MAX_PENDING_TOKENS:
+            return ""
+        if len(full_text) <= len(prefix_text) and not force:
+            # The new ids decoded to nothing yet (e.g. a tokenizer that merges on the next id).
+            return ""
+        self._prefix_offset = self._read_offset
+        self._read_offset = len(self._ids)
+        return full_text[len(prefix_text) :]
+
+    def _find_stop(self, text: str) -> int | None:
+        hits = [i for i in (text.find(s) for s in self._stop) if i >= 0]
+        return min(hits) if hits else None
+
+    def _guard(self, new_text: str) -> str:
+        if not self._stop:
+            return new_text
+        text = self._held + new_text
+        cut = self._find_stop(text)
+        if cut is not None:
+            self.stopped = True
+            self.stop_string = next(s for s in self._stop if text.find(s) == cut)
+            self._held = ""
+            return text[:cut]
+        keep = self._partial_stop_len(text)
+        self._held = text[len(text) - keep :] if keep else ""
+        return text[: len(text) - keep]
+
+    def _partial_stop_len(self, text: str) -> int:
+        """Length of the longest tail of ``text`` that is a proper prefix of a stop string."""
+        best = 0
+        for stop in self._stop:
+            for k in range(min(len(stop) - 1, len(text)), best, -1):
+                if text.endswith(stop[:k]):
+                    best = k
+                    break
+        return best

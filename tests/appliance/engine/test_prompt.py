@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pytest
+
+from appliance.engine.prompt import PromptEncoder, render_chat, render_fim
+from appliance.engine.types import ChatMessage
+from shared.errors import InputError
+from tests.helpers.engine_tokenizer import build_tokenizer
+
+BOS, EOS = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
+U, A = "<｜User｜>", "<｜Assistant｜>"
+
+CONVERSATION = [
+    ChatMessage("user", "hello"),
+    ChatMessage("assistant", "Hello! I am DeepSeek.", reasoning="thinking..."),
+    ChatMessage("user", "1+1=?"),
+]
+
+
+def test_thinking_mode_drops_old_reasoning_and_opens_a_think_block() -> None:
+    assert render_chat(CONVERSATION, thinking=True) == (
+        f"{BOS}{U}hello{A}</think>Hello! I am DeepSeek.{EOS}{U}1+1=?{A}<think>"
+    )
+
+
+def test_thinking_mode_keeps_reasoning_when_not_dropping() -> None:
+    assert render_chat(CONVERSATION, thinking=True, drop_thinking=False) == (
+        f"{BOS}{U}hello{A}</think>thinking...</think>Hello! I am DeepSeek.{EOS}{U}1+1=?{A}<think>"
+    )
+
+
+def test_chat_mode_closes_every_think_block() -> None:
+    assert render_chat([ChatMessage("system", "S"), ChatMessage("user", "hi")], thinking=False) == (
+        f"{BOS}S{U}hi{A}</think>"
+    )
+    assert render_chat(CONVERSATION, thinking=False) == (
+        f"{BOS}{U}hello{A}</think>Hello! I am DeepSeek.{EOS}{U}1+1=?{A}</think>"
+    )
+
+
+def test_assistant_turn_after_last_user_keeps_its_reasoning_in_thinking_mode() -> None:
+    messages = [ChatMessage("user", "q"), ChatMessage("assistant", "a", reasoning="r")]
+    assert render_chat(messages, thinking=True) == f"{BOS}{U}q{A}<think>r</think>a{EOS}"
+    assert render_chat(messages, thinking=False) == f"{BOS}{U}q{A}</think>a{EOS}"
+
+
+def test_consecutive_user_turns_have_no_transition_between_them() -> None:
+    messages = [ChatMessage("user", "a"), ChatMessage("user", "b")]
+    assert render_chat(messages, thinking=False) == f"{BOS}{U}a{U}b{A}</think>"
+
+
+def test_bad_chats_are_input_errors() -> None:
+    with pytest.raises(InputError, match="at least one message"):
+        render_chat([], thinking=False)
+    with pytest.raises(InputError, match="tool"):
+        render_chat([ChatMessage("tool", "x")], thinking=False)  # type: ignore[arg-type]
+
+
+def test_encoder_produces_special_tokens_as_single_ids() -> None:
+    tok = build_tokenizer()
+    ids = PromptEncoder(tok).chat([ChatMessage("user", "hi")], thinking=True)
+    assert ids[0] == tok.bos_id
+    assert ids[1] == tok.token_id(U)
+    assert ids[-2:] == [tok.token_id(A), tok.token_id("<think>")]
+    assert tok.decode(ids) == f"{BOS}{U}hi{A}<think>"
+
+
+def test_fill_in_the_middle() -> None:
+    tok = build_tokenizer()
+    encoder = PromptEncoder(tok)
+    assert encoder.supports_fim
+    ids = encoder.completion("def f():\n    ", "\n    return x\n")
+    assert tok.decode(ids) == render_fim("def f():\n    ", "\n    return x\n")
+    for special in ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"):
+        assert tok.token_id(special) in ids
+    assert tok.decode(encoder.completion("plain")) == f"{BOS}plain"
+
+
+def test_fill_in_the_middle_without_fim_tokens_names_the_missing_token() -> None:
+    encoder = PromptEncoder(build_tokenizer(fim=False))
+    assert not encoder.supports_fim
+    with pytest.raises(InputError, match="<｜fim▁begin｜>"):
+        encoder.completion("a", "b")
+    assert encoder.completion("a")  # plain completion still works
