@@ -61,12 +61,16 @@ class ConflictError(InputError):
 
 
 class AuthError(EnclaveError):
-    pass
+    """``reason`` is one word for the audit log: bad_password, unknown_user, disabled, expired, ..."""
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ThrottledError(AuthError):
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, retry_after: float, reason: str = "throttled") -> None:
+        super().__init__(message, reason=reason)
         self.retry_after = retry_after
 
 
