@@ -1,0 +1,381 @@
+"""The audit log: group-committed appends, checkpoints, and the audited reads of captured content.
+
+Group commit: every thread of a process hands its prepared event to one writer thread and waits on
+a future. The writer takes everything queued, appends it in ONE transaction (one fsync under
+SQLite ``synchronous=FULL``, one WAL flush on PostgreSQL) and only then resolves the futures, so
+an ``append`` returns only once its event is durable, and N waiting threads cost one commit.
+Several processes or replicas each have their own writer; their transactions serialize on the
+chain head (see ``store``).
+
+Failing closed: if the transaction cannot commit — full disk, read-only file, database gone — every
+event of the batch gets :class:`~shared.errors.AuditUnavailableError` and nothing of it is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from appliance.audit import checkpoints as cps
+from appliance.audit.capture import digest_matches, open_sealed
+from appliance.audit.chain import format_time, parse_time
+from appliance.audit.checkpoints import Checkpoint
+from appliance.audit.events import AuditEvent, AuditRecord, PreparedEvent, prepare_event
+from appliance.audit.keys import AuditKeys, load_audit_keys
+from appliance.audit.models import AuditEventRow, AuditSealedRow
+from appliance.audit.query import AuditFilter, Page, export_lines, query_page
+from appliance.audit.store import append_prepared, lock_head
+from appliance.audit.verify import VerifyReport, verify_database
+from appliance.config import Settings
+from appliance.db.base import utcnow
+from appliance.db.engine import is_sqlite
+from shared.errors import AuditUnavailableError, NotFoundError, PermissionDeniedError
+
+__all__ = ["AUDITOR_ROLE", "AuditLog"]
+
+AUDITOR_ROLE = "auditor"
+_STOP = object()
+
+
+@dataclass
+class _Pending:
+    event: PreparedEvent
+    future: Future[int]
+
+
+def _unavailable(exc: BaseException) -> AuditUnavailableError:
+    reason = getattr(exc, "orig", None) or exc
+    return AuditUnavailableError(f"audit store cannot commit: {str(reason).splitlines()[0]}")
+
+
+class AuditLog:
+    """One per process per database. Thread-safe; see the package docstring for the API."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        keys: AuditKeys,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 300.0,
+        max_batch: int = 1000,
+        commit_timeout_s: float = 60.0,
+    ) -> None:
+        self.engine = engine
+        self.keys = keys
+        self._clock = clock
+        self._every = checkpoint_every
+        self._interval = checkpoint_interval_s
+        self._max_batch = max_batch
+        self._timeout = commit_timeout_s
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._last_cp_seq = -1  # unknown until the writer reads it
+        self._closed = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engine: Engine, *, keys: AuditKeys | None = None) -> AuditLog:
+        """The appliance's log: keys from ``settings.keys_dir``, checkpoint cadence from settings."""
+        return cls(
+            engine,
+            keys if keys is not None else load_audit_keys(settings),
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_interval_s=settings.audit_checkpoint_interval_s,
+        )
+
+    # -- appending ---------------------------------------------------------------------------
+
+    def submit(self, event: AuditEvent) -> Future[int]:
+        """Queue ``event``; the future resolves to its seq once durably committed."""
+        prepared = prepare_event(event, self.keys)
+        future: Future[int] = Future()
+        self._ensure_writer()
+        self._queue.put(_Pending(prepared, future))
+        return future
+
+    def append(self, event: AuditEvent) -> int:
+        """Append and wait until durable; returns the seq. Raises AuditUnavailableError."""
+        future = self.submit(event)
+        try:
+            return future.result(timeout=self._timeout)
+        except TimeoutError:
+            raise AuditUnavailableError(f"audit store did not commit within {self._timeout:g}s") from None
+
+    async def append_async(self, event: AuditEvent) -> int:
+        """``append`` for asyncio callers: waits without blocking the event loop."""
+        future = self.submit(event)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self._timeout)
+        except TimeoutError:
+            raise AuditUnavailableError(f"audit store did not commit within {self._timeout:g}s") from None
+
+    def append_in(self, session: Session | Connection, event: AuditEvent) -> int:
+        """Append inside the caller's transaction: the event commits (or rolls back) with it.
+
+        Returns the seq the event will have once the caller commits. Do not call :meth:`append`
+        while holding such a transaction on SQLite: the writer would wait for your write lock.
+        """
+        prepared = prepare_event(event, self.keys)
+        conn = session.connection() if isinstance(session, Session) else session
+        try:
+            seqs, _, _ = append_prepared(conn, [prepared], self._now)
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        return seqs[0]
+
+    def _now(self) -> str:
+        return format_time(self._clock())
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._closed:
+                raise AuditUnavailableError("audit log is closed")
+            if self._pid != os.getpid():
+                # A forked child must not share the parent's connections or its (dead) writer.
+                self.engine.dispose(close=False)
+                self._queue = queue.SimpleQueue()
+                self._thread = None
+                self._pid = os.getpid()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="enclave-audit-writer", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            try:
+                first = q.get(timeout=self._interval)
+            except queue.Empty:
+                self._checkpoint_if_stale()
+                continue
+            if first is _STOP:
+                return
+            batch: list[_Pending] = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        made: Checkpoint | None = None
+        try:
+            with self.engine.begin() as conn:
+                seqs, head_seq, head_hash = append_prepared(conn, [p.event for p in batch], self._now)
+                made = self._checkpoint_if_due(conn, head_seq, head_hash)
+        except SQLAlchemyError as exc:
+            error = _unavailable(exc)
+            for p in batch:
+                p.future.set_exception(error)
+            return
+        except Exception as exc:  # a bug: hand it to the callers instead of killing the writer
+            for p in batch:
+                p.future.set_exception(exc)
+            return
+        if made is not None:
+            self._last_cp_seq = made.seq
+        for p, seq in zip(batch, seqs, strict=True):
+            p.future.set_result(seq)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _checkpoint_if_due(self, conn: Connection, head_seq: int, head_hash: str) -> Checkpoint | None:
+        if head_seq - self._last_cp_seq < self._every:
+            return None
+        latest = cps.latest_checkpoint(conn)  # another process may have made one
+        self._last_cp_seq = latest.seq if latest is not None else 0
+        if head_seq - self._last_cp_seq < self._every:
+            return None
+        return cps.store_checkpoint(conn, self.keys, head_seq, head_hash, self._now())
+
+    def _checkpoint_if_stale(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                head_seq, head_hash = lock_head(conn)
+                latest = cps.latest_checkpoint(conn)
+                if latest is not None and latest.seq >= head_seq:
+                    return
+                age = self._clock() - parse_time(latest.time) if latest is not None else None
+                if age is None or age.total_seconds() >= self._interval:
+                    made = cps.store_checkpoint(conn, self.keys, head_seq, head_hash, self._now())
+                    self._last_cp_seq = made.seq
+        except (SQLAlchemyError, AuditUnavailableError):
+            # The next append reports the outage to its caller; a timer has no one to tell.
+            return
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign and store a checkpoint of the current head now (returns the existing one if the
+        head has not moved since)."""
+        try:
+            with self.engine.begin() as conn:
+                head_seq, head_hash = lock_head(conn)
+                return cps.store_checkpoint(conn, self.keys, head_seq, head_hash, self._now())
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def verify(self, *, checkpoint: Checkpoint | None = None) -> VerifyReport:
+        return verify_database(self.engine, self.keys, checkpoint=checkpoint)
+
+    def query(
+        self, filters: AuditFilter | None = None, *, limit: int = 100, cursor: int | None = None
+    ) -> Page:
+        return query_page(self.engine, filters or AuditFilter(), limit=limit, cursor=cursor)
+
+    def export(self, fmt: str, *, since: dt.datetime | None = None) -> Iterator[str]:
+        return export_lines(self.engine, fmt, since=since)
+
+    def _audited_access(
+        self, action: str, target: str, actor: str, role: str, request_id: str, client: str
+    ) -> None:
+        if role != AUDITOR_ROLE:
+            self.append(
+                AuditEvent(
+                    action=action,
+                    actor=actor,
+                    target=target,
+                    outcome="denied",
+                    request_id=request_id,
+                    client_address=client,
+                    details={"reason": f"role {role!r} is not {AUDITOR_ROLE!r}"},
+                )
+            )
+            raise PermissionDeniedError("captured content is readable only with the auditor role")
+
+    def read_sealed(
+        self, ref: str, *, actor: str, role: str, request_id: str = "", client_address: str = ""
+    ) -> dict[str, str]:
+        """Decrypt sealed content for an auditor. The read is appended (durably) before the
+        plaintext is returned; if it cannot be recorded, nothing is returned."""
+        self._audited_access("audit.content.read", ref, actor, role, request_id, client_address)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(AuditSealedRow.wrapped_key, AuditSealedRow.ciphertext).where(AuditSealedRow.ref == ref)
+            ).first()
+        outcome, reason = "success", ""
+        try:
+            if row is None:
+                raise NotFoundError(f"no sealed content {ref!r}")
+            content = open_sealed(self.keys, ref, row.wrapped_key, row.ciphertext)
+        except Exception as exc:
+            outcome, reason = "failure", str(exc)
+            raise
+        finally:
+            self.append(
+                AuditEvent(
+                    action="audit.content.read",
+                    actor=actor,
+                    target=ref,
+                    outcome=outcome,
+                    request_id=request_id,
+                    client_address=client_address,
+                    details={"reason": reason} if reason else {},
+                )
+            )
+        return content
+
+    def test_digest(
+        self,
+        seq: int,
+        field: str,
+        candidate: str,
+        *,
+        actor: str,
+        role: str,
+        request_id: str = "",
+        client_address: str = "",
+    ) -> bool:
+        """Whether ``candidate`` is the ``field`` text digested in record ``seq`` (audited)."""
+        target = f"seq:{seq}"
+        self._audited_access("audit.content.tested", target, actor, role, request_id, client_address)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*AuditEventRow.__table__.c).where(AuditEventRow.seq == seq)).first()
+        if row is None:
+            raise NotFoundError(f"no audit record with seq {seq}")
+        record = AuditRecord.from_row(row)
+        result = digest_matches(self.keys, record.content or {}, field, candidate)
+        self.append(
+            AuditEvent(
+                action="audit.content.tested",
+                actor=actor,
+                target=target,
+                request_id=request_id,
+                client_address=client_address,
+                details={"field": field, "match": result},
+            )
+        )
+        return result
+
+    def purge_sealed(self, before: dt.datetime, *, actor: str = "system") -> int:
+        """Crypto-shred sealed content captured before ``before``: destroy the wrapped data keys
+        (the ciphertext, which the chain hashes, stays). Recorded in the same transaction."""
+        cutoff = format_time(before)
+        try:
+            with self.engine.begin() as conn:
+                if is_sqlite(self.engine):
+                    # Overwrite freed space with zeros instead of leaving old key bytes in free pages.
+                    conn.exec_driver_sql("PRAGMA secure_delete=ON")
+                result = conn.execute(
+                    update(AuditSealedRow)
+                    .where(AuditSealedRow.time < cutoff, AuditSealedRow.wrapped_key.is_not(None))
+                    .values(wrapped_key=None, purged_time=self._now())
+                )
+                count = int(result.rowcount or 0)
+                event = AuditEvent(
+                    action="audit.content.purged",
+                    actor=actor,
+                    target="sealed",
+                    details={"before": cutoff, "count": count},
+                )
+                self.append_in(conn, event)
+            if is_sqlite(self.engine):
+                # ...and out of the write-ahead log, where the old pages still sit.
+                raw = self.engine.raw_connection()
+                try:
+                    dbapi: Any = raw.driver_connection
+                    dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    raw.close()
+        except SQLAlchemyError as exc:
+            raise _unavailable(exc) from exc
+        return count
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the writer."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread if self._pid == os.getpid() else None
+        if thread is not None and thread.is_alive():
+            self._queue.put(_STOP)
+            thread.join()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
