@@ -1,0 +1,104 @@
+"""The release layout: names, FP8 block scales and FP4 experts read back as transformers reads them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from appliance.model.checkpoint import open_checkpoint
+from appliance.model.release import canonical_name
+from tests.helpers.v4_release import make_reference, release_name, write_release, write_stacked
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    return make_reference()
+
+
+@pytest.fixture(scope="module")
+def state(model) -> dict[str, np.ndarray]:  # type: ignore[no-untyped-def]
+    return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+def test_release_names_map_back_to_state_dict_names(state: dict[str, np.ndarray]) -> None:
+    for name in state:
+        if ".experts." not in name:
+            assert canonical_name(release_name(name)) == name
+    # Final names are left alone, with or without the "model." prefix stripped by save_pretrained.
+    assert canonical_name("model.norm.weight") == "model.norm.weight"
+    assert canonical_name("model.layers.0.self_attn.kv_norm.weight") == "model.layers.0.self_attn.kv_norm.weight"
+    assert canonical_name("layers.1.attn.indexer.compressor.wkv.weight") == (
+        "model.layers.1.self_attn.compressor.indexer.kv_proj.weight"
+    )
+
+
+def test_transformers_loads_our_release_layout_to_the_same_weights(model, state, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from transformers import DeepseekV4ForCausalLM
+
+    write_release(model, tmp_path, quantize=False)
+    loaded = DeepseekV4ForCausalLM.from_pretrained(tmp_path).state_dict()
+    assert set(loaded) == set(state)
+    for name, value in loaded.items():
+        np.testing.assert_array_equal(value.numpy(), state[name], err_msg=name)
+
+
+@pytest.mark.parametrize("layout", ["release", "save_pretrained", "stacked"])
+def test_unquantized_layouts_read_back_exactly(model, state, tmp_path: Path, layout: str) -> None:  # type: ignore[no-untyped-def]
+    if layout == "release":
+        write_release(model, tmp_path, quantize=False)
+    elif layout == "stacked":
+        write_stacked(model, tmp_path)
+    else:
+        write_stacked(model, tmp_path / "tok")
+        model.save_pretrained(tmp_path)
+        (tmp_path / "tokenizer.json").write_bytes((tmp_path / "tok" / "tokenizer.json").read_bytes())
+    ckpt = open_checkpoint(tmp_path)
+    assert ckpt.names() == list(state)
+    assert ckpt.layout == ("stacked" if layout == "stacked" else "release")
+    for name in ckpt.names():
+        np.testing.assert_array_equal(ckpt.tensor(name), state[name], err_msg=name)
+    gate_up = "model.layers.1.mlp.experts.gate_up_proj"
+    np.testing.assert_array_equal(ckpt.expert(gate_up, 3), state[gate_up][3])
+
+
+def _transformers_dequant(weight: np.ndarray, scale: np.ndarray, scale_code: str) -> np.ndarray:
+    from transformers.integrations.finegrained_fp8 import Fp8Dequantize
+
+    w = torch.from_numpy(weight)
+    if weight.dtype == np.uint8:
+        w = w.view(torch.float8_e4m3fn)
+    s = torch.from_numpy(scale)
+    if scale_code == "F8_E8M0":
+        s = s.view(torch.float8_e8m0fnu)
+    out = Fp8Dequantize(None)._dequantize_one(w, s, output_dtype=torch.float32)
+    return out.numpy()
+
+
+@pytest.mark.parametrize("ue8m0", [True, False])
+def test_fp8_and_fp4_dequantize_as_transformers_does(model, state, tmp_path: Path, ue8m0: bool) -> None:  # type: ignore[no-untyped-def]
+    stored = write_release(model, tmp_path, quantize=True, ue8m0=ue8m0, block=(16, 16))
+    ckpt = open_checkpoint(tmp_path)
+    code = "F8_E8M0" if ue8m0 else "F32"
+    # A dense FP8 matrix with several 16x16 blocks.
+    name = "model.layers.1.self_attn.q_b_proj.weight"
+    base = release_name(name).removesuffix(".weight")
+    expected = _transformers_dequant(stored[base + ".weight"], stored[base + ".scale"], code)
+    np.testing.assert_array_equal(ckpt.tensor(name), expected)
+    # FP4 experts, reassembled into transformers' stacked gate_up layout.
+    gate_up = ckpt.tensor("model.layers.2.mlp.experts.gate_up_proj")
+    for e in range(gate_up.shape[0]):
+        parts = [
+            _transformers_dequant(stored[f"layers.2.ffn.experts.{e}.{w}.weight"],
+                                  stored[f"layers.2.ffn.experts.{e}.{w}.scale"], code)
+            for w in ("w1", "w3")
+        ]
+        np.testing.assert_array_equal(gate_up[e], np.concatenate(parts))
+        np.testing.assert_array_equal(ckpt.expert("model.layers.2.mlp.experts.gate_up_proj", e), gate_up[e])
+    # And every tensor is within quantization error of the original weights.
+    for name in ckpt.names():
+        value, ref = ckpt.tensor(name), state[name]
+        tolerance = 0.2 if ".experts." in name else 0.07  # FP4 has 3 bits of value, FP8 e4m3 has 4
+        assert np.abs(value - ref).max() <= tolerance * max(np.abs(ref).max(), 1e-6), name
