@@ -16,7 +16,9 @@ def tok() -> Tokenizer:
     return build_tokenizer()
 
 
-def stream(tok: Tokenizer, ids: list[int], *, stop: tuple[str, ...] = ()) -> tuple[list[str], IncrementalDetokenizer]:
+def stream(
+    tok: Tokenizer, ids: list[int], *, stop: tuple[str, ...] = ()
+) -> tuple[list[str], IncrementalDetokenizer]:
     detok = IncrementalDetokenizer(tok, stop=stop)
     chunks = [detok.push(i) for i in ids]
     chunks.append(detok.flush())
