@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class AuditLog:
         checkpoint_interval_s: float = 300.0,
         max_batch: int = 1000,
         commit_timeout_s: float = 60.0,
+        linger_s: float = 0.001,
     ) -> None:
         self.engine = engine
         self.keys = keys
@@ -80,6 +82,8 @@ class AuditLog:
         self._interval = checkpoint_interval_s
         self._max_batch = max_batch
         self._timeout = commit_timeout_s
+        self._linger = linger_s
+        self._last_batch_size = 1
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -156,28 +160,42 @@ class AuditLog:
 
     def _run(self) -> None:
         q = self._queue
+        next_check = time.monotonic() + self._interval
         while True:
             try:
-                first = q.get(timeout=self._interval)
+                first = q.get(timeout=max(0.0, next_check - time.monotonic()))
             except queue.Empty:
-                self._checkpoint_if_stale()
-                continue
+                first = None
             if first is _STOP:
                 return
-            batch: list[_Pending] = [first]
-            stop = False
-            while len(batch) < self._max_batch:
-                try:
+            if first is not None:
+                batch, stop = self._gather(q, first)
+                self._commit(batch)
+                if stop:
+                    return
+            if time.monotonic() >= next_check:
+                self._checkpoint_if_stale()
+                next_check = time.monotonic() + self._interval
+
+    def _gather(self, q: queue.SimpleQueue[Any], first: _Pending) -> tuple[list[_Pending], bool]:
+        """``first`` plus what else is queued. If fewer appenders are waiting than joined the last
+        batch, linger briefly for the rest: they are usually just waking from the last commit,
+        and one short wait costs less than a commit (fsync) of its own."""
+        batch = [first]
+        deadline = time.monotonic() + self._linger
+        while len(batch) < self._max_batch:
+            try:
+                if len(batch) >= self._last_batch_size:
                     item = q.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stop:
-                return
+                else:
+                    item = q.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return batch, True
+            batch.append(item)
+        self._last_batch_size = len(batch)
+        return batch, False
 
     def _commit(self, batch: list[_Pending]) -> None:
         made: Checkpoint | None = None

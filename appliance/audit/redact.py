@@ -30,16 +30,15 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
         "private-key",
         re.compile(
             r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-            r"(?:.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|.*\Z)",
-            re.DOTALL,
+            r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*\Z)",
         ),
     ),
     ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")),
     ("aws-access-key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA)[0-9A-Z]{16}\b")),
     ("gcp-api-key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}")),
     ("gcp-oauth-token", re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}")),
-    ("azure-storage-key", re.compile(r"(?i)(?<=AccountKey=)[A-Za-z0-9+/]{86}==")),
-    ("azure-sas", re.compile(r"(?i)(?<=SharedAccessKey=)[^;\s\"']{16,}")),
+    ("azure-storage-key", re.compile(r"(?<=[Aa]ccount[Kk]ey=)[A-Za-z0-9+/]{86}==")),
+    ("azure-sas", re.compile(r"(?<=[Ss]hared[Aa]ccess[Kk]ey=)[^;\s\"']{16,}")),
     ("azure-sas", re.compile(r"(?<=[?&]sig=)[A-Za-z0-9%+/=]{20,}")),
     ("azure-client-secret", re.compile(r"\b[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}")),
     ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})")),
@@ -57,9 +56,13 @@ _SECRET_NAME = (
     r"|private[_-]?key|client[_-]?secret|credentials?|auth[_-]?key|signing[_-]?key)[A-Za-z0-9_.-]*"
 )
 _ASSIGNMENT = re.compile(
-    r"(?i)(?P<name>\b" + _SECRET_NAME + r"[\"']?\s*(?::=|=>|[:=])\s*)"
-    r"(?:(?P<q>[\"'`])(?P<quoted>[^\"'`\r\n]{8,})(?P=q)|(?P<bare>[^\s\"'`,;(){}\[\]<>]{8,}))"
+    r"(?i:(?P<name>\b" + _SECRET_NAME + r"[\"']?\s*(?::=|=>|[:=])\s*)"
+    r"(?:(?P<q>[\"'`])(?P<quoted>[^\"'`\r\n]{8,})(?P=q)|(?P<bare>[^\s\"'`,;(){}\[\]<>]{8,})))"
 )
+# One pass that finds whether anything at all needs redacting: nearly every string is clean, and
+# this keeps redaction off the append path's profile.
+_SCREEN = re.compile("|".join(f"(?:{p.pattern})" for _, p in _PATTERNS) + "|" + _ASSIGNMENT.pattern)
+_SHORTEST_SECRET = 10
 # Unquoted, a dotted name (`password = settings.db_password`) or a snake_case name
 # (`token = fresh_token`) is code, not a secret; random secrets carry digits or mixed case.
 _CODE_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+|[a-z_]+|[A-Z_]+")
@@ -87,6 +90,8 @@ def _assignment(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """``text`` with every recognised secret replaced by ``[REDACTED:<kind>]``."""
+    if len(text) < _SHORTEST_SECRET or not _SCREEN.search(text):
+        return text
     for kind, pattern in _PATTERNS:
         text = pattern.sub(f"[REDACTED:{kind}]", text)
     return _ASSIGNMENT.sub(_assignment, text)
