@@ -146,8 +146,8 @@ def _host_python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _copy_models(models: Sequence[Path], dest: Path) -> list[str]:
-    names: list[str] = []
+def _check_models(models: Sequence[Path]) -> None:
+    names: set[str] = set()
     for model in models:
         if not model.is_dir() or not (model / "bundle.json").is_file():
             raise InputError(
@@ -156,6 +156,14 @@ def _copy_models(models: Sequence[Path], dest: Path) -> list[str]:
         name = model.resolve().name
         if name in names:
             raise InputError(f"two model bundles are named {name!r}; rename one")
+        names.add(name)
+
+
+def _copy_models(models: Sequence[Path], dest: Path) -> list[str]:
+    names: list[str] = []
+    for model in models:
+        name = model.resolve().name
+        # symlinks=False: a link in a model bundle is shipped as the file it points to.
         shutil.copytree(model, dest / name, symlinks=False)
         names.append(f"models/{name}")
     return names
@@ -208,9 +216,7 @@ def build_bundle(
         raise InputError(f"{out} already exists; choose a new directory for the bundle")
     if not out.parent.is_dir():
         raise InputError(f"{out.parent} does not exist")
-    for model in models:
-        if not model.is_dir():
-            raise InputError(f"model bundle {model} is not a directory")
+    _check_models(models)
     new_key: Path | None = None
     if signing_key is not None:
         key = load_private_key(signing_key)

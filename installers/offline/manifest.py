@@ -110,7 +110,9 @@ def _walk(root: Path) -> Iterable[str]:
                 raise IntegrityError(f"bundle contains a symbolic link: {_rel(root, base / name)}")
         for name in sorted(filenames):
             path = base / name
-            if path.is_symlink() or not path.is_file():
+            if path.is_symlink():
+                raise IntegrityError(f"bundle contains a symbolic link: {_rel(root, path)}")
+            if not path.is_file():
                 raise IntegrityError(
                     f"bundle contains something that is not a plain file: {_rel(root, path)}"
                 )
