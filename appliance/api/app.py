@@ -1,0 +1,95 @@
+"""``create_app``: the FastAPI application, with every dependency passed in.
+
+Tests build it with a fake engine and a fake clock; ``enclave serve`` builds it with the real engine.
+``engine`` may be ``None`` while a model is still loading: ``/readyz`` says so and generation routes
+answer 503 until :func:`set_engine` installs one.
+
+The interactive docs pages are off: they load scripts from a CDN, and the appliance makes and
+invites no outbound connection. ``/openapi.json`` stays, complete.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from appliance.api.auditing import Auditor
+from appliance.api.clock import Clock, SystemClock
+from appliance.api.errors import install_error_handlers
+from appliance.api.metrics import Metrics
+from appliance.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestMetricsMiddleware
+from appliance.api.quotas import QuotaTracker
+from appliance.api.routes import admin, audit, auth, health, openai
+from appliance.api.state import AppState
+from appliance.audit.log import AuditLog
+from appliance.config import Settings
+from appliance.db.engine import UnitOfWork
+from appliance.engine.types import GenerationService
+from shared.version import VERSION
+
+__all__ = ["create_app", "set_engine"]
+
+
+def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI documents 422 for validation errors; this API answers 400 (OpenAI's code) instead."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            if isinstance(operation, dict):
+                operation.get("responses", {}).pop("422", None)
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(
+    *,
+    settings: Settings,
+    uow: UnitOfWork,
+    audit_log: AuditLog,
+    engine: GenerationService | None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    clock = clock or SystemClock()
+    metrics = Metrics(
+        queue_depth=lambda: float(state.engine.stats().waiting) if state.engine else 0.0,
+        running=lambda: float(state.engine.stats().running) if state.engine else 0.0,
+    )
+    state = AppState(
+        settings=settings,
+        uow=uow,
+        audit_log=audit_log,
+        auditor=Auditor(audit_log, metrics=metrics, clock=clock),
+        engine=engine,
+        clock=clock,
+        metrics=metrics,
+        quotas=QuotaTracker(clock.monotonic),
+        started_at=int(clock.now().timestamp()),
+    )
+    app = FastAPI(
+        title="Enclave appliance API",
+        version=VERSION,
+        description="OpenAI-compatible generation with access control and a tamper-evident audit log.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.enclave = state
+    install_error_handlers(app)
+    for module in (openai, auth, admin, audit, health):
+        app.include_router(module.router)
+    # Outermost first: the request id exists before anything can fail, and 413s are counted.
+    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
+    app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
+    return app
+
+
+def set_engine(app: FastAPI, engine: GenerationService | None) -> None:
+    """Install (or remove) the engine once its model has loaded."""
+    app.state.enclave.engine = engine

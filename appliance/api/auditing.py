@@ -1,0 +1,137 @@
+"""The API's side of the audit log: who is calling (:class:`Caller`), about which request
+(:class:`RequestInfo`), and :class:`Auditor`, which appends events durably off the event loop.
+
+``AuditLog.append_async`` waits, without blocking the event loop, until the event is committed (group
+commit); its latency feeds the ``enclave_audit_commit_seconds`` histogram. :meth:`Auditor.record`
+lets :class:`AuditUnavailableError` through (callers fail closed with 503); :meth:`record_quietly`
+is for events that follow one already committed (the end of a generation), where failing the
+client's request would not make the log more complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from appliance.api.clock import Clock
+from appliance.api.metrics import Metrics
+from appliance.api.quotas import QuotaLimits
+from appliance.audit.events import AuditEvent
+from appliance.auth.principal import Principal
+from shared.errors import AuditUnavailableError, EnclaveError
+
+__all__ = ["AuditSink", "Auditor", "Caller", "RequestInfo"]
+
+log = logging.getLogger(__name__)
+
+
+class AuditSink(Protocol):
+    """What the API needs of :class:`appliance.audit.AuditLog`."""
+
+    async def append_async(self, event: AuditEvent) -> int: ...
+
+    def append_in(self, session: Session, event: AuditEvent) -> int: ...
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    request_id: str
+    client_address: str
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated principal plus what the API derives from its policy."""
+
+    principal: Principal
+
+    @property
+    def actor(self) -> str:
+        return self.principal.username
+
+    @property
+    def quota_key(self) -> int:
+        return self.principal.user_id
+
+    @property
+    def limits(self) -> QuotaLimits:
+        p = self.principal.policy
+        return QuotaLimits(
+            requests_per_minute=p.requests_per_minute,
+            tokens_per_minute=p.tokens_per_minute,
+            concurrent_streams=p.concurrent_streams,
+            max_prompt_tokens=p.max_prompt_tokens,
+            max_output_tokens=p.max_output_tokens,
+        )
+
+    @property
+    def capture_mode(self) -> str:
+        return str(self.principal.policy.capture_mode)
+
+    def allows_model(self, model_id: str) -> bool:
+        return self.principal.policy.allows_model(model_id)
+
+
+class Auditor:
+    def __init__(self, sink: AuditSink, *, metrics: Metrics, clock: Clock) -> None:
+        self._sink = sink
+        self._metrics = metrics
+        self._clock = clock
+
+    async def _append(self, event: AuditEvent) -> None:
+        start = self._clock.monotonic()
+        try:
+            await self._sink.append_async(event)
+        except AuditUnavailableError:
+            raise
+        except EnclaveError as exc:
+            # A malformed event or a database fault: either way the record is not there.
+            raise AuditUnavailableError(f"audit log cannot record {event.action}: {exc}") from exc
+        self._metrics.audit_commit.observe(self._clock.monotonic() - start)
+
+    async def record(
+        self,
+        caller: Caller | None,
+        info: RequestInfo,
+        *,
+        action: str,
+        target: str = "",
+        outcome: str = "success",
+        details: Mapping[str, Any] | None = None,
+        content: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> None:
+        """Append one event and wait until it is durable; AuditUnavailableError if it cannot be."""
+        event = AuditEvent(
+            action=action,
+            actor=actor if actor is not None else (caller.actor if caller else "anonymous"),
+            target=target,
+            outcome=outcome,
+            request_id=info.request_id,
+            client_address=info.client_address,
+            details=dict(details or {}),
+            content=_content(content),
+            capture=caller.capture_mode if caller and content is not None else "none",  # type: ignore[arg-type]
+        )
+        await self._append(event)
+
+    async def record_quietly(self, caller: Caller | None, info: RequestInfo, **fields: Any) -> None:
+        try:
+            await self.record(caller, info, **fields)
+        except AuditUnavailableError:
+            log.exception("audit: could not record %s for %s", fields.get("action"), info.request_id)
+
+
+def _content(content: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """Content fields as text: structured prompts (chat messages) become canonical JSON strings."""
+    if content is None:
+        return None
+    out: dict[str, str] = {}
+    for name, value in content.items():
+        out[name] = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return out

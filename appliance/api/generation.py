@@ -1,0 +1,238 @@
+"""One audited generation, from admission to its last audit record.
+
+    admit()                       model allowed? prompt within context and policy? quota?
+      -> audit generation.requested, durably       (fails closed: AuditUnavailableError -> 503,
+                                                     and the engine is never asked for a token)
+      -> Generation.deltas()      the engine's stream, timed for metrics
+           finally: audit generation.completed | cancelled | failed, release the quota lease
+
+Streaming and non-streaming routes both consume :meth:`Generation.deltas`; a client disconnect
+cancels the task iterating it, which closes the engine stream (freeing its slot) and leaves the
+finally clause to record ``cancelled``. The closing audit record is written under a shielded cancel
+scope so a cancellation cannot skip it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from appliance.api.auditing import Auditor, Caller, RequestInfo
+from appliance.api.clock import Clock
+from appliance.api.errors import ApiError
+from appliance.api.metrics import Metrics
+from appliance.api.quotas import QuotaLease, QuotaTracker
+from appliance.engine.types import Delta, GenerationService, SamplingParams
+from shared.errors import EngineError
+from shared.schemas import EnclaveMetadata
+
+__all__ = ["Generation", "GenerationOutcome", "admit", "check_model", "resolve_max_tokens"]
+
+# max_tokens when the request names none and the policy sets no cap.
+DEFAULT_MAX_TOKENS = 1024
+
+
+def check_model(engine: GenerationService | None, caller: Caller, model: str) -> GenerationService:
+    """The engine serving ``model``, or 404 (unknown or not allowed to this caller) / 503 (no model)."""
+    if engine is None:
+        raise ApiError(503, "no model is loaded yet", type="service_unavailable", code="model_not_loaded")
+    if model != engine.model_id or not caller.allows_model(model):
+        raise ApiError(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
+    return engine
+
+
+@dataclass
+class GenerationOutcome:
+    text: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+@dataclass
+class Generation:
+    """An admitted generation whose ``requested`` event is durably committed."""
+
+    engine: GenerationService
+    auditor: Auditor
+    metrics: Metrics
+    clock: Clock
+    caller: Caller
+    info: RequestInfo
+    endpoint: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    details: dict[str, Any]
+    prompt_content: Any
+    lease: QuotaLease
+    started: float
+    outcome: GenerationOutcome = field(default_factory=GenerationOutcome)
+    first_token_at: float | None = None
+
+    async def deltas(self) -> AsyncGenerator[Delta, None]:
+        """The engine's deltas. Always iterate to the end or close it (``aclose``)."""
+        status = "cancelled"
+        error: str | None = None
+        stream = self.engine.stream(self.prompt_ids, self.params, request_id=self.info.request_id)
+        self.metrics.active_streams.add(1)
+        pieces: list[str] = []
+        try:
+            async for delta in stream:
+                if self.first_token_at is None and delta.completion_tokens > 0:
+                    self.first_token_at = self.clock.monotonic()
+                    self.metrics.time_to_first_token.observe(self.first_token_at - self.started)
+                pieces.append(delta.text)
+                self.outcome.prompt_tokens = delta.prompt_tokens
+                self.outcome.completion_tokens = delta.completion_tokens
+                if delta.finish_reason is not None:
+                    self.outcome.finish_reason = delta.finish_reason
+                yield delta
+                if delta.finish_reason is not None:
+                    break
+            if self.outcome.finish_reason in ("stop", "length"):
+                status = "completed"
+            elif self.outcome.finish_reason == "cancelled":
+                status = "cancelled"
+            else:
+                status, error = "failed", f"engine ended the stream with {self.outcome.finish_reason!r}"
+        except EngineError as exc:
+            status, error = "failed", str(exc)
+            raise
+        finally:
+            self.metrics.active_streams.add(-1)
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(stream, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                self.outcome.text = "".join(pieces)
+                await self._finish(status, error)
+
+    async def _finish(self, status: str, error: str | None) -> None:
+        out = self.outcome
+        self.lease.finish(out.completion_tokens)
+        end = self.clock.monotonic()
+        self.metrics.generations.inc(endpoint=self.endpoint, outcome=status)
+        self.metrics.tokens.inc(out.prompt_tokens or len(self.prompt_ids), kind="prompt")
+        self.metrics.tokens.inc(out.completion_tokens, kind="completion")
+        self.metrics.request_latency.observe(end - self.started)
+        details = dict(self.details)
+        details.update(
+            prompt_tokens=out.prompt_tokens or len(self.prompt_ids),
+            completion_tokens=out.completion_tokens,
+            finish_reason=out.finish_reason if status != "cancelled" else "cancelled",
+            latency_ms=round((end - self.started) * 1000),
+            time_to_first_token_ms=(
+                round((self.first_token_at - self.started) * 1000)
+                if self.first_token_at is not None
+                else None
+            ),
+        )
+        if error is not None:
+            details["error"] = error
+        # The prompt went with the "requested" record; this one carries only what came back.
+        content = {"completion": out.text}
+        # The request already has its durable "requested" record; a failure to write the closing one
+        # is logged by the auditor and must not turn a delivered answer into an error.
+        await self.auditor.record_quietly(
+            self.caller,
+            self.info,
+            action=f"generation.{status}",
+            target=f"model:{self.engine.model_id}",
+            outcome="success" if status == "completed" else status,
+            details=details,
+            content=content,
+        )
+
+
+def resolve_max_tokens(
+    engine: GenerationService, caller: Caller, n_prompt: int, requested: int | None
+) -> int:
+    room = engine.context_length - n_prompt
+    if room <= 0 or (requested is not None and requested > room):
+        wanted = f" plus max_tokens {requested}" if requested is not None else ""
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {engine.context_length} tokens; the prompt has "
+            f"{n_prompt} tokens{wanted}.",
+            code="context_length_exceeded",
+            param="messages" if requested is None else "max_tokens",
+        )
+    if requested is not None:
+        return requested
+    cap = caller.limits.max_output_tokens
+    return min(room, cap if cap is not None else DEFAULT_MAX_TOKENS)
+
+
+async def admit(
+    *,
+    engine: GenerationService,
+    auditor: Auditor,
+    quotas: QuotaTracker,
+    metrics: Metrics,
+    clock: Clock,
+    caller: Caller,
+    info: RequestInfo,
+    endpoint: str,
+    prompt_ids: Sequence[int],
+    requested_max_tokens: int | None,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    stop: tuple[str, ...],
+    stream: bool,
+    metadata: EnclaveMetadata | None,
+    prompt_content: Any,
+    started: float,
+) -> Generation:
+    """Check limits, take a quota lease and durably audit the request; raise on any refusal."""
+    n_prompt = len(prompt_ids)
+    max_tokens = resolve_max_tokens(engine, caller, n_prompt, requested_max_tokens)
+    lease = quotas.admit(
+        caller.quota_key, caller.limits, prompt_tokens=n_prompt, max_output_tokens=max_tokens
+    )
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop)
+    details: dict[str, Any] = {
+        "endpoint": endpoint,
+        "model": engine.model_id,
+        "stream": stream,
+        "max_tokens": max_tokens,
+        "prompt_tokens": n_prompt,
+        "project_id": metadata.project_id if metadata else None,
+        "context_files": [f.model_dump() for f in metadata.context_files] if metadata else [],
+    }
+    try:
+        await auditor.record(
+            caller,
+            info,
+            action="generation.requested",
+            target=f"model:{engine.model_id}",
+            outcome="success",
+            details=details,
+            content={"prompt": prompt_content},
+        )
+    except BaseException:
+        lease.finish(0)
+        raise
+    return Generation(
+        engine=engine,
+        auditor=auditor,
+        metrics=metrics,
+        clock=clock,
+        caller=caller,
+        info=info,
+        endpoint=endpoint,
+        prompt_ids=list(prompt_ids),
+        params=params,
+        details=details,
+        prompt_content=prompt_content,
+        lease=lease,
+        started=started,
+    )

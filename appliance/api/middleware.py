@@ -1,0 +1,150 @@
+"""ASGI middleware: request ids, the body-size limit (413) and per-route request counting.
+
+Written as plain ASGI callables rather than ``BaseHTTPMiddleware`` so streamed responses pass through
+untouched and a client disconnect still reaches the streaming response.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from appliance.api.metrics import Metrics
+
+__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware", "RequestMetricsMiddleware"]
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _error_body(message: str, code: str) -> bytes:
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code, "param": None}}
+    return json.dumps(body).encode()
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over ``limit`` bytes with 413, by header up front or by counting as they arrive."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._reply(send, 400, "invalid Content-Length header", "invalid_header")
+                    return
+                if declared > self.limit:
+                    await self._too_large(send)
+                    return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._too_large(send)
+
+    async def _too_large(self, send: Send) -> None:
+        await self._reply(send, 413, f"request body larger than {self.limit} bytes", "request_too_large")
+
+    @staticmethod
+    async def _reply(send: Send, status: int, message: str, code: str) -> None:
+        body = _error_body(message, code)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (``scope["state"]["request_id"]``) and echoes it as ``X-Request-Id``.
+
+    The id is always minted here: a client-chosen id would let a caller plant misleading ids in the
+    audit log.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_header)
+
+
+class RequestMetricsMiddleware:
+    """Counts responses by route template (not raw path, which would explode label cardinality)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.inc(
+                route=str(path), method=str(scope.get("method", "")), status=str(status)
+            )

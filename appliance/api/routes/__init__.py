@@ -1,0 +1,1 @@
+"""Route modules, one per family: openai, auth, admin, audit, health (with metrics)."""

@@ -1,0 +1,109 @@
+"""What every route reaches through ``request.app.state.enclave``: the app's dependencies, and the
+authentication dependency that turns a bearer token into a :class:`Caller` holding a permission."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from appliance.api.auditing import Auditor, Caller, RequestInfo
+from appliance.api.clock import Clock
+from appliance.api.metrics import Metrics
+from appliance.api.quotas import QuotaTracker
+from appliance.audit.log import AuditLog
+from appliance.auth.principal import Principal, authenticate, require
+from appliance.auth.roles import Permission
+from appliance.config import Settings
+from appliance.db.engine import UnitOfWork
+from appliance.engine.types import GenerationService
+from shared.errors import AuthError, PermissionDeniedError
+
+__all__ = ["MAX_ID", "AppState", "app_state", "bearer", "caller_with", "request_info"]
+
+# Largest id a path may name: the database's 64-bit integer range.
+MAX_ID = 2**63 - 1
+
+bearer = HTTPBearer(auto_error=False, description="An API token or a session token from /v1/auth/login")
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    uow: UnitOfWork
+    audit_log: AuditLog
+    auditor: Auditor
+    engine: GenerationService | None
+    clock: Clock
+    metrics: Metrics
+    quotas: QuotaTracker
+    # Unix time the app was created; the `created` of the served model's card.
+    started_at: int
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.enclave
+    return state
+
+
+def request_info(request: Request) -> RequestInfo:
+    request_id = getattr(request.state, "request_id", "") or ""
+    client = request.client.host if request.client else ""
+    return RequestInfo(request_id=request_id, client_address=client)
+
+
+def _authenticate(state: AppState, token: str) -> Principal:
+    with state.uow() as session:
+        return authenticate(session, token, now=state.clock.now())
+
+
+def caller_with(permission: Permission | None) -> Callable[..., Awaitable[Caller]]:
+    """A dependency: the authenticated caller, who must hold ``permission`` (401 / 403 otherwise);
+    ``None`` asks only for a valid token (logout).
+
+    Rejected tokens and denied permissions are audited. A request with no credentials at all is
+    not: it carries no identity to record, and auditing it would let anyone flood the log.
+    """
+
+    async def dependency(
+        request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+    ) -> Caller:
+        state = app_state(request)
+        info = request_info(request)
+        if credentials is None or not credentials.credentials:
+            raise AuthError("missing bearer token (Authorization: Bearer <token>)")
+        try:
+            principal = await anyio.to_thread.run_sync(_authenticate, state, credentials.credentials)
+        except AuthError as exc:
+            reason = str(getattr(exc, "reason", "") or "invalid")
+            action = "auth.token.used_after_expiry" if reason == "expired" else "auth.token.rejected"
+            await state.auditor.record_quietly(
+                None,
+                info,
+                action=action,
+                target=request.url.path,
+                outcome="failure",
+                details={"reason": reason},
+            )
+            raise
+        caller = Caller(principal)
+        if permission is None:
+            return caller
+        try:
+            require(principal, permission)
+        except PermissionDeniedError:
+            await state.auditor.record_quietly(
+                caller,
+                info,
+                action="authz.denied",
+                target=request.url.path,
+                outcome="denied",
+                details={"permission": permission.value, "method": request.method},
+            )
+            raise
+        return caller
+
+    return dependency

@@ -1,0 +1,107 @@
+"""A fast, deterministic GenerationService for API tests (the real one is appliance.engine.AsyncEngine).
+
+Tokens are UTF-8 bytes (ids 0..255) plus three FIM markers; the reply is a fixed script of words
+(``reply`` or ``"w0 w1 w2 ..."``), cut at ``max_tokens`` (finish ``length``), at a stop string (finish
+``stop``) or at the script's end (finish ``stop``). ``hold`` pauses every stream before its first token
+until released, so tests can disconnect mid-stream; the fake records what was started, finished and
+cancelled so tests can see that a disconnect reached the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from appliance.engine.types import ChatMessage, Delta, EngineStats, FinishReason, SamplingParams
+from shared.errors import EngineError, InputError
+
+__all__ = ["FIM_BEGIN", "FIM_END", "FIM_HOLE", "FakeEngine", "FakeRequest"]
+
+FIM_BEGIN, FIM_HOLE, FIM_END = 256, 257, 258
+
+
+@dataclass
+class FakeRequest:
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    outcome: str = "running"  # running | finished | cancelled
+
+
+@dataclass
+class FakeEngine:
+    model_id: str = "fake-model"
+    context_length: int = 4096
+    supports_fim: bool = True
+    reply: str | None = None
+    words: int = 8
+    token_delay_s: float = 0.0
+    slots: int = 64
+    fail_after: int | None = None  # raise EngineError after this many tokens
+    requests: list[FakeRequest] = field(default_factory=list)
+    hold: asyncio.Event | None = None
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def encode_chat(self, messages: Sequence[ChatMessage], *, thinking: bool = False) -> list[int]:
+        text = "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
+        return list(text.encode("utf-8"))
+
+    def encode_completion(self, prompt: str, suffix: str | None = None) -> list[int]:
+        if suffix is None:
+            return list(prompt.encode("utf-8"))
+        if not self.supports_fim:
+            raise InputError(f"model {self.model_id} does not support fill-in-the-middle (suffix)")
+        return [FIM_BEGIN, *prompt.encode("utf-8"), FIM_HOLE, *suffix.encode("utf-8"), FIM_END]
+
+    def script(self) -> list[str]:
+        if self.reply is not None:
+            return [ch for ch in self.reply]
+        return [f"w{i} " for i in range(self.words)]
+
+    def _running(self) -> int:
+        return sum(1 for r in self.requests if r.outcome == "running")
+
+    def stats(self) -> EngineStats:
+        running = self._running()
+        return EngineStats(running=running, waiting=0, free_slots=self.slots - running)
+
+    def stream(
+        self, prompt_ids: Sequence[int], params: SamplingParams, *, request_id: str
+    ) -> AsyncIterator[Delta]:
+        record = FakeRequest(request_id, list(prompt_ids), params)
+        self.requests.append(record)
+        return self._generate(record)
+
+    async def _generate(self, record: FakeRequest) -> AsyncIterator[Delta]:
+        params, n_prompt = record.params, len(record.prompt_ids)
+        try:
+            self.started.set()
+            if self.hold is not None:
+                await self.hold.wait()
+            text = ""
+            pieces = self.script()
+            for i, piece in enumerate(pieces):
+                if self.fail_after is not None and i >= self.fail_after:
+                    raise EngineError("fake engine failure")
+                # Yield to the loop between tokens, as a real engine does.
+                await asyncio.sleep(self.token_delay_s)
+                produced = i + 1
+                candidate = text + piece
+                stop_at = min((candidate.find(s) for s in params.stop if s in candidate), default=-1)
+                if stop_at >= 0:
+                    record.outcome = "finished"
+                    yield Delta(candidate[len(text) : stop_at], (i,), n_prompt, produced, "stop")
+                    return
+                text = candidate
+                last = produced >= params.max_tokens or i == len(pieces) - 1
+                finish: FinishReason | None = None
+                if last:
+                    finish = "length" if produced >= params.max_tokens and i < len(pieces) - 1 else "stop"
+                    record.outcome = "finished"
+                yield Delta(piece, (i,), n_prompt, produced, finish)
+                if last:
+                    return
+        finally:
+            if record.outcome == "running":
+                record.outcome = "cancelled"
