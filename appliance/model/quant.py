@@ -1,0 +1,142 @@
+"""Weight-only int8 / int4 block quantization in the layouts ONNX Runtime's ``com.microsoft`` ops read.
+
+Pure numpy. One scheme for both ops: asymmetric min/max per block of ``block_size`` consecutive
+inputs (K), ``w ~= (q - zero_point) * scale`` with ``q`` and ``zero_point`` in ``[0, 2**bits - 1]``;
+the block range always includes 0 so that zero weights stay exactly zero.
+
+``MatMulNBits`` (y = x @ W.T for W of shape [N, K]):
+    B            uint8 [N, k_blocks, block_size * bits / 8]; int4 packs two values per byte, the
+                 even-indexed one in the low nibble
+    scales       float [N * k_blocks] (the op accepts [N, k_blocks] too; we give the 2-D form)
+    zero_points  uint8 [N, ceil(k_blocks * bits / 8)], packed like B
+    attributes   K, N, bits, block_size; K is zero-padded up to whole blocks.
+
+``QMoE`` (quant_type "int", weights_prepacked 0) takes the same per-matrix layout with an expert axis
+in front: weights [E, N, K * bits / 8], scales [E, N, K / block_size], zero_points
+[E, N, ceil(K / block_size * bits / 8)]; K must be a multiple of block_size there. On CPU, QMoE
+only takes fused SwiGLU weights interleaved row by row (``swiglu_fusion=1``): see
+``interleave_gate_up``.
+
+``dequantize`` inverts either layout exactly, for tests and for accuracy reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from shared.errors import ModelError
+
+__all__ = [
+    "BITS",
+    "BLOCK_SIZES",
+    "QuantizedMatrix",
+    "dequantize",
+    "interleave_gate_up",
+    "quantize_blocks",
+    "quantize_experts",
+]
+
+BITS = (4, 8)
+BLOCK_SIZES = (16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class QuantizedMatrix:
+    """One quantized weight (or a stack of experts' weights: then every array has a leading E axis)."""
+
+    packed: np.ndarray  # uint8 [..., N, k_blocks, block_size * bits / 8]
+    scales: np.ndarray  # float32 [..., N, k_blocks]
+    zero_points: np.ndarray  # uint8 [..., N, ceil(k_blocks * bits / 8)]
+    bits: int
+    block_size: int
+    k: int  # the unpadded number of inputs
+
+    @property
+    def n(self) -> int:
+        return int(self.packed.shape[-3])
+
+    def flat_packed(self) -> np.ndarray:
+        """QMoE's weight layout: ``[..., N, K_padded * bits / 8]``."""
+        return self.packed.reshape(*self.packed.shape[:-2], -1)
+
+
+def _pack4(values: np.ndarray) -> np.ndarray:
+    """uint8 values < 16 along the last axis -> two per byte, even index in the low nibble."""
+    if values.shape[-1] % 2:
+        values = np.concatenate([values, np.zeros((*values.shape[:-1], 1), np.uint8)], axis=-1)
+    return (values[..., 0::2] | (values[..., 1::2] << 4)).astype(np.uint8)
+
+
+def _unpack4(packed: np.ndarray, count: int) -> np.ndarray:
+    out = np.empty((*packed.shape[:-1], packed.shape[-1] * 2), dtype=np.uint8)
+    out[..., 0::2] = packed & 0xF
+    out[..., 1::2] = packed >> 4
+    return out[..., :count]
+
+
+def _check(bits: int, block_size: int) -> None:
+    if bits not in BITS:
+        raise ModelError(f"unsupported quantization bits {bits} (choose from {BITS})")
+    if block_size not in BLOCK_SIZES:
+        raise ModelError(f"unsupported quantization block size {block_size} (choose from {BLOCK_SIZES})")
+
+
+def quantize_blocks(weight: np.ndarray, *, bits: int, block_size: int) -> QuantizedMatrix:
+    """Quantize ``weight`` [..., N, K] (float) along K in blocks of ``block_size``."""
+    _check(bits, block_size)
+    w = np.asarray(weight, dtype=np.float32)
+    if w.ndim < 2:
+        raise ModelError(f"cannot block-quantize a tensor of shape {w.shape}")
+    *lead, n, k = w.shape
+    k_blocks = -(-k // block_size)
+    if k_blocks * block_size != k:
+        pad = np.zeros((*lead, n, k_blocks * block_size - k), dtype=np.float32)
+        w = np.concatenate([w, pad], axis=-1)
+    blocks = w.reshape(*lead, n, k_blocks, block_size)
+    qmax = float(2**bits - 1)
+    lo = np.minimum(blocks.min(axis=-1), 0.0)
+    hi = np.maximum(blocks.max(axis=-1), 0.0)
+    scale = ((hi - lo) / qmax).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    zero = np.clip(np.rint(-lo / scale), 0, qmax).astype(np.uint8)
+    q = np.clip(np.rint(blocks / scale[..., None]) + zero[..., None], 0, qmax).astype(np.uint8)
+    if bits == 4:
+        packed = _pack4(q)
+        zero_points = _pack4(zero)
+    else:
+        packed, zero_points = q, zero
+    return QuantizedMatrix(packed, scale, zero_points, bits, block_size, k)
+
+
+def quantize_experts(weights: np.ndarray, *, bits: int, block_size: int) -> QuantizedMatrix:
+    """Quantize stacked expert weights [E, N, K] for QMoE (K must be a multiple of ``block_size``)."""
+    if weights.ndim != 3:
+        raise ModelError(f"expert weights must be [experts, out, in], got shape {weights.shape}")
+    if weights.shape[-1] % block_size:
+        raise ModelError(
+            f"QMoE needs the expert input width {weights.shape[-1]} to be a multiple of block size {block_size}"
+        )
+    return quantize_blocks(weights, bits=bits, block_size=block_size)
+
+
+def interleave_gate_up(gate_up: np.ndarray) -> np.ndarray:
+    """[..., 2I, H] with gate rows then up rows -> rows alternating gate, up (CPU QMoE's fused SwiGLU)."""
+    inter = gate_up.shape[-2] // 2
+    out = np.empty_like(gate_up)
+    out[..., 0::2, :] = gate_up[..., :inter, :]
+    out[..., 1::2, :] = gate_up[..., inter:, :]
+    return out
+
+
+def dequantize(q: QuantizedMatrix) -> np.ndarray:
+    """The float32 weight [..., N, K] that ``q`` stands for (what ONNX Runtime multiplies by)."""
+    k_blocks = q.scales.shape[-1]
+    if q.bits == 4:
+        values = _unpack4(q.packed, q.block_size)
+        zero = _unpack4(q.zero_points, k_blocks)
+    else:
+        values, zero = q.packed, q.zero_points[..., :k_blocks]
+    w = (values.astype(np.float32) - zero[..., None].astype(np.float32)) * q.scales[..., None]
+    return w.reshape(*w.shape[:-2], -1)[..., : q.k]

@@ -1,0 +1,117 @@
+"""quant.py's packing is what ONNX Runtime's MatMulNBits and QMoE read: run one-node graphs and compare."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from appliance.model.quant import dequantize, interleave_gate_up, quantize_blocks, quantize_experts
+from shared.errors import ModelError
+
+
+def _run(node: onnx.NodeProto, inits: list[TensorProto], feeds: dict[str, np.ndarray], out_shape: list[int]) -> np.ndarray:
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v.shape)) for k, v in feeds.items()],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(["y"], feeds)[0])
+
+
+@pytest.mark.parametrize(("bits", "block_size", "k"), [(4, 32, 96), (4, 128, 256), (8, 32, 96), (8, 128, 200), (4, 32, 70)])
+def test_matmulnbits_matches_numpy_dequant_matmul(bits: int, block_size: int, k: int) -> None:
+    rng = np.random.default_rng(bits * 1000 + k)
+    n = 24
+    w = rng.normal(size=(n, k)).astype(np.float32)
+    x = rng.normal(size=(3, k)).astype(np.float32)
+    q = quantize_blocks(w, bits=bits, block_size=block_size)
+    node = helper.make_node(
+        "MatMulNBits", ["x", "B", "scales", "zp"], ["y"], domain="com.microsoft",
+        K=k, N=n, bits=bits, block_size=block_size, accuracy_level=0,
+    )
+    inits = [
+        numpy_helper.from_array(q.packed, "B"),
+        numpy_helper.from_array(q.scales.reshape(-1), "scales"),
+        numpy_helper.from_array(q.zero_points.reshape(-1), "zp"),
+    ]
+    y = _run(node, inits, {"x": x}, [3, n])
+    expected = x @ dequantize(q).T
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
+    # And the quantization itself is tight: error per weight is at most half a step.
+    step = q.scales.repeat(block_size, axis=-1)[:, :k]
+    assert np.all(np.abs(dequantize(q) - w) <= step / 2 + 1e-6)
+
+
+def test_zero_weights_stay_zero() -> None:
+    w = np.zeros((4, 64), np.float32)
+    w[0, 5] = 1.0
+    for bits in (4, 8):
+        back = dequantize(quantize_blocks(w, bits=bits, block_size=32))
+        assert back[1:].max() == 0.0 and back[0, 6:].max() == 0.0
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_qmoe_matches_numpy_experts(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    experts, hidden, inter, tokens, top_k = 4, 64, 32, 5, 2
+    fc1 = rng.normal(size=(experts, 2 * inter, hidden)).astype(np.float32) * 0.3  # [gate | up]
+    fc2 = rng.normal(size=(experts, hidden, inter)).astype(np.float32) * 0.3
+    # ONNX Runtime's CPU QMoE reads fused SwiGLU weights interleaved (gate row, up row, ...).
+    q1 = quantize_experts(interleave_gate_up(fc1), bits=bits, block_size=32)
+    q2 = quantize_experts(fc2, bits=bits, block_size=32)
+    x = rng.normal(size=(tokens, hidden)).astype(np.float32)
+    logits = rng.normal(size=(tokens, experts)).astype(np.float32)
+    node = helper.make_node(
+        "QMoE",
+        ["x", "router", "w1", "s1", "", "w2", "s2", "", "", "", "", "zp1", "zp2"],
+        ["y"], domain="com.microsoft",
+        k=top_k, expert_weight_bits=bits, block_size=32, activation_type="swiglu", swiglu_fusion=1,
+        normalize_routing_weights=1, activation_alpha=1.0, activation_beta=0.0, quant_type="int",
+    )
+    inits = [
+        numpy_helper.from_array(q1.flat_packed(), "w1"),
+        numpy_helper.from_array(q1.scales, "s1"),
+        numpy_helper.from_array(q2.flat_packed(), "w2"),
+        numpy_helper.from_array(q2.scales, "s2"),
+        numpy_helper.from_array(q1.zero_points, "zp1"),
+        numpy_helper.from_array(q2.zero_points, "zp2"),
+    ]
+    y = _run(node, inits, {"x": x, "router": logits}, [tokens, hidden])
+    d1, d2 = dequantize(q1), dequantize(q2)
+    d1 = np.concatenate([d1[:, 0::2], d1[:, 1::2]], axis=1)  # back to [gate | up]
+    expected = np.zeros_like(x)
+    for t in range(tokens):
+        chosen = np.argsort(-logits[t], kind="stable")[:top_k]
+        weights = np.exp(logits[t, chosen] - logits[t, chosen].max())
+        weights /= weights.sum()
+        for e, wgt in zip(chosen, weights, strict=True):
+            h = d1[e] @ x[t]
+            gate, up = h[:inter], h[inter:]
+            act = gate / (1 + np.exp(-gate)) * up
+            expected[t] += wgt * (d2[e] @ act)
+    if bits == 4:
+        np.testing.assert_allclose(y, expected, rtol=1e-3, atol=2e-3)
+    else:
+        # 8-bit experts run with int8 activations on CPU (see the QMoE schema): agreement is to the
+        # activation quantization error, not bit-exact.
+        relative = np.linalg.norm(y - expected) / np.linalg.norm(expected)
+        print(f"QMoE int8 relative error {relative:.4f}")
+        assert relative < 0.02
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(ModelError, match="bits 3"):
+        quantize_blocks(np.ones((2, 32), np.float32), bits=3, block_size=32)
+    with pytest.raises(ModelError, match="block size 48"):
+        quantize_blocks(np.ones((2, 32), np.float32), bits=4, block_size=48)
+    with pytest.raises(ModelError, match="multiple of block size"):
+        quantize_experts(np.ones((2, 4, 40), np.float32), bits=4, block_size=32)
