@@ -1,0 +1,130 @@
+"""The signed manifest of a bundle directory: every file's sha256 and size, Ed25519-signed.
+
+    manifest.json  {"format": "enclave-model-manifest", "format_version": 1, "name", "version",
+                    "files": {"<relative path>": {"sha256": hex, "size": bytes}, ...}}
+    manifest.sig   {"algorithm": "ed25519", "key_id": "<16 hex>", "signature": "<base64>"} over the
+                   exact bytes of manifest.json.
+
+Verification fails closed: no trusted keys, no signature, an unknown key, a bad signature, a file
+that is missing, extra, a symlink, or whose digest or size differs — each an IntegrityError saying
+which. The bundle's name and version live in the signed manifest, so they cannot be edited to dodge
+the rollback check.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from shared.errors import IntegrityError
+
+from .signing import key_id
+
+__all__ = ["MANIFEST", "SIGNATURE", "Manifest", "sha256_file", "verify_manifest", "write_manifest"]
+
+MANIFEST = "manifest.json"
+SIGNATURE = "manifest.sig"
+_FORMAT = "enclave-model-manifest"
+_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    version: int
+    files: dict[str, dict[str, Any]]
+    key_id: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _bundle_files(root: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_symlink():
+            raise IntegrityError(f"bundle contains a symlink: {rel}")
+        if path.is_file() and rel not in (MANIFEST, SIGNATURE):
+            found[rel] = path
+    return found
+
+
+def write_manifest(root: Path, key: Ed25519PrivateKey, *, name: str, version: int) -> Manifest:
+    """Hash every file under ``root`` and write manifest.json and manifest.sig."""
+    files = {
+        rel: {"sha256": sha256_file(path), "size": path.stat().st_size} for rel, path in _bundle_files(root).items()
+    }
+    document = {"format": _FORMAT, "format_version": 1, "name": name, "version": version, "files": files}
+    raw = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
+    (root / MANIFEST).write_bytes(raw)
+    kid = key_id(key.public_key())
+    signature = {"algorithm": "ed25519", "key_id": kid, "signature": base64.b64encode(key.sign(raw)).decode()}
+    (root / SIGNATURE).write_text(json.dumps(signature, indent=1) + "\n")
+    return Manifest(name, version, files, kid)
+
+
+def _read_signature(root: Path) -> tuple[str, bytes]:
+    path = root / SIGNATURE
+    if not path.is_file():
+        raise IntegrityError(f"{root.name}: bundle is unsigned (no {SIGNATURE})")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("algorithm") != "ed25519":
+            raise ValueError
+        return str(document["key_id"]), base64.b64decode(document["signature"], validate=True)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, binascii.Error):
+        raise IntegrityError(f"{root.name}: {SIGNATURE} is malformed") from None
+
+
+def verify_manifest(root: Path | str, trusted: Sequence[Ed25519PublicKey], *, check_files: bool = True) -> Manifest:
+    """Verify signature, then every file; return the manifest. Raises IntegrityError saying why not."""
+    root = Path(root)
+    if not trusted:
+        raise IntegrityError("no trusted model-signing keys are pinned; refusing to load any bundle")
+    if not root.is_dir():
+        raise IntegrityError(f"{root}: not a bundle directory")
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise IntegrityError(f"{root.name}: no {MANIFEST}")
+    kid, signature = _read_signature(root)
+    raw = manifest_path.read_bytes()
+    keys = {key_id(k): k for k in trusted}
+    if kid not in keys:
+        raise IntegrityError(f"{root.name}: signed by key {kid}, which is not a trusted model-signing key")
+    try:
+        keys[kid].verify(signature, raw)
+    except InvalidSignature:
+        raise IntegrityError(f"{root.name}: manifest signature does not verify (manifest modified?)") from None
+    try:
+        document = json.loads(raw)
+        name, version, files = str(document["name"]), document["version"], document["files"]
+        if document.get("format") != _FORMAT or not isinstance(files, dict) or not isinstance(version, int):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError(f"{root.name}: {MANIFEST} is malformed") from None
+    if check_files:
+        actual = _bundle_files(root)
+        for rel in sorted(set(actual) - set(files)):
+            raise IntegrityError(f"{root.name}: unexpected file {rel} (not in the manifest)")
+        for rel in sorted(set(files) - set(actual)):
+            raise IntegrityError(f"{root.name}: missing file {rel}")
+        for rel, entry in files.items():
+            path = actual[rel]
+            if path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
+                raise IntegrityError(f"{root.name}: file {rel} does not match its manifest digest")
+    return Manifest(name, version, files, kid)

@@ -1,0 +1,121 @@
+"""Installed model bundles of an appliance: ``<data>/models/<name>/<version>/`` and the active pointer.
+
+    <data>/models/<name>/<version>/   a verified copy of a bundle (never modified after install)
+    <data>/models/active.json         {"name", "version", "path"}: what ``serve`` loads; replaced
+                                      atomically (write + rename), so a reader sees the old model
+                                      or the new one, never a mix.
+
+Import verifies the bundle against the data directory's pinned keys, refuses a version not newer
+than the newest installed one of the same name (rollback), copies it into a temporary directory
+inside ``models/``, verifies the copy, renames it into place and then swaps the active pointer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.errors import ConflictError, IntegrityError, ModelError, NotFoundError
+
+from .bundle import Bundle, load_bundle
+from .signing import trusted_keys
+
+__all__ = ["ACTIVE", "InstalledModel", "active_bundle_path", "import_bundle", "list_models"]
+
+ACTIVE = "active.json"
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    name: str
+    version: int
+    path: Path
+    active: bool
+
+
+def _models_dir(data_dir: Path | str) -> Path:
+    return Path(data_dir) / "models"
+
+
+def _read_active(models: Path) -> dict[str, object] | None:
+    path = models / ACTIVE
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelError(f"{path}: unreadable active-model pointer") from None
+    return document if isinstance(document, dict) else None
+
+
+def list_models(data_dir: Path | str) -> list[InstalledModel]:
+    """Installed bundles, by name then version (not re-verified here; loading verifies)."""
+    models = _models_dir(data_dir)
+    if not models.is_dir():
+        return []
+    active = _read_active(models) or {}
+    found: list[InstalledModel] = []
+    for name_dir in sorted(p for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for version_dir in name_dir.iterdir():
+            if version_dir.is_dir() and version_dir.name.isdigit():
+                version = int(version_dir.name)
+                is_active = active.get("name") == name_dir.name and active.get("version") == version
+                found.append(InstalledModel(name_dir.name, version, version_dir, is_active))
+    return sorted(found, key=lambda m: (m.name, m.version))
+
+
+def active_bundle_path(data_dir: Path | str, name: str = "") -> Path:
+    """The bundle to serve: the newest version of ``name`` if given, else the active one."""
+    installed = list_models(data_dir)
+    if name:
+        matching = [m for m in installed if m.name == name]
+        if not matching:
+            raise NotFoundError(f"no installed model named {name!r}")
+        return matching[-1].path
+    for model in installed:
+        if model.active:
+            return model.path
+    raise NotFoundError(f"no active model in {_models_dir(data_dir)}; run `enclave model import`")
+
+
+def import_bundle(bundle_dir: Path | str, data_dir: Path | str) -> Bundle:
+    """Verify, install and activate a bundle; returns the installed (re-verified) copy."""
+    keys = trusted_keys(data_dir)
+    source = load_bundle(bundle_dir, trusted_keys=keys)
+    models = _models_dir(data_dir)
+    newest = max((m.version for m in list_models(data_dir) if m.name == source.name), default=None)
+    if newest is not None and source.version < newest:
+        raise IntegrityError(
+            f"bundle {source.name} version {source.version} is older than installed version {newest}; "
+            "rollback refused"
+        )
+    if newest is not None and source.version == newest:
+        raise ConflictError(f"bundle {source.name} version {source.version} is already installed")
+    target = models / source.name / str(source.version)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=models))
+    try:
+        staged = tmp / "bundle"
+        shutil.copytree(source.path, staged, symlinks=True)
+        # Verify the copy, not only the source: the source may change under us while copying.
+        installed = load_bundle(staged, trusted_keys=keys)
+        if (installed.name, installed.version) != (source.name, source.version):
+            raise IntegrityError(f"{bundle_dir}: bundle changed while it was being imported")
+        staged.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    _activate(models, source.name, source.version, target)
+    return load_bundle(target, trusted_keys=keys)
+
+
+def _activate(models: Path, name: str, version: int, path: Path) -> None:
+    pointer = models / ACTIVE
+    tmp = models / f".{ACTIVE}.tmp"
+    tmp.write_text(json.dumps({"name": name, "version": version, "path": str(path)}) + "\n", encoding="utf-8")
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, pointer)
