@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -25,7 +25,7 @@ from appliance.auth import admin as ops
 from appliance.auth import tokens as token_ops
 from appliance.auth.change import Change
 from appliance.auth.roles import Permission
-from appliance.db.models import Team
+from appliance.db.models import Team, User
 from shared.errors import NotFoundError
 
 __all__ = ["router"]
@@ -40,7 +40,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     409: ERROR_RESPONSES[400] | {"description": "The change conflicts with the current state"},
 }
 
-Name = Path(min_length=1, max_length=64)
+# Annotated, so FastAPI copies the constraint per parameter (a shared default would be shared state).
+Name = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 # --- bodies and views ---------------------------------------------------------------------------
@@ -131,21 +132,26 @@ class ModelOut(BaseModel):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _user_out(info: ops.UserInfo) -> UserOut:
+def _user_out(user: User, team_names: dict[int, str]) -> UserOut:
     return UserOut(
-        id=info.id,
-        username=info.username,
-        role=info.role,
-        teams=list(info.teams),
-        disabled=info.disabled,
-        must_change_password=info.must_change_password,
-        created_at=info.created_at,
+        id=user.id,
+        username=user.username,
+        role=user.role,
+        teams=sorted(team_names[m.team_id] for m in user.memberships),
+        disabled=user.disabled,
+        must_change_password=user.must_change_password,
+        created_at=user.created_at,
     )
+
+
+def _all_users(session: Session) -> list[UserOut]:
+    names = {team.id: team.name for team in session.scalars(select(Team))}
+    return [_user_out(u, names) for u in session.scalars(select(User).order_by(User.username))]
 
 
 def _find_user(session: Session, username: str) -> UserOut:
     name = username.strip().lower()
-    return next(_user_out(u) for u in ops.list_users(session) if u.username == name)
+    return next(u for u in _all_users(session) if u.username == name)
 
 
 async def _change(
@@ -191,7 +197,7 @@ _users = caller_with(Permission.USERS_MANAGE)
 
 @router.get("/users", response_model=list[UserOut], responses=_RESPONSES, summary="List users")
 async def list_users(request: Request, caller: Caller = Depends(_users)) -> list[UserOut]:
-    return await _read(request, lambda s: [_user_out(u) for u in ops.list_users(s)])
+    return await _read(request, _all_users)
 
 
 @router.post(
@@ -210,7 +216,7 @@ async def create_user(body: UserCreate, request: Request, caller: Caller = Depen
 @router.post(
     "/users/{username}/disable", response_model=UserOut, responses=_RESPONSES, summary="Disable a user"
 )
-async def disable_user(request: Request, username: str = Name, caller: Caller = Depends(_users)) -> UserOut:
+async def disable_user(request: Request, username: Name, caller: Caller = Depends(_users)) -> UserOut:
     return await _change(
         request, caller, lambda s, now: (ops.disable_user(s, username, now=now), _find_user(s, username))
     )
@@ -219,7 +225,7 @@ async def disable_user(request: Request, username: str = Name, caller: Caller = 
 @router.post(
     "/users/{username}/enable", response_model=UserOut, responses=_RESPONSES, summary="Enable a user"
 )
-async def enable_user(request: Request, username: str = Name, caller: Caller = Depends(_users)) -> UserOut:
+async def enable_user(request: Request, username: Name, caller: Caller = Depends(_users)) -> UserOut:
     return await _change(
         request, caller, lambda s, now: (ops.enable_user(s, username, now=now), _find_user(s, username))
     )
@@ -229,7 +235,7 @@ async def enable_user(request: Request, username: str = Name, caller: Caller = D
     "/users/{username}/role", response_model=UserOut, responses=_RESPONSES, summary="Set a user's role"
 )
 async def set_role(
-    body: RoleChange, request: Request, username: str = Name, caller: Caller = Depends(_users)
+    body: RoleChange, request: Request, username: Name, caller: Caller = Depends(_users)
 ) -> UserOut:
     return await _change(
         request,
@@ -244,9 +250,7 @@ async def set_role(
     responses=_RESPONSES,
     summary="Give a user a one-time password",
 )
-async def reset_password(
-    request: Request, username: str = Name, caller: Caller = Depends(_users)
-) -> PasswordReset:
+async def reset_password(request: Request, username: Name, caller: Caller = Depends(_users)) -> PasswordReset:
     def op(session: Session, now: dt.datetime) -> tuple[Change, PasswordReset]:
         change, password = ops.reset_password(session, username, now=now)
         return change, PasswordReset(one_time_password=password)
@@ -260,7 +264,7 @@ async def reset_password(
     responses=_RESPONSES,
     summary="Clear a user's failed-login counters",
 )
-async def unlock_user(request: Request, username: str = Name, caller: Caller = Depends(_users)) -> UserOut:
+async def unlock_user(request: Request, username: Name, caller: Caller = Depends(_users)) -> UserOut:
     return await _change(
         request, caller, lambda s, now: (ops.unlock_user(s, username, now=now), _find_user(s, username))
     )
@@ -273,7 +277,7 @@ _policies = caller_with(Permission.POLICIES_MANAGE)
 
 
 def _team_out(session: Session, team: Team) -> TeamOut:
-    names = {u.id: u.username for u in ops.list_users(session)}
+    names = {u.id: u.username for u in _all_users(session)}
     return TeamOut(
         id=team.id,
         name=team.name,
@@ -313,9 +317,7 @@ async def create_team(body: TeamCreate, request: Request, caller: Caller = Depen
 @router.post(
     "/teams/{team}/members", response_model=TeamOut, responses=_RESPONSES, summary="Add a member to a team"
 )
-async def add_member(
-    body: Member, request: Request, team: str = Name, caller: Caller = Depends(_teams)
-) -> TeamOut:
+async def add_member(body: Member, request: Request, team: Name, caller: Caller = Depends(_teams)) -> TeamOut:
     return await _change(
         request,
         caller,
@@ -330,7 +332,7 @@ async def add_member(
     summary="Remove a member from a team",
 )
 async def remove_member(
-    request: Request, team: str = Name, username: str = Name, caller: Caller = Depends(_teams)
+    request: Request, team: Name, username: Name, caller: Caller = Depends(_teams)
 ) -> TeamOut:
     return await _change(
         request,
@@ -346,7 +348,7 @@ async def remove_member(
     summary="A team's policy",
 )
 async def get_policy(
-    request: Request, team: str = Name, caller: Caller = Depends(_policies)
+    request: Request, team: Name, caller: Caller = Depends(_policies)
 ) -> dict[str, Any] | None:
     return await _read(request, lambda s: ops.get_policy(s, team))
 
@@ -358,7 +360,7 @@ async def get_policy(
     summary="Change fields of a team's policy",
 )
 async def set_policy(
-    body: PolicyBody, request: Request, team: str = Name, caller: Caller = Depends(_policies)
+    body: PolicyBody, request: Request, team: Name, caller: Caller = Depends(_policies)
 ) -> dict[str, Any] | None:
     return await _change(
         request,
@@ -457,7 +459,7 @@ def _set_active(
     summary="Mark an installed model active",
 )
 async def activate_model(
-    request: Request, name: str = Name, version: str = Name, caller: Caller = Depends(_models)
+    request: Request, name: Name, version: Name, caller: Caller = Depends(_models)
 ) -> ModelOut:
     return await _change(request, caller, _set_active(name, version, True))
 
@@ -469,6 +471,6 @@ async def activate_model(
     summary="Mark an installed model inactive",
 )
 async def deactivate_model(
-    request: Request, name: str = Name, version: str = Name, caller: Caller = Depends(_models)
+    request: Request, name: Name, version: Name, caller: Caller = Depends(_models)
 ) -> ModelOut:
     return await _change(request, caller, _set_active(name, version, False))

@@ -1,0 +1,253 @@
+"""Sign-in, administration, audit, health and metrics routes in process (fake engine, real everything else)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from appliance.api.app import set_engine
+from appliance.audit.verify import verify_export
+from tests.appliance.api.conftest import PASSWORD, Appliance, build_appliance
+
+pytestmark = pytest.mark.anyio
+
+CHAT = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+async def test_login_session_generates_then_logout_ends_it(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    r = await client.post("/v1/auth/login", json={"username": "dev", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    token = r.json()["token"]
+    assert r.json()["token_type"] == "bearer"
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))
+    assert r.status_code == 200
+    assert (await client.post("/v1/auth/logout", headers=bearer(token))).status_code == 204
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))
+    assert r.status_code == 401
+    actions = appliance.actions()
+    assert actions.index("auth.login") < actions.index("auth.logout")
+
+
+async def test_failed_login_is_401_audited_and_throttled(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    r = await client.post("/v1/auth/login", json={"username": "dev", "password": "wrong password here!"})
+    assert r.status_code == 401
+    failed = appliance.records("auth.login.failed")
+    assert failed[-1]["actor"] == "dev" and failed[-1]["details"] == {"reason": "bad_password"}
+    statuses = []
+    for _ in range(12):
+        r = await client.post("/v1/auth/login", json={"username": "dev", "password": "wrong password here!"})
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            assert int(r.headers["retry-after"]) >= 1
+            break
+    assert statuses[-1] == 429
+
+
+async def test_own_tokens_create_list_revoke(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/auth/tokens",
+        json={"name": "laptop", "expires_in_days": 7, "scopes": ["generate"]},
+        headers=appliance.headers("dev"),
+    )
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["info"]["scopes"] == ["generate"]
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=bearer(created["token"]))
+    assert r.status_code == 200
+    # The scoped token cannot list models: its scopes narrow the role.
+    assert (await client.get("/v1/models", headers=bearer(created["token"]))).status_code == 403
+    listed = (await client.get("/v1/auth/tokens", headers=appliance.headers("dev"))).json()
+    assert "laptop" in [t["name"] for t in listed]
+    r = await client.delete(f"/v1/auth/tokens/{created['info']['id']}", headers=appliance.headers("dev"))
+    assert r.status_code == 204
+    assert (
+        await client.post("/v1/chat/completions", json=CHAT, headers=bearer(created["token"]))
+    ).status_code == 401
+
+
+# --- admin ----------------------------------------------------------------------------------------
+
+
+async def test_admin_user_lifecycle_is_audited_with_old_and_new(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    adm = appliance.headers("adm")
+    r = await client.post("/v1/admin/users", json={"username": "eve", "role": "developer"}, headers=adm)
+    assert r.status_code == 201, r.text
+    assert r.json()["one_time_password"] and r.json()["user"]["must_change_password"] is True
+    r = await client.put("/v1/admin/users/eve/role", json={"role": "auditor"}, headers=adm)
+    assert r.status_code == 200 and r.json()["role"] == "auditor"
+    changed = appliance.records("admin.user.role_changed")[-1]
+    assert changed["actor"] == "adm"
+    assert changed["details"] == {"old": {"role": "developer"}, "new": {"role": "auditor"}}
+    assert (
+        await client.post("/v1/admin/users", json={"username": "eve", "role": "developer"}, headers=adm)
+    ).status_code == 409
+    assert (
+        await client.put("/v1/admin/users/nobody/role", json={"role": "admin"}, headers=adm)
+    ).status_code == 404
+    assert (
+        await client.put("/v1/admin/users/eve/role", json={"role": "king"}, headers=adm)
+    ).status_code == 400
+    names = [u["username"] for u in (await client.get("/v1/admin/users", headers=adm)).json()]
+    assert names == sorted(["adm", "aud", "dev", "eve"])
+
+
+async def test_admin_routes_deny_developers(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    r = await client.get("/v1/admin/users", headers=appliance.headers("dev"))
+    assert r.status_code == 403
+    assert appliance.records("authz.denied")[-1]["details"] == {"permission": "users:manage", "method": "GET"}
+
+
+async def test_policy_change_applies_to_the_next_request(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    adm = appliance.headers("adm")
+    r = await client.patch(
+        "/v1/admin/teams/default/policy", json={"allowed_models": ["other-*"]}, headers=adm
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["allowed_models"] == ["other-*"]
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=appliance.headers("dev"))
+    assert r.status_code == 404
+    assert (await client.get("/v1/models", headers=appliance.headers("dev"))).json()["data"] == []
+    assert appliance.records("admin.policy.changed")[-1]["details"]["new"]["allowed_models"] == ["other-*"]  # type: ignore[index]
+
+
+async def test_teams_and_tokens_admin(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    adm = appliance.headers("adm")
+    r = await client.post(
+        "/v1/admin/teams", json={"name": "ml", "policy": {"capture_mode": "sealed"}}, headers=adm
+    )
+    assert r.status_code == 201, r.text
+    r = await client.post("/v1/admin/teams/ml/members", json={"username": "dev"}, headers=adm)
+    assert r.json()["members"] == ["dev"]
+    r = await client.post("/v1/admin/tokens", json={"username": "dev", "name": "ci"}, headers=adm)
+    assert r.status_code == 201
+    token_id = r.json()["info"]["id"]
+    assert (await client.delete(f"/v1/admin/tokens/{token_id}", headers=adm)).status_code == 204
+    assert (await client.delete(f"/v1/admin/tokens/{token_id}", headers=adm)).status_code == 409
+    assert (await client.get("/v1/admin/models", headers=adm)).json() == []
+
+
+# --- audit ----------------------------------------------------------------------------------------
+
+
+async def test_audit_query_filters_and_pages(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        await client.post("/v1/chat/completions", json=CHAT, headers=appliance.headers("dev"))
+    aud = appliance.headers("aud")
+    r = await client.get(
+        "/v1/audit/events", params={"actor": "dev", "action": "generation.", "limit": 4}, headers=aud
+    )
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert len(page["records"]) == 4 and page["next_cursor"] is not None
+    assert all(rec["action"].startswith("generation.") for rec in page["records"])
+    r = await client.get(
+        "/v1/audit/events",
+        params={"actor": "dev", "action": "generation.", "cursor": page["next_cursor"]},
+        headers=aud,
+    )
+    rest = r.json()
+    assert len(rest["records"]) == 2 and rest["next_cursor"] is None
+    seqs = [rec["seq"] for rec in page["records"] + rest["records"]]
+    assert seqs == sorted(seqs, reverse=True)
+    r = await client.get("/v1/audit/events", params={"outcome": "denied"}, headers=aud)
+    assert r.json()["records"] == []
+    assert (await client.get("/v1/audit/events", headers=appliance.headers("dev"))).status_code == 403
+
+
+async def test_audit_verify_and_export_reverify(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    await client.post("/v1/chat/completions", json=CHAT, headers=appliance.headers("dev"))
+    adm = appliance.headers("adm")  # admins may verify, not read
+    r = await client.get("/v1/audit/verify", headers=adm)
+    assert r.status_code == 200 and r.json()["ok"] is True and r.json()["valid"] == r.json()["total"]
+    aud = appliance.headers("aud")
+    r = await client.get("/v1/audit/export", params={"format": "jsonl"}, headers=aud)
+    assert r.status_code == 200
+    lines = r.text.splitlines()
+    assert verify_export(lines, keys=appliance.audit.keys).ok
+    assert [json.loads(line)["action"] for line in lines][-1] == "audit.exported"
+    r = await client.get("/v1/audit/export", params={"format": "cef"}, headers=aud)
+    assert r.text.startswith("CEF:0|Enclave|")
+    assert (await client.get("/v1/audit/export", params={"format": "xml"}, headers=aud)).status_code == 400
+
+
+async def test_sealed_content_readable_by_auditor_only(tmp_path: Path, sqlite_url: str) -> None:
+    a = build_appliance(tmp_path, sqlite_url, policy={"capture_mode": "sealed"})
+    try:
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=a.app), base_url="http://t")
+        body = {"model": "fake-model", "prompt": "secret plan", "max_tokens": 2}
+        assert (await client.post("/v1/completions", json=body, headers=a.headers("dev"))).status_code == 200
+        content: Any = a.records("generation.requested")[-1]["content"]
+        assert content["mode"] == "sealed"
+        r = await client.get(f"/v1/audit/sealed/{content['ref']}", headers=a.headers("aud"))
+        assert r.status_code == 200, r.text
+        assert r.json()["prompt"] == json.dumps({"prompt": "secret plan"}, sort_keys=True)
+        assert (
+            await client.get(f"/v1/audit/sealed/{content['ref']}", headers=a.headers("adm"))
+        ).status_code == 403
+        assert "audit.content.read" in a.actions()
+        missing = "00000000-0000-0000-0000-000000000000"
+        assert (await client.get(f"/v1/audit/sealed/{missing}", headers=a.headers("aud"))).status_code == 404
+    finally:
+        a.audit.close()
+        a.uow.engine.dispose()
+
+
+# --- health and metrics ---------------------------------------------------------------------------
+
+
+async def test_ready_only_with_a_model(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    assert (await client.get("/readyz")).status_code == 200
+    set_engine(appliance.app, None)
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["model"] == "not loaded"
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=appliance.headers("dev"))
+    assert r.status_code == 503
+
+
+async def test_not_ready_without_database(
+    appliance: Appliance, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    from appliance.db.engine import UnitOfWork, make_engine
+
+    gone = make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    appliance.app.state.enclave.uow = UnitOfWork(gone)
+    r = await client.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["database"].startswith("unreachable")
+
+
+async def test_metrics_count_requests_tokens_and_latencies(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    await client.post("/v1/chat/completions", json=CHAT, headers=appliance.headers("dev"))
+    text = (await client.get("/metrics")).text
+    assert 'enclave_http_requests_total{method="POST",route="/v1/chat/completions",status="200"} 1' in text
+    assert 'enclave_tokens_total{kind="completion"} 8' in text
+    assert "enclave_time_to_first_token_seconds_count 1" in text
+    assert "enclave_audit_commit_seconds_count 2" in text
+    assert "enclave_engine_queue_depth 0" in text
+    assert 'enclave_generations_total{endpoint="chat.completions",outcome="completed"} 1' in text
