@@ -1,0 +1,271 @@
+"""The appliance's HTTP API, as blocking calls (services run them in worker threads).
+
+Every request goes over HTTPS to one appliance whose certificate must chain to the pinned CA;
+generation streams are read as Server-Sent Events and end at ``data: [DONE]``. Errors come back as
+exceptions from :mod:`shared.errors` (see :mod:`desktop.client.errors`) with the server's message.
+
+The transport is a constructor argument so tests can hand in ``httpx.MockTransport``; by default it
+is a real HTTPS transport that trusts only the pinned CA.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from desktop.client.errors import CertificateMismatchError, UnreachableError, error_for_status
+from desktop.client.tls import ssl_context
+from shared.errors import EnclaveError
+from shared.schemas import (
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    CompletionChunk,
+    CompletionRequest,
+    LoginRequest,
+    LoginResponse,
+    ModelList,
+)
+
+__all__ = ["ApplianceClient", "AuditQuery", "StreamEvent"]
+
+_TIMEOUT = httpx.Timeout(connect=5.0, read=120.0, write=30.0, pool=5.0)
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    actor: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+    def params(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key in ("actor", "action", "outcome"):
+            value = getattr(self, key)
+            if value:
+                out[key] = value
+        if self.since is not None:
+            out["since"] = self.since.isoformat()
+        if self.until is not None:
+            out["until"] = self.until.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One piece of a streamed answer: text, and on the last chunk the finish reason and usage."""
+
+    text: str
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+
+
+class ApplianceClient:
+    """One appliance, one credential (or none, before sign-in)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ca_file: Path | None = None,
+        token: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        ca_fingerprint: str = "",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._ca_fingerprint = ca_fingerprint
+        if transport is None:
+            if ca_file is None:
+                raise ValueError("a real connection needs the pinned CA file")
+            transport = httpx.HTTPTransport(verify=ssl_context(ca_file), retries=0)
+        self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=_TIMEOUT)
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        message, code = response.reason_phrase or f"HTTP {response.status_code}", None
+        try:
+            body = json.loads(response.read())
+            message = body["error"]["message"]
+            code = body["error"].get("code")
+        except (ValueError, KeyError, TypeError):
+            pass
+        retry = response.headers.get("Retry-After")
+        raise error_for_status(response.status_code, message, code, float(retry) if retry else None)
+
+    def _transport_error(self, exc: httpx.TransportError) -> EnclaveError:
+        if _tls_failure(exc):
+            pinned = f" (pinned CA {self._ca_fingerprint})" if self._ca_fingerprint else ""
+            return CertificateMismatchError(
+                f"{self.base_url} presented a certificate not issued by the pinned CA{pinned}: "
+                "it may be another server, or the appliance's CA was replaced"
+            )
+        return UnreachableError(f"cannot reach the appliance at {self.base_url}: {type(exc).__name__} {exc}".strip())
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, headers=self._headers(), **kwargs)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        self._raise_for(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._request(method, path, **kwargs).json()
+
+    # -- connection and sign-in ------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/healthz"))
+
+    def login(self, username: str, password: str) -> LoginResponse:
+        body = LoginRequest(username=username, password=password).model_dump()
+        return LoginResponse.model_validate(self._json("POST", "/v1/auth/login", json=body))
+
+    def logout(self) -> None:
+        self._request("POST", "/v1/auth/logout")
+
+    def models(self) -> list[str]:
+        return [m.id for m in ModelList.model_validate(self._json("GET", "/v1/models")).data]
+
+    def can(self, path: str) -> bool:
+        """Whether the current credential may read ``path`` (used to show the audit and admin pages)."""
+        try:
+            self._request("GET", path)
+        except EnclaveError as exc:
+            if isinstance(exc, UnreachableError | CertificateMismatchError):
+                raise
+            return False
+        return True
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def _sse(self, path: str, body: Mapping[str, Any], cancel: threading.Event | None) -> Iterator[dict[str, Any]]:
+        try:
+            with self._http.stream("POST", path, json=body, headers=self._headers()) as response:
+                self._raise_for(response)
+                for line in response.iter_lines():
+                    if cancel is not None and cancel.is_set():
+                        return  # leaving the block closes the connection: the server cancels the generation
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    payload = json.loads(data)
+                    if "error" in payload:
+                        err = payload["error"]
+                        raise error_for_status(500, err.get("message", "generation failed"), err.get("code"), None)
+                    yield payload
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+
+    def stream_chat(self, request: ChatCompletionRequest, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
+        body = request.model_dump(exclude_none=True) | {"stream": True}
+        for payload in self._sse("/v1/chat/completions", body, cancel):
+            chunk = ChatCompletionChunk.model_validate(payload)
+            usage = chunk.usage.model_dump() if chunk.usage else None
+            for choice in chunk.choices:
+                yield StreamEvent(choice.delta.content or "", choice.finish_reason, usage)
+            if not chunk.choices and usage:
+                yield StreamEvent("", None, usage)
+
+    def stream_completion(self, request: CompletionRequest, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
+        body = request.model_dump(exclude_none=True) | {"stream": True}
+        for payload in self._sse("/v1/completions", body, cancel):
+            chunk = CompletionChunk.model_validate(payload)
+            usage = chunk.usage.model_dump() if chunk.usage else None
+            for choice in chunk.choices:
+                yield StreamEvent(choice.text, choice.finish_reason, usage)
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    def audit_events(self, query: AuditQuery, *, limit: int = 100, cursor: int | None = None) -> dict[str, Any]:
+        params: dict[str, str | int] = {**query.params(), "limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return dict(self._json("GET", "/v1/audit/events", params=params))
+
+    def audit_verify(self) -> dict[str, Any]:
+        return dict(self._json("GET", "/v1/audit/verify"))
+
+    def audit_export(self, fmt: str, destination: Path, *, since: dt.datetime | None = None) -> int:
+        """Stream an export into ``destination`` (written whole or not at all); returns its line count."""
+        params = {"format": fmt} | ({"since": since.isoformat()} if since else {})
+        tmp = destination.with_name(destination.name + ".part")
+        lines = 0
+        try:
+            with self._http.stream("GET", "/v1/audit/export", params=params, headers=self._headers()) as response:
+                self._raise_for(response)
+                with open(tmp, "wb") as fh:
+                    for chunk in response.iter_bytes():
+                        fh.write(chunk)
+                        lines += chunk.count(b"\n")
+            tmp.replace(destination)
+        except httpx.TransportError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._transport_error(exc) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return lines
+
+    def audit_sealed(self, ref: str) -> dict[str, str]:
+        return dict(self._json("GET", f"/v1/audit/sealed/{ref}"))
+
+    # -- admin -----------------------------------------------------------------------------------
+
+    def users(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/admin/users"))
+
+    def add_user(self, username: str, role: str, password: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"username": username, "role": role}
+        if password:
+            body["password"] = password
+        return dict(self._json("POST", "/v1/admin/users", json=body))
+
+    def set_user_disabled(self, username: str, disabled: bool) -> dict[str, Any]:
+        return dict(self._json("POST", f"/v1/admin/users/{username}/{'disable' if disabled else 'enable'}"))
+
+    def set_role(self, username: str, role: str) -> dict[str, Any]:
+        return dict(self._json("PUT", f"/v1/admin/users/{username}/role", json={"role": role}))
+
+    def tokens(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/admin/tokens"))
+
+    def revoke_token(self, token_id: int) -> None:
+        self._request("DELETE", f"/v1/admin/tokens/{token_id}")
+
+    def teams(self) -> list[dict[str, Any]]:
+        return list(self._json("GET", "/v1/admin/teams"))
+
+    def set_policy(self, team: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
+        result = self._json("PATCH", f"/v1/admin/teams/{team}/policy", json=dict(changes))
+        return None if result is None else dict(result)

@@ -1,0 +1,60 @@
+"""Errors the client raises, placed in Enclave's one exception tree (:mod:`shared.errors`).
+
+An HTTP error from the appliance becomes the tree's class for its status (401 -> ``AuthError``,
+403 -> ``PermissionDeniedError``, ...) carrying the server's one-line message. Two conditions have
+no server-side counterpart and get their own subclasses here:
+
+    EnclaveError
+    ├── UnreachableError (EnclaveError)        no TCP/TLS connection to the appliance at all
+    └── IntegrityError
+        └── CertificateMismatchError           the server's certificate is not from the pinned CA
+"""
+
+from __future__ import annotations
+
+from shared.errors import (
+    AuditUnavailableError,
+    AuthError,
+    ConflictError,
+    EnclaveError,
+    EngineError,
+    InputError,
+    IntegrityError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaError,
+    ThrottledError,
+)
+
+__all__ = ["CertificateMismatchError", "UnreachableError", "error_for_status"]
+
+
+class UnreachableError(EnclaveError):
+    pass
+
+
+class CertificateMismatchError(IntegrityError):
+    pass
+
+
+def error_for_status(status: int, message: str, code: str | None, retry_after: float | None) -> EnclaveError:
+    """The exception for an error response from the appliance."""
+    if status == 401:
+        return AuthError(message)
+    if status == 403:
+        return PermissionDeniedError(message)
+    if status == 404:
+        return NotFoundError(message)
+    if status == 409:
+        return ConflictError(message)
+    if status == 429:
+        if code == "too_many_attempts":
+            return ThrottledError(message, retry_after=retry_after or 0.0)
+        return QuotaError(message, retry_after=retry_after)
+    if status in (400, 413, 422):
+        return InputError(message)
+    if status == 503 and code == "audit_unavailable":
+        return AuditUnavailableError(message)
+    if status == 503:
+        return EngineError(message)
+    return EnclaveError(f"the appliance answered {status}: {message}")

@@ -1,0 +1,223 @@
+"""Symbol definitions: where functions, classes and types are defined, and where they end.
+
+Bulk indexing uses one regular expression per language family, because it has to keep up with
+thousands of files a second (``ast.parse`` manages a few hundred). Where a definition ends comes from
+indentation (Python) or brace balance (C-like languages). For the Python file open in the editor,
+:func:`python_names_in_view` uses ``ast`` for an exact list of the names the visible code uses.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from dataclasses import dataclass
+
+__all__ = ["Symbol", "extract_symbols", "identifiers", "language_of", "python_names_in_view"]
+
+_MAX_DEF_LINES = 400
+
+
+@dataclass(frozen=True)
+class Symbol:
+    name: str
+    kind: str
+    line: int  # 1-based, inclusive
+    end_line: int
+
+
+_LANG_BY_SUFFIX = {
+    ".py": "python",
+    ".pyi": "python",
+    ".js": "js",
+    ".jsx": "js",
+    ".mjs": "js",
+    ".cjs": "js",
+    ".ts": "js",
+    ".tsx": "js",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".kt": "java",
+    ".cs": "java",
+    ".scala": "java",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "c",
+    ".cpp": "c",
+    ".cxx": "c",
+    ".hpp": "c",
+    ".hh": "c",
+    ".rb": "ruby",
+}
+
+# Unanchored on purpose: a ``^`` under re.M is tried at every character; the keyword is a literal the
+# engine finds fast, and the line's start is checked afterwards.
+_PY = re.compile(r"\b(def|class)[ \t]+([A-Za-z_]\w*)")
+_BRACE_PATTERNS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
+    "js": [
+        ("function", re.compile(r"^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:async[ \t]+)?function\*?[ \t]+([A-Za-z_$][\w$]*)", re.M)),
+        ("class", re.compile(r"^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:abstract[ \t]+)?class[ \t]+([A-Za-z_$][\w$]*)", re.M)),
+        ("interface", re.compile(r"^[ \t]*(?:export[ \t]+)?(?:interface|enum)[ \t]+([A-Za-z_$][\w$]*)", re.M)),
+        ("type", re.compile(r"^[ \t]*(?:export[ \t]+)?type[ \t]+([A-Za-z_$][\w$]*)[ \t]*(?:<[^>]*>)?[ \t]*=", re.M)),
+        ("function", re.compile(r"^[ \t]*(?:export[ \t]+)?(?:const|let|var)[ \t]+([A-Za-z_$][\w$]*)[ \t]*(?::[^=]+)?=[ \t]*(?:async[ \t]*)?(?:\([^)]*\)|[A-Za-z_$][\w$]*)[ \t]*(?::[^=]+)?=>", re.M)),
+    ],
+    "go": [
+        ("function", re.compile(r"^func[ \t]+(?:\([^)]*\)[ \t]*)?([A-Za-z_]\w*)", re.M)),
+        ("type", re.compile(r"^type[ \t]+([A-Za-z_]\w*)", re.M)),
+    ],
+    "rust": [
+        ("function", re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?[ \t]+)?(?:const[ \t]+)?(?:async[ \t]+)?(?:unsafe[ \t]+)?fn[ \t]+([A-Za-z_]\w*)", re.M)),
+        ("type", re.compile(r"^[ \t]*(?:pub(?:\([^)]*\))?[ \t]+)?(?:struct|enum|trait|union|type)[ \t]+([A-Za-z_]\w*)", re.M)),
+    ],
+    "java": [
+        ("class", re.compile(r"^[ \t]*(?:(?:public|private|protected|internal|abstract|final|static|sealed|data|open)[ \t]+)*(?:class|interface|enum|record|object)[ \t]+([A-Za-z_]\w*)", re.M)),
+        ("method", re.compile(r"^[ \t]*(?:(?:public|private|protected|internal|static|final|abstract|synchronized|override|async|virtual)[ \t]+)+[\w<>\[\],.? ]+?[ \t]+([A-Za-z_]\w*)[ \t]*\([^;{]*$", re.M)),
+        ("function", re.compile(r"^[ \t]*(?:(?:private|public|internal|override|suspend)[ \t]+)*fun[ \t]+(?:<[^>]*>[ \t]*)?([A-Za-z_]\w*)", re.M)),
+    ],
+    "c": [
+        ("type", re.compile(r"^[ \t]*(?:typedef[ \t]+)?(?:struct|class|enum|union)[ \t]+([A-Za-z_]\w*)[ \t]*(?::[^{;]*)?\{?[ \t]*$", re.M)),
+        ("function", re.compile(r"^(?:[A-Za-z_][\w:<>,*& ]*[ \t*&]+)([A-Za-z_][\w:~]*)[ \t]*\([^;]*$", re.M)),
+        ("macro", re.compile(r"^#[ \t]*define[ \t]+([A-Za-z_]\w*)", re.M)),
+    ],
+    "ruby": [
+        ("method", re.compile(r"^[ \t]*def[ \t]+(?:self\.)?([A-Za-z_]\w*[?!=]?)", re.M)),
+        ("class", re.compile(r"^[ \t]*(?:class|module)[ \t]+([A-Z]\w*)", re.M)),
+    ],
+}
+_C_KEYWORDS = frozenset({"if", "for", "while", "switch", "return", "else", "sizeof", "case", "do"})
+_IDENT = re.compile(r"[A-Za-z_]\w{2,}")
+
+
+def language_of(path: str) -> str | None:
+    dot = path.rfind(".")
+    return _LANG_BY_SUFFIX.get(path[dot:].lower()) if dot >= 0 else None
+
+
+@functools.cache
+def _block_end(indent: int) -> re.Pattern[str]:
+    """The start of the next line indented no deeper than ``indent`` that starts a statement.
+
+    A closing bracket (the tail of a multi-line signature) does not end a block; a comment at the
+    definition's depth does, as it usually introduces what follows.
+    """
+    return re.compile(rf"\n[ \t]{{0,{indent}}}(?![ \t\r\n)\]}}])")
+
+
+def _python_symbols(text: str) -> list[Symbol]:
+    out: list[Symbol] = []
+    line = 1
+    last = 0
+    # Line numbers come from counting newlines between matches, in C, instead of per-line Python.
+    for m in _PY.finditer(text):
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        prefix = text[line_start : m.start()]
+        if prefix.strip() not in ("", "async"):
+            continue
+        line += text.count("\n", last, m.start())
+        last = m.start()
+        indent = len(prefix.expandtabs()) - len(prefix.lstrip().expandtabs())
+        stop = _block_end(indent).search(text, m.end())
+        body_end = len(text) if stop is None else stop.start()
+        while body_end > m.end() and text[body_end - 1] in " \t\r\n":
+            body_end -= 1
+        end = line + text.count("\n", m.start(), body_end)
+        end = min(end, line + _MAX_DEF_LINES - 1)
+        kind = "class" if m.group(1) == "class" else "function"
+        out.append(Symbol(m.group(2), kind, line, end))
+    return out
+
+
+def _line_numbers(text: str, offsets: list[int]) -> list[int]:
+    """1-based line numbers of sorted offsets."""
+    out = []
+    line, last = 1, 0
+    for off in offsets:
+        line += text.count("\n", last, off)
+        last = off
+        out.append(line)
+    return out
+
+
+def _brace_end(lines: list[str], line: int) -> int:
+    depth = 0
+    opened = False
+    for i in range(line - 1, min(len(lines), line - 1 + _MAX_DEF_LINES)):
+        s = lines[i]
+        depth += s.count("{") - s.count("}")
+        if "{" in s:
+            opened = True
+        if opened and depth <= 0:
+            return i + 1
+        if not opened and (i - line >= 2 or s.rstrip().endswith(";")):
+            return line
+    return line
+
+
+def extract_symbols(path: str, text: str) -> list[Symbol]:
+    """Definitions in one file, in order of appearance; [] for languages we do not know."""
+    lang = language_of(path)
+    if lang is None:
+        return []
+    if lang == "python":
+        return _python_symbols(text)
+    lines = text.split("\n")
+    matches: list[tuple[int, str, str]] = []
+    for kind, pattern in _BRACE_PATTERNS[lang]:
+        for m in pattern.finditer(text):
+            if lang == "c" and m.group(1) in _C_KEYWORDS:
+                continue
+            matches.append((m.start(), kind, m.group(1)))
+    matches.sort()
+    found: dict[int, Symbol] = {}
+    for (_, kind, name), line in zip(matches, _line_numbers(text, [m[0] for m in matches]), strict=True):
+        if line in found:
+            continue
+        end = line if kind == "macro" or lang == "ruby" else _brace_end(lines, line)
+        found[line] = Symbol(name, kind, line, end)
+    return [found[k] for k in sorted(found)]
+
+
+def identifiers(text: str) -> list[str]:
+    """Distinct identifiers (3+ characters) in order of first appearance."""
+    return list(dict.fromkeys(_IDENT.findall(text)))
+
+
+def _is_top_level(line: str) -> bool:
+    return bool(line) and not line[0].isspace() and line[0] not in "#)]}" and not line.startswith(("else", "elif", "except", "finally"))
+
+
+def python_names_in_view(text: str, first_line: int, last_line: int) -> list[str] | None:
+    """Names used in lines ``first_line..last_line`` of Python source, via ``ast``.
+
+    Returns None when the file does not parse (it often does not, mid-edit); callers then fall
+    back to :func:`identifiers`.
+    """
+    lines = text.split("\n")
+    # Parse only the top-level statements that overlap the view: far cheaper than the whole file,
+    # and a syntax error elsewhere in the file (mid-edit) does not matter.
+    start = max(1, min(first_line, len(lines)))
+    while start > 1 and not _is_top_level(lines[start - 1]):
+        start -= 1
+    end = max(start, min(last_line, len(lines)))
+    while end < len(lines) and not _is_top_level(lines[end]):
+        end += 1
+    try:
+        tree = ast.parse("\n".join(lines[start - 1 : end]))
+    except (SyntaxError, ValueError):
+        return None
+    first_line -= start - 1
+    last_line -= start - 1
+    names: dict[str, None] = {}
+    for node in ast.walk(tree):
+        lineno = getattr(node, "lineno", None)
+        if lineno is None or not first_line <= lineno <= last_line:
+            continue
+        if isinstance(node, ast.Name):
+            names[node.id] = None
+        elif isinstance(node, ast.Attribute):
+            names[node.attr] = None
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                names[alias.name] = None
+    return [n for n in names if len(n) >= 3]

@@ -1,0 +1,251 @@
+"""Connecting to an appliance, pinning its CA, signing in and out.
+
+States: no profile -> (inspect CA, user confirms fingerprint, connect) -> connected -> (sign in)
+-> signed in. The session or API token lives in the keyring only; the profile file holds the URL,
+the fingerprint and the last user name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from desktop.client.api import ApplianceClient
+from desktop.client.credentials import CredentialStore
+from desktop.client.profile import Profile, ProfileStore, normalize_url
+from desktop.client.tls import ca_fingerprint
+from desktop.qt import QObject, QThreadPool, Signal
+from desktop.services.worker import Job, submit
+from shared.errors import AuthError, EnclaveError, InputError
+
+__all__ = ["ClientFactory", "ConnectionService", "Session"]
+
+ClientFactory = Callable[..., ApplianceClient]
+
+
+@dataclass(frozen=True)
+class Session:
+    username: str
+    models: list[str]
+    can_audit: bool
+    can_admin: bool
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ConnectionService(QObject):
+    caInspected = Signal(str, str)  # path, fingerprint
+    connected = Signal(object)  # Profile
+    signedIn = Signal(object)  # Session
+    signedOut = Signal()
+    failed = Signal(str, object)  # stage ("ca", "connect", "restore", "sign-in", "sign-out"), exception
+
+    def __init__(
+        self,
+        *,
+        profiles: ProfileStore,
+        credentials: CredentialStore,
+        pool: QThreadPool,
+        client_factory: ClientFactory = ApplianceClient,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._profiles = profiles
+        self._credentials = credentials
+        self._pool = pool
+        self._factory = client_factory
+        self.profile: Profile | None = None
+        self.session: Session | None = None
+        self._client: ApplianceClient | None = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _run(self, stage: str, fn: Callable[[Job], Any], on_done: Callable[[Any], None]) -> Job:
+        return submit(self._pool, fn, on_done=on_done, on_failed=lambda exc: self.failed.emit(stage, exc), parent=self)
+
+    def _make_client(self, profile: Profile, token: str | None) -> ApplianceClient:
+        return self._factory(
+            profile.url, ca_file=self._profiles.ca_file, token=token, ca_fingerprint=profile.ca_fingerprint
+        )
+
+    @property
+    def client(self) -> ApplianceClient:
+        if self._client is None or self.session is None:
+            raise AuthError("not signed in")
+        return self._client
+
+    # -- first connection ------------------------------------------------------------------------
+
+    def inspect_ca(self, path: str) -> None:
+        """Read a CA file and report its fingerprint, for the user to compare before trusting it."""
+
+        def work(job: Job) -> tuple[str, str]:
+            try:
+                pem = Path(path).expanduser().read_bytes()
+            except OSError as exc:
+                raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+            return path, ca_fingerprint(pem)
+
+        self._run("ca", work, lambda r: self.caInspected.emit(*r))
+
+    def connect_to(self, url: str, ca_path: str, confirmed_fingerprint: str) -> None:
+        """Pin the CA the user confirmed and check the appliance answers with a certificate from it."""
+
+        def work(job: Job) -> Profile:
+            clean = normalize_url(url)
+            try:
+                pem = Path(ca_path).expanduser().read_bytes()
+            except OSError as exc:
+                raise InputError(f"cannot read {ca_path}: {exc.strerror or exc}") from None
+            fingerprint = ca_fingerprint(pem)
+            if fingerprint != confirmed_fingerprint:
+                raise InputError("the CA file changed after its fingerprint was shown; inspect it again")
+            # Check against a scratch copy first, so a failed attempt leaves the old pin in place.
+            scratch = self._profiles.dir / "candidate-ca.pem"
+            self._profiles.dir.mkdir(parents=True, exist_ok=True)
+            scratch.write_bytes(pem)
+            try:
+                probe = self._factory(clean, ca_file=scratch, token=None, ca_fingerprint=fingerprint)
+                try:
+                    probe.health()
+                finally:
+                    probe.close()
+            finally:
+                scratch.unlink(missing_ok=True)
+            old = self.profile
+            profile = Profile(clean, fingerprint, old.username if old and old.url == clean else "")
+            self._profiles.save(profile, pem)
+            return profile
+
+        def done(profile: Profile) -> None:
+            self._set_profile(profile)
+            self.connected.emit(profile)
+
+        self._run("connect", work, done)
+
+    def _set_profile(self, profile: Profile) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+        self.session = None
+        self.profile = profile
+
+    # -- start-up --------------------------------------------------------------------------------
+
+    def restore(self) -> bool:
+        """Load the saved profile; sign in with the stored token if there is one.
+
+        Returns False when there is no profile (the UI then asks for a first connection).
+        """
+        try:
+            profile = self._profiles.load()
+        except EnclaveError as exc:
+            self.failed.emit("restore", exc)
+            return False
+        if profile is None:
+            return False
+        self._set_profile(profile)
+        self.connected.emit(profile)
+        self._resume()
+        return True
+
+    def _resume(self) -> None:
+        profile = self.profile
+        assert profile is not None
+
+        def work(job: Job) -> tuple[ApplianceClient, Session] | None:
+            token = self._credentials.load(profile.url)
+            if not token:
+                return None
+            client = self._make_client(profile, token)
+            return client, self._session_for(client, profile.username)
+
+        self._run("restore", work, self._signed_in_or_none)
+
+    def _signed_in_or_none(self, result: tuple[ApplianceClient, Session] | None) -> None:
+        if result is not None:
+            self._signed_in(result)
+
+    # -- sign-in / sign-out ----------------------------------------------------------------------
+
+    def _session_for(self, client: ApplianceClient, username: str) -> Session:
+        models = client.models()  # also proves the token works: 401 here means expired/revoked
+        return Session(
+            username=username,
+            models=models,
+            can_audit=client.can("/v1/audit/events?limit=1"),
+            can_admin=client.can("/v1/admin/users"),
+        )
+
+    def _signed_in(self, result: tuple[ApplianceClient, Session]) -> None:
+        client, session = result
+        if self._client is not None and self._client is not client:
+            self._client.close()
+        self._client = client
+        self.session = session
+        self.signedIn.emit(session)
+
+    def sign_in_password(self, username: str, password: str) -> None:
+        profile = self._require_profile()
+
+        def work(job: Job) -> tuple[ApplianceClient, Session]:
+            client = self._make_client(profile, None)
+            client.token = client.login(username, password).token
+            self._credentials.save(profile.url, client.token)
+            return client, self._session_for(client, username)
+
+        self._run("sign-in", work, lambda r: self._after_sign_in(r, username))
+
+    def sign_in_token(self, token: str) -> None:
+        profile = self._require_profile()
+
+        def work(job: Job) -> tuple[ApplianceClient, Session]:
+            if not token.strip():
+                raise InputError("paste an API token (it starts with encl_)")
+            client = self._make_client(profile, token.strip())
+            session = self._session_for(client, profile.username or "token")
+            self._credentials.save(profile.url, token.strip())
+            return client, session
+
+        self._run("sign-in", work, lambda r: self._after_sign_in(r, profile.username or "token"))
+
+    def _after_sign_in(self, result: tuple[ApplianceClient, Session], username: str) -> None:
+        profile = self._require_profile()
+        if profile.username != username:
+            self.profile = Profile(profile.url, profile.ca_fingerprint, username)
+            self._profiles.save(self.profile, self._profiles.ca_file.read_bytes())
+        self._signed_in(result)
+
+    def sign_out(self) -> None:
+        profile = self._require_profile()
+        client = self._client
+
+        def work(job: Job) -> None:
+            try:
+                if client is not None and client.token:
+                    client.logout()
+            except EnclaveError:
+                pass  # the server may be gone or the token already dead: forgetting it locally is what matters
+            finally:
+                self._credentials.delete(profile.url)
+
+        def done(_: Any) -> None:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+            self.session = None
+            self.signedOut.emit()
+
+        self._run("sign-out", work, done)
+
+    def session_expired(self) -> None:
+        """Another service got a 401: drop the dead token so the next start asks to sign in."""
+        if self.profile is not None:
+            self._credentials.delete(self.profile.url)
+        self.session = None
+
+    def _require_profile(self) -> Profile:
+        if self.profile is None:
+            raise InputError("connect to an appliance first")
+        return self.profile

@@ -1,0 +1,170 @@
+"""Asking the appliance: streamed chat answers, inline completions (fill-in-the-middle), history."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from desktop.client.api import ApplianceClient, StreamEvent
+from desktop.project.context import Context
+from desktop.project.history import HistoryStore
+from desktop.qt import QObject, QThreadPool, Signal
+from desktop.services.worker import Job, submit
+from shared.errors import InputError
+from shared.schemas import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    CompletionRequest,
+    ContextFile,
+    EnclaveMetadata,
+)
+
+__all__ = ["SYSTEM_PROMPT", "CompletionService", "GenerationService", "HistoryService", "build_chat_request"]
+
+SYSTEM_PROMPT = (
+    "You are Enclave, a coding assistant working inside the user's project. Use the files below as "
+    "context. When you propose a change to the selected code, answer with one fenced code block "
+    "holding the full replacement for the selection."
+)
+
+ClientSource = Callable[[], ApplianceClient]
+
+
+def build_chat_request(model: str, question: str, context: Context, project_id: str, *, max_tokens: int = 512) -> ChatCompletionRequest:
+    user = f"{context.render()}\n\nQuestion: {question}" if context.items else question
+    return ChatCompletionRequest(
+        model=model,
+        messages=[ChatMessageIn(role="system", content=SYSTEM_PROMPT), ChatMessageIn(role="user", content=user)],
+        stream=True,
+        max_tokens=max_tokens,
+        temperature=0.2,
+        enclave=EnclaveMetadata(
+            project_id=project_id or None,
+            context_files=[ContextFile(path=p, sha256=s) for p, s in context.files()],
+        ),
+    )
+
+
+class GenerationService(QObject):
+    started = Signal()
+    delta = Signal(str)
+    finished = Signal(str, object)  # full answer, usage dict or None
+    failed = Signal(object)
+
+    def __init__(
+        self,
+        *,
+        client: ClientSource,
+        pool: QThreadPool,
+        history: HistoryStore,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._client = client
+        self._pool = pool
+        self._history = history
+        self._clock = clock
+        self._cancel: threading.Event | None = None
+        self.busy = False
+
+    def ask(self, model: str, question: str, context: Context, project_id: str) -> None:
+        if self.busy:
+            self.failed.emit(InputError("an answer is still streaming; stop it first"))
+            return
+        if not question.strip():
+            self.failed.emit(InputError("type a question first"))
+            return
+        request = build_chat_request(model, question, context, project_id)
+        client = self._client()
+        cancel = threading.Event()
+        self._cancel = cancel
+        self.busy = True
+        labels = [f"{i.path}:{i.start_line}-{i.end_line}" for i in context.items]
+
+        def work(job: Job) -> tuple[str, Any]:
+            parts: list[str] = []
+            usage = None
+            for event in client.stream_chat(request, cancel):
+                if event.text:
+                    parts.append(event.text)
+                    job.item.emit(event.text)
+                usage = event.usage or usage
+            answer = "".join(parts)
+            self._history.add(project_id, model, question, answer, labels, at=self._clock())
+            return answer, usage
+
+        job = submit(self._pool, work, on_done=self._done, on_failed=self._failed, parent=self)
+        job.item.connect(self.delta)
+        self.started.emit()
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def _done(self, result: tuple[str, Any]) -> None:
+        self.busy = False
+        self.finished.emit(*result)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.busy = False
+        self.failed.emit(exc)
+
+
+class CompletionService(QObject):
+    """Fill-in-the-middle completions for the editor; each request has a number, and only the
+    newest one's answer is delivered (the editor bumps the number whenever the user types)."""
+
+    completed = Signal(int, str)
+    failed = Signal(int, object)
+
+    def __init__(self, *, client: ClientSource, pool: QThreadPool, max_tokens: int = 48, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._client = client
+        self._pool = pool
+        self._max_tokens = max_tokens
+        self._cancel: threading.Event | None = None
+        self.latest = 0
+
+    def request(self, number: int, model: str, prefix: str, suffix: str) -> None:
+        self.cancel()
+        self.latest = number
+        cancel = threading.Event()
+        self._cancel = cancel
+        client = self._client()
+        req = CompletionRequest(model=model, prompt=prefix, suffix=suffix, stream=True, max_tokens=self._max_tokens, temperature=0.0)
+
+        def work(job: Job) -> tuple[int, str]:
+            parts: list[str] = []
+            event: StreamEvent
+            for event in client.stream_completion(req, cancel):
+                parts.append(event.text)
+            return number, "".join(parts)
+
+        def done(result: tuple[int, str]) -> None:
+            n, text = result
+            if n == self.latest and not cancel.is_set():
+                self.completed.emit(n, text)
+
+        submit(self._pool, work, on_done=done, on_failed=lambda e: self.failed.emit(number, e), parent=self)
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+            self._cancel = None
+
+
+class HistoryService(QObject):
+    """Reads the local generation history off the GUI thread."""
+
+    loaded = Signal(list)  # list[HistoryEntry]
+
+    def __init__(self, *, history: HistoryStore, pool: QThreadPool, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._history = history
+        self._pool = pool
+
+    def load(self, project_id: str, limit: int = 100) -> None:
+        submit(self._pool, lambda job: self._history.list(project_id, limit=limit), on_done=self.loaded.emit, parent=self)

@@ -1,0 +1,155 @@
+"""The open project: indexing in the background, keeping the index current, files in and out,
+and context assembly off the GUI thread."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from desktop.project.context import Context, ContextRequest, assemble
+from desktop.project.index import IndexStats, ProjectIndex, project_id
+from desktop.qt import QObject, QThreadPool, QTimer, Signal
+from desktop.services.worker import Job, submit
+from shared.errors import InputError
+
+__all__ = ["ProjectService"]
+
+
+class ProjectService(QObject):
+    opened = Signal(str)  # root
+    indexProgress = Signal(int, int)
+    indexed = Signal(object)  # IndexStats
+    pathsChanged = Signal(list)
+    fileLoaded = Signal(str, str)  # rel path, text
+    fileSaved = Signal(str)
+    contextReady = Signal(int, object)  # request number, Context
+    failed = Signal(str, object)
+
+    def __init__(
+        self,
+        *,
+        cache_dir: Path,
+        pool: QThreadPool,
+        policy_patterns: Sequence[str] = (),
+        poll_ms: int = 2000,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._cache_dir = cache_dir
+        self._pool = pool
+        self._policy = tuple(policy_patterns)
+        self.index: ProjectIndex | None = None
+        self.project_id = ""
+        self._refreshing = False
+        self.paths: list[str] = []
+        self.recent: list[str] = []
+        # Polling by stat is what keeps the index current: it needs no OS watch limits and sees
+        # changes made by any program, including while the app was closed.
+        self._timer = QTimer(self)
+        self._timer.setInterval(poll_ms)
+        self._timer.timeout.connect(self.refresh)
+
+    @property
+    def root(self) -> Path | None:
+        return self.index.root if self.index else None
+
+    def open(self, root: str) -> None:
+        path = Path(root).expanduser()
+        if not path.is_dir():
+            self.failed.emit("open", InputError(f"not a folder: {root}"))
+            return
+        self.close()
+        pid = project_id(path)
+        self.index = ProjectIndex(path, self._cache_dir / "index" / f"{pid}.sqlite", policy_patterns=self._policy)
+        self.project_id = pid
+        self.recent = []
+        self.opened.emit(str(self.index.root))
+        self.refresh()
+        self._timer.start()
+
+    def close(self) -> None:
+        self._timer.stop()
+        if self.index is not None:
+            self.index.close()
+        self.index = None
+
+    def refresh(self) -> None:
+        index = self.index
+        if index is None or self._refreshing:
+            return
+        self._refreshing = True
+
+        def work(job: Job) -> tuple[IndexStats, list[str]]:
+            stats = index.refresh(lambda done, total: job.progress.emit(done, total))
+            return stats, index.paths()
+
+        job = submit(self._pool, work, on_done=self._refreshed, on_failed=self._refresh_failed, parent=self)
+        job.progress.connect(self.indexProgress)
+
+    def _refreshed(self, result: tuple[IndexStats, list[str]]) -> None:
+        self._refreshing = False
+        stats, paths = result
+        if paths != self.paths:
+            self.paths = paths
+            self.pathsChanged.emit(paths)
+        self.indexed.emit(stats)
+
+    def _refresh_failed(self, exc: BaseException) -> None:
+        self._refreshing = False
+        self.failed.emit("index", exc)
+
+    def _abs(self, rel: str) -> Path:
+        root = self.root
+        if root is None:
+            raise InputError("no project is open")
+        path = (root / rel).resolve()
+        if not path.is_relative_to(root):
+            raise InputError(f"{rel} is outside the project")
+        return path
+
+    def load(self, rel: str) -> None:
+        def work(job: Job) -> tuple[str, str]:
+            return rel, self._abs(rel).read_text(encoding="utf-8", errors="replace")
+
+        submit(self._pool, work, on_done=lambda r: self.fileLoaded.emit(*r),
+               on_failed=lambda e: self.failed.emit("load", e), parent=self)
+
+    def save(self, rel: str, text: str) -> None:
+        def work(job: Job) -> str:
+            path = self._abs(rel)
+            tmp = path.with_name(path.name + ".enclave-tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+            return rel
+
+        submit(self._pool, work, on_done=self._saved, on_failed=lambda e: self.failed.emit("save", e), parent=self)
+
+    def _saved(self, rel: str) -> None:
+        self.touched(rel)
+        self.fileSaved.emit(rel)
+        self.refresh()
+
+    def touched(self, rel: str) -> None:
+        """Record ``rel`` as recently edited (most recent first)."""
+        self.recent = [rel, *[p for p in self.recent if p != rel]][:10]
+
+    def assemble(self, number: int, request: ContextRequest, budget: int = 3000) -> None:
+        index = self.index
+        if index is None:
+            self.failed.emit("context", InputError("open a project first"))
+            return
+        if not request.recent_paths:
+            request = ContextRequest(
+                request.question, request.current_path, request.current_text, request.cursor_line,
+                request.selection, request.visible, tuple(self.recent),
+            )
+
+        def work(job: Job) -> Context:
+            return assemble(index, request, budget=budget)
+
+        def done(ctx: Any) -> None:
+            self.contextReady.emit(number, ctx)
+
+        submit(self._pool, work, on_done=done, on_failed=lambda e: self.failed.emit("context", e), parent=self)

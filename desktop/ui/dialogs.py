@@ -1,0 +1,190 @@
+"""First connection (URL + CA fingerprint to confirm) and sign-in (password or API token).
+
+Both dialogs keep what the user typed when something fails: the error shows above the fields with
+what to do next, and the fields stay as they were.
+"""
+
+from __future__ import annotations
+
+from desktop.client.errors import CertificateMismatchError, UnreachableError
+from desktop.qt import (
+    QCheckBox,
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+from desktop.services.connection import ConnectionService
+from shared.errors import AuthError, InputError, ThrottledError
+
+__all__ = ["ConnectDialog", "SignInDialog", "explain"]
+
+
+def explain(exc: BaseException) -> str:
+    """A message for the user: what happened and the way forward."""
+    if isinstance(exc, CertificateMismatchError):
+        return (f"{exc}. Do not sign in. Ask your administrator for the appliance's CA fingerprint, "
+                "then use Connect… to pin the right CA.")
+    if isinstance(exc, UnreachableError):
+        return f"{exc}. Check the address and that the appliance is running, then try again."
+    if isinstance(exc, ThrottledError):
+        return f"{exc}. Wait {exc.retry_after:.0f} s and try again."
+    if isinstance(exc, AuthError):
+        return f"{exc}. Sign in again; your text is kept."
+    return str(exc) or type(exc).__name__
+
+
+def _error_label() -> QLabel:
+    label = QLabel()
+    label.setObjectName("error")
+    label.setWordWrap(True)
+    label.setStyleSheet("color: #b00020")
+    label.hide()
+    return label
+
+
+class ConnectDialog(QDialog):
+    def __init__(self, service: ConnectionService, parent: QWidget | None = None, *, url: str = "", ca_path: str = "") -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Connect to an Enclave appliance")
+        self._service = service
+        self.url = QLineEdit(url)
+        self.url.setPlaceholderText("https://enclave.example.internal:8443")
+        self.ca_path = QLineEdit(ca_path)
+        self.ca_path.setPlaceholderText("ca.pem from your administrator")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        self.inspect = QPushButton("Show fingerprint")
+        self.inspect.clicked.connect(self._inspect)
+        self.fingerprint = QLabel("—")
+        self.fingerprint.setWordWrap(True)
+        self.fingerprint.setObjectName("fingerprint")
+        self.confirm = QCheckBox("This matches the fingerprint my administrator gave me")
+        self.confirm.setEnabled(False)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.setEnabled(False)
+        self.connect_button.clicked.connect(self._connect)
+        self.confirm.toggled.connect(self.connect_button.setEnabled)
+        self.error = _error_label()
+        ca_row = QHBoxLayout()
+        ca_row.addWidget(self.ca_path)
+        ca_row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("Appliance URL", self.url)
+        form.addRow("CA certificate", ca_row)
+        form.addRow("", self.inspect)
+        form.addRow("SHA-256 fingerprint", self.fingerprint)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.error)
+        layout.addLayout(form)
+        layout.addWidget(self.confirm)
+        layout.addWidget(self.connect_button)
+        self._fp = ""
+        service.caInspected.connect(self._inspected)
+        service.connected.connect(self._connected)
+        service.failed.connect(self._failed)
+        self.ca_path.textChanged.connect(self._reset)
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "CA certificate", "", "PEM (*.pem *.crt);;All files (*)")
+        if path:
+            self.ca_path.setText(path)
+            self._inspect()
+
+    def _reset(self) -> None:
+        self._fp = ""
+        self.fingerprint.setText("—")
+        self.confirm.setChecked(False)
+        self.confirm.setEnabled(False)
+
+    def _inspect(self) -> None:
+        self.error.hide()
+        self._service.inspect_ca(self.ca_path.text())
+
+    def _inspected(self, path: str, fingerprint: str) -> None:
+        if path != self.ca_path.text():
+            return
+        self._fp = fingerprint
+        self.fingerprint.setText(fingerprint)
+        self.confirm.setEnabled(True)
+
+    def _connect(self) -> None:
+        if not self._fp or not self.confirm.isChecked():
+            self._failed("connect", InputError("compare and confirm the CA fingerprint first"))
+            return
+        self.error.hide()
+        self.connect_button.setEnabled(False)
+        self._service.connect_to(self.url.text(), self.ca_path.text(), self._fp)
+
+    def _connected(self) -> None:
+        self.accept()
+
+    def _failed(self, stage: str, exc: BaseException) -> None:
+        if stage not in ("ca", "connect"):
+            return
+        self.error.setText(explain(exc))
+        self.error.show()
+        self.connect_button.setEnabled(self.confirm.isChecked())
+
+
+class SignInDialog(QDialog):
+    def __init__(self, service: ConnectionService, parent: QWidget | None = None, *, message: str = "", username: str = "") -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Sign in to Enclave")
+        self._service = service
+        self.message = QLabel(message)
+        self.message.setWordWrap(True)
+        self.message.setVisible(bool(message))
+        self.error = _error_label()
+        self.username = QLineEdit(username)
+        self.password = QLineEdit()
+        self.password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
+        self.token.setPlaceholderText("encl_…")
+        self.tabs = QTabWidget()
+        pw = QWidget()
+        pw_form = QFormLayout(pw)
+        pw_form.addRow("User name", self.username)
+        pw_form.addRow("Password", self.password)
+        tk = QWidget()
+        tk_form = QFormLayout(tk)
+        tk_form.addRow("API token", self.token)
+        self.tabs.addTab(pw, "Password")
+        self.tabs.addTab(tk, "API token")
+        self.sign_in = QPushButton("Sign in")
+        self.sign_in.setDefault(True)
+        self.sign_in.clicked.connect(self._submit)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.message)
+        layout.addWidget(self.error)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.sign_in)
+        service.signedIn.connect(self._done)
+        service.failed.connect(self._failed)
+
+    def _submit(self) -> None:
+        self.error.hide()
+        self.sign_in.setEnabled(False)
+        if self.tabs.currentIndex() == 0:
+            self._service.sign_in_password(self.username.text(), self.password.text())
+        else:
+            self._service.sign_in_token(self.token.text())
+
+    def _done(self) -> None:
+        self.password.clear()  # the one thing we do not keep around once used
+        self.accept()
+
+    def _failed(self, stage: str, exc: BaseException) -> None:
+        if stage != "sign-in":
+            return
+        self.error.setText(explain(exc) if not isinstance(exc, AuthError) or isinstance(exc, ThrottledError)
+                           else f"{exc}. Check the user name and password (or the token) and try again.")
+        self.error.show()
+        self.sign_in.setEnabled(True)

@@ -1,0 +1,131 @@
+"""The generation panel: the question, the context that will be sent (removable item by item),
+the streamed answer with code blocks rendered, and a button to turn the answer into an edit."""
+
+from __future__ import annotations
+
+from desktop.project.context import Context
+from desktop.qt import (
+    QHBoxLayout,
+    QKeyEvent,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    Qt,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+)
+
+__all__ = ["ContextList", "GenerationPanel"]
+
+
+class ContextList(QListWidget):
+    """The context items; Delete (or the Remove button) takes the selected ones out."""
+
+    removed = Signal(int)
+
+    def show_context(self, context: Context) -> None:
+        self.clear()
+        for item in context.items:
+            row = QListWidgetItem(f"{item.label} · ~{item.tokens} tokens")
+            row.setToolTip(item.text[:2000])
+            self.addItem(row)
+
+    def remove_selected(self) -> None:
+        for row in sorted((self.row(i) for i in self.selectedItems()), reverse=True):
+            self.removed.emit(row)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() in (Qt.Key.Key_Delete, Qt.Key.Key_Backspace):
+            self.remove_selected()
+            return
+        super().keyPressEvent(event)
+
+
+class GenerationPanel(QWidget):
+    askRequested = Signal(str)
+    sendRequested = Signal(str)
+    stopRequested = Signal()
+    proposeRequested = Signal(str)  # the answer
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.question = QPlainTextEdit()
+        self.question.setPlaceholderText("Ask about the code; select lines in the editor to focus on them")
+        self.question.setMaximumHeight(90)
+        self.prepare = QPushButton("Gather context")
+        self.send = QPushButton("Send")
+        self.stop = QPushButton("Stop")
+        self.stop.setEnabled(False)
+        self.context_list = ContextList()
+        self.context_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
+        self.remove = QPushButton("Remove from context")
+        self.context_summary = QLabel("No context yet")
+        self.answer = QTextBrowser()
+        self.answer.setOpenExternalLinks(False)
+        self.propose = QPushButton("Propose as edit")
+        self.propose.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setObjectName("status")
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.prepare)
+        buttons.addWidget(self.send)
+        buttons.addWidget(self.stop)
+        ctx_row = QHBoxLayout()
+        ctx_row.addWidget(self.context_summary, 1)
+        ctx_row.addWidget(self.remove)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Question"))
+        layout.addWidget(self.question)
+        layout.addLayout(buttons)
+        layout.addLayout(ctx_row)
+        layout.addWidget(self.context_list, 1)
+        layout.addWidget(QLabel("Answer"))
+        layout.addWidget(self.answer, 2)
+        layout.addWidget(self.propose)
+        layout.addWidget(self.status)
+        self._answer_text = ""
+        self.prepare.clicked.connect(lambda: self.askRequested.emit(self.question.toPlainText()))
+        self.send.clicked.connect(lambda: self.sendRequested.emit(self.question.toPlainText()))
+        self.stop.clicked.connect(self.stopRequested)
+        self.remove.clicked.connect(self.context_list.remove_selected)
+        self.propose.clicked.connect(lambda: self.proposeRequested.emit(self._answer_text))
+
+    @property
+    def answer_text(self) -> str:
+        return self._answer_text
+
+    def show_context(self, context: Context) -> None:
+        self.context_list.show_context(context)
+        files = len({i.path for i in context.items})
+        self.context_summary.setText(f"{len(context.items)} items from {files} files, ~{context.tokens} of {context.budget} tokens")
+
+    def streaming(self, on: bool) -> None:
+        self.stop.setEnabled(on)
+        self.send.setEnabled(not on)
+        self.prepare.setEnabled(not on)
+        if on:
+            self._answer_text = ""
+            self.answer.clear()
+            self.propose.setEnabled(False)
+            self.status.setText("Answering…")
+
+    def append(self, text: str) -> None:
+        self._answer_text += text
+        # Re-rendering the Markdown on each piece keeps fenced code blocks rendered as they grow.
+        self.answer.setMarkdown(self._answer_text)
+
+    def finished(self, usage: dict[str, int] | None) -> None:
+        self.streaming(False)
+        self.propose.setEnabled(bool(self._answer_text.strip()))
+        tokens = f" ({usage.get('completion_tokens', 0)} tokens)" if usage else ""
+        self.status.setText(f"Done{tokens}.")
+
+    def show_error(self, message: str) -> None:
+        self.streaming(False)
+        self.propose.setEnabled(bool(self._answer_text.strip()))
+        self.status.setText(message)

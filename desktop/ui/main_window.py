@@ -1,0 +1,209 @@
+"""The main window: connection state, the workspace, the audit console and admin pages.
+
+It decides what to do with errors that need the user: an expired session opens the sign-in
+dialog (the question and the editor keep their text); a certificate mismatch asks to re-pin;
+an unreachable appliance offers to retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from desktop.client.errors import CertificateMismatchError, UnreachableError
+from desktop.client.profile import Profile
+from desktop.qt import (
+    QAction,
+    QCloseEvent,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPushButton,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+from desktop.services.audit import AdminService, AuditService
+from desktop.services.connection import ConnectionService, Session
+from desktop.ui.admin_pages import AdminPages
+from desktop.ui.audit_console import AuditConsole
+from desktop.ui.dialogs import ConnectDialog, SignInDialog, explain
+from desktop.ui.workspace import Workspace
+from shared.errors import AuthError, ThrottledError
+
+__all__ = ["MainWindow"]
+
+
+class MainWindow(QMainWindow):
+    def __init__(
+        self,
+        *,
+        connection: ConnectionService,
+        workspace: Workspace,
+        audit: AuditService,
+        admin: AdminService,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Enclave")
+        self.resize(1280, 800)
+        self.connection = connection
+        self.workspace = workspace
+        self.audit_console = AuditConsole(audit)
+        self.admin_pages = AdminPages(admin)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(workspace, "Workspace")
+        self.audit_index = self.tabs.addTab(self.audit_console, "Audit")
+        self.admin_index = self.tabs.addTab(self.admin_pages, "Admin")
+        self.tabs.setTabVisible(self.audit_index, False)
+        self.tabs.setTabVisible(self.admin_index, False)
+
+        # The banner: one message and the one action that moves things forward.
+        self.banner = QWidget()
+        self.banner_text = QLabel("")
+        self.banner_text.setWordWrap(True)
+        self.banner_action = QPushButton("")
+        row = QHBoxLayout(self.banner)
+        row.addWidget(self.banner_text, 1)
+        row.addWidget(self.banner_action)
+        self.banner.setStyleSheet("background: #fff4e5")
+        self.banner.hide()
+        self._banner_handler: Callable[[], object] | None = None
+        self.banner_action.clicked.connect(self._banner_clicked)
+
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.banner)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self.connection_label = QLabel("Not connected")
+        self.statusBar().addPermanentWidget(self.connection_label)
+
+        menu = self.menuBar().addMenu("&Enclave")
+        self.action_connect = QAction("Connect…", self)
+        self.action_sign_in = QAction("Sign in…", self)
+        self.action_sign_out = QAction("Sign out", self)
+        self.action_open = QAction("Open project…", self)
+        for a in (self.action_connect, self.action_sign_in, self.action_sign_out, self.action_open):
+            menu.addAction(a)
+        self.action_connect.triggered.connect(lambda: self.show_connect())
+        self.action_sign_in.triggered.connect(lambda: self.show_sign_in())
+        self.action_sign_out.triggered.connect(connection.sign_out)
+        self.action_open.triggered.connect(self._choose_project)
+        self.action_sign_out.setEnabled(False)
+        self.action_sign_in.setEnabled(False)
+
+        connection.connected.connect(self._connected)
+        connection.signedIn.connect(self._signed_in)
+        connection.signedOut.connect(self._signed_out)
+        connection.failed.connect(self._connection_failed)
+        workspace.errorOccurred.connect(self.handle_error)
+        audit.failed.connect(lambda what, exc: self.handle_error(exc))
+        admin.failed.connect(lambda what, exc: self.handle_error(exc))
+        self.dialog: ConnectDialog | SignInDialog | None = None
+
+    # -- banner ----------------------------------------------------------------------------------
+
+    def show_banner(self, text: str, action: str, handler: Callable[[], object]) -> None:
+        self.banner_text.setText(text)
+        self.banner_action.setText(action)
+        self._banner_handler = handler
+        self.banner.show()
+
+    def _banner_clicked(self) -> None:
+        self.banner.hide()
+        if self._banner_handler is not None:
+            self._banner_handler()
+
+    # -- dialogs ---------------------------------------------------------------------------------
+
+    def show_connect(self, *, url: str = "", ca_path: str = "") -> ConnectDialog:
+        profile = self.connection.profile
+        dialog = ConnectDialog(self.connection, self, url=url or (profile.url if profile else ""), ca_path=ca_path)
+        self._open_dialog(dialog)
+        return dialog
+
+    def show_sign_in(self, message: str = "") -> SignInDialog:
+        profile = self.connection.profile
+        dialog = SignInDialog(self.connection, self, message=message, username=profile.username if profile else "")
+        self._open_dialog(dialog)
+        return dialog
+
+    def _open_dialog(self, dialog: ConnectDialog | SignInDialog) -> None:
+        if self.dialog is not None:
+            self.dialog.close()
+        self.dialog = dialog
+        dialog.finished.connect(self._dialog_closed)
+        dialog.open()  # window-modal, non-blocking: tests and the event loop keep running
+
+    def _dialog_closed(self) -> None:
+        if self.dialog is not None:
+            self.dialog.deleteLater()
+        self.dialog = None
+
+    def _choose_project(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open project folder")
+        if path:
+            self.workspace.project.open(path)
+
+    # -- connection state ------------------------------------------------------------------------
+
+    def _connected(self, profile: Profile) -> None:
+        self.connection_label.setText(f"{profile.url} · not signed in")
+        self.action_sign_in.setEnabled(True)
+        self.banner.hide()
+        if self.connection.session is None and self.dialog is None:
+            self.show_banner(f"Connected to {profile.url}.", "Sign in…", self.show_sign_in)
+
+    def _signed_in(self, session: Session) -> None:
+        profile = self.connection.profile
+        self.connection_label.setText(f"{profile.url if profile else ''} · {session.username}")
+        self.action_sign_out.setEnabled(True)
+        self.banner.hide()
+        self.workspace.set_session(session)
+        self.audit_console.can_decrypt = session.can_audit
+        self.tabs.setTabVisible(self.audit_index, session.can_audit)
+        self.tabs.setTabVisible(self.admin_index, session.can_admin)
+        if session.can_audit:
+            self.audit_console.run_search()
+        if session.can_admin:
+            self.admin_pages.reload()
+
+    def _signed_out(self) -> None:
+        profile = self.connection.profile
+        self.connection_label.setText(f"{profile.url if profile else ''} · signed out")
+        self.action_sign_out.setEnabled(False)
+        self.workspace.set_session(None)
+        self.tabs.setTabVisible(self.audit_index, False)
+        self.tabs.setTabVisible(self.admin_index, False)
+        self.show_banner("Signed out; the token was removed from the keyring.", "Sign in…", self.show_sign_in)
+
+    def _connection_failed(self, stage: str, exc: BaseException) -> None:
+        if stage in ("ca", "connect", "sign-in") and self.dialog is not None:
+            return  # the open dialog shows it next to what the user typed
+        self.handle_error(exc)
+
+    def handle_error(self, exc: BaseException) -> None:
+        """Show ``exc`` with the way forward."""
+        if isinstance(exc, CertificateMismatchError):
+            self.show_banner(explain(exc), "Connect…", lambda: self.show_connect())
+        elif isinstance(exc, UnreachableError):
+            self.show_banner(explain(exc), "Retry", self._retry)
+        elif isinstance(exc, AuthError) and not isinstance(exc, ThrottledError):
+            self.connection.session_expired()
+            self.workspace.set_session(None)
+            self.show_banner(f"Your session has ended ({exc}). Your question and edits are kept.", "Sign in…",
+                             lambda: self.show_sign_in("Your session has ended; sign in to continue."))
+        else:
+            self.statusBar().showMessage(explain(exc), 10000)
+
+    def _retry(self) -> None:
+        if self.connection.session is None:
+            self.connection.restore()
+        else:
+            self.statusBar().showMessage("Try again.", 5000)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.workspace.project.close()
+        super().closeEvent(event)

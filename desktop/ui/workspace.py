@@ -1,0 +1,306 @@
+"""The workspace: file tree, editor, generation panel, proposed edit and history.
+
+Wiring only: every file, index and network operation goes through the services passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from desktop.project.context import Context, ContextRequest
+from desktop.project.edits import Conflict, Proposal, code_blocks
+from desktop.project.history import HistoryEntry
+from desktop.project.index import IndexStats
+from desktop.qt import (
+    QKeySequence,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QSplitter,
+    QStandardItem,
+    QStandardItemModel,
+    Qt,
+    QTabWidget,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+)
+from desktop.services.connection import Session
+from desktop.services.edits import EditService
+from desktop.services.generation import CompletionService, GenerationService, HistoryService
+from desktop.services.project import ProjectService
+from desktop.ui.dialogs import explain
+from desktop.ui.editor import CodeEditor
+from desktop.ui.generation_panel import GenerationPanel
+from desktop.ui.proposal_view import ProposalView
+
+__all__ = ["Workspace"]
+
+_PATH_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class Workspace(QWidget):
+    errorOccurred = Signal(object)  # exceptions the main window handles (sign-in expired, ...)
+
+    def __init__(
+        self,
+        *,
+        project: ProjectService,
+        generation: GenerationService,
+        completion: CompletionService,
+        edits: EditService,
+        history: HistoryService,
+        completion_pause_ms: int = 600,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.project = project
+        self.generation = generation
+        self.completion = completion
+        self.edits = edits
+        self.history = history
+        self.session: Session | None = None
+        self.context: Context | None = None
+        self._context_for = ""  # the question the context was gathered for
+        self._context_selection: tuple[int, int] | None = None
+        self._request_no = 0
+        self._send_after_context = False
+        self._proposal_code = ""
+
+        self.tree_model = QStandardItemModel(self)
+        self.tree = QTreeView()
+        self.tree.setModel(self.tree_model)
+        self.tree.setHeaderHidden(True)
+        self.progress = QProgressBar()
+        self.progress.setFormat("Indexing %v/%m")
+        self.progress.hide()
+        self.index_status = QLabel("Open a project folder to start")
+        self.index_status.setWordWrap(True)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.tree, 1)
+        left_layout.addWidget(self.progress)
+        left_layout.addWidget(self.index_status)
+
+        self.editor = CodeEditor(pause_ms=completion_pause_ms)
+        self.panel = GenerationPanel()
+        self.proposal_view = ProposalView()
+        self.history_list = QListWidget()
+        self.side = QTabWidget()
+        self.side.addTab(self.panel, "Generate")
+        self.side.addTab(self.proposal_view, "Edit")
+        self.side.addTab(self.history_list, "History")
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(self.editor)
+        splitter.addWidget(self.side)
+        splitter.setSizes([220, 560, 420])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(splitter)
+
+        project.opened.connect(self._opened)
+        project.indexProgress.connect(self._progress)
+        project.indexed.connect(self._indexed)
+        project.pathsChanged.connect(self._paths)
+        project.fileLoaded.connect(self._loaded)
+        project.contextReady.connect(self._context_ready)
+        project.failed.connect(lambda what, exc: self._error(exc))
+        self.tree.activated.connect(self._open_index)
+        self.tree.clicked.connect(self._open_index)
+        self.panel.askRequested.connect(self.gather)
+        self.panel.sendRequested.connect(self.send)
+        self.panel.stopRequested.connect(generation.cancel)
+        self.panel.context_list.removed.connect(self.remove_context_item)
+        self.panel.proposeRequested.connect(self.propose)
+        generation.started.connect(lambda: self.panel.streaming(True))
+        generation.delta.connect(self.panel.append)
+        generation.finished.connect(self._answered)
+        generation.failed.connect(self._generation_failed)
+        self.editor.completionWanted.connect(self._want_completion)
+        self.editor.completionCancelled.connect(completion.cancel)
+        completion.completed.connect(self.editor.show_completion)
+        edits.proposed.connect(self._proposed)
+        edits.applied.connect(self._applied)
+        edits.undone.connect(lambda p: self._applied(p, undone=True))
+        edits.conflict.connect(self._conflict)
+        edits.failed.connect(self._error)
+        self.proposal_view.applyRequested.connect(edits.apply)
+        self.proposal_view.undoRequested.connect(edits.undo)
+        self.proposal_view.forceRequested.connect(self._force)
+        self.proposal_view.reproposeRequested.connect(
+            lambda c: edits.repropose(c, self._context_selection, self._proposal_code)
+        )
+        history.loaded.connect(self._history)
+        save = self.editor.addAction("Save")
+        save.setShortcut(QKeySequence.StandardKey.Save)
+        save.triggered.connect(self.save)
+
+    # -- session ---------------------------------------------------------------------------------
+
+    def set_session(self, session: Session | None) -> None:
+        self.session = session
+        self.editor.completion_enabled = bool(session and session.models)
+
+    # -- project ---------------------------------------------------------------------------------
+
+    def _opened(self, root: str) -> None:
+        self.index_status.setText(f"Indexing {root}…")
+        self.progress.setValue(0)
+        self.progress.show()
+        self.history.load(self.project.project_id)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.progress.setMaximum(max(1, total))
+        self.progress.setValue(done)
+
+    def _indexed(self, stats: IndexStats) -> None:
+        self.progress.hide()
+        count = len(self.project.paths)
+        self.index_status.setText(f"{count} files indexed")
+        if stats.indexed or stats.removed:
+            self.index_status.setText(f"{count} files indexed ({stats.indexed} updated, {stats.removed} removed)")
+
+    def _paths(self, paths: list[str]) -> None:
+        self.tree_model.clear()
+        dirs: dict[str, QStandardItem] = {}
+        root = self.tree_model.invisibleRootItem()
+        for path in paths:
+            parent = root
+            parts = path.split("/")
+            for i, part in enumerate(parts[:-1]):
+                key = "/".join(parts[: i + 1])
+                if key not in dirs:
+                    item = QStandardItem(part)
+                    item.setEditable(False)
+                    parent.appendRow(item)
+                    dirs[key] = item
+                parent = dirs[key]
+            leaf = QStandardItem(parts[-1])
+            leaf.setEditable(False)
+            leaf.setData(path, _PATH_ROLE)
+            parent.appendRow(leaf)
+
+    def _open_index(self, index: Any) -> None:
+        path = index.data(_PATH_ROLE)
+        if path:
+            self.open_file(str(path))
+
+    def open_file(self, rel: str) -> None:
+        self.project.load(rel)
+
+    def _loaded(self, rel: str, text: str) -> None:
+        self.editor.open_text(rel, text)
+
+    def save(self) -> None:
+        if self.editor.path:
+            self.project.save(self.editor.path, self.editor.toPlainText())
+            self.editor.document().setModified(False)
+
+    # -- asking ----------------------------------------------------------------------------------
+
+    def _request(self, question: str) -> ContextRequest:
+        e = self.editor
+        return ContextRequest(
+            question=question,
+            current_path=e.path or None,
+            current_text=e.toPlainText() if e.path else None,
+            cursor_line=e.cursor_line(),
+            selection=e.selected_lines(),
+            visible=e.visible_lines() if e.path else None,
+        )
+
+    def gather(self, question: str) -> None:
+        """Assemble the context for ``question`` and show it, without sending anything."""
+        self._request_no += 1
+        self._context_for = question
+        self._context_selection = self.editor.selected_lines()
+        self.project.assemble(self._request_no, self._request(question))
+
+    def _context_ready(self, number: int, context: Context) -> None:
+        if number != self._request_no:
+            return
+        self.context = context
+        self.panel.show_context(context)
+        if self._send_after_context:
+            self._send_after_context = False
+            self._send_now(self._context_for)
+
+    def remove_context_item(self, row: int) -> None:
+        if self.context is not None and 0 <= row < len(self.context.items):
+            self.context = self.context.without(row)
+            self.panel.show_context(self.context)
+
+    def send(self, question: str) -> None:
+        """Send ``question`` with the context shown (gathering it first if it is missing or stale)."""
+        if self.context is None or question != self._context_for:
+            self._send_after_context = True
+            self.gather(question)
+            return
+        self._send_now(question)
+
+    def _send_now(self, question: str) -> None:
+        if self.session is None or not self.session.models:
+            self.panel.show_error("Sign in to an appliance first; your question is kept.")
+            return
+        assert self.context is not None
+        self.generation.ask(self.session.models[0], question, self.context, self.project.project_id)
+
+    def _answered(self, answer: str, usage: Any) -> None:
+        self.panel.finished(usage)
+        self.history.load(self.project.project_id)
+
+    def _generation_failed(self, exc: BaseException) -> None:
+        self.panel.show_error(explain(exc))
+        self.errorOccurred.emit(exc)
+
+    def _error(self, exc: BaseException) -> None:
+        self.panel.status.setText(explain(exc))
+        self.errorOccurred.emit(exc)
+
+    def _history(self, entries: list[HistoryEntry]) -> None:
+        self.history_list.clear()
+        for e in entries:
+            self.history_list.addItem(f"{e.at:%Y-%m-%d %H:%M} · {e.question[:80]} · {len(e.context)} context items")
+
+    # -- completion ------------------------------------------------------------------------------
+
+    def _want_completion(self, number: int, prefix: str, suffix: str) -> None:
+        if self.session is not None and self.session.models:
+            self.completion.request(number, self.session.models[0], prefix, suffix)
+
+    # -- edits -----------------------------------------------------------------------------------
+
+    def propose(self, answer: str) -> None:
+        root = self.project.root
+        if root is None or not self.editor.path:
+            self.panel.status.setText("Open the file to change in the editor first.")
+            return
+        blocks = code_blocks(answer)
+        self._proposal_code = blocks[-1] if blocks else answer.strip("\n")
+        self.edits.propose(root, self.editor.path, self._context_selection, self._proposal_code)
+
+    def _proposed(self, proposal: Proposal) -> None:
+        self.proposal_view.show_proposal(proposal)
+        self.side.setCurrentWidget(self.proposal_view)
+
+    def _applied(self, proposal: Proposal, *, undone: bool = False) -> None:
+        self.proposal_view.show_applied(proposal, undone=undone)
+        self.proposal_view.set_can_undo(self.edits.can_undo)
+        self.project.touched(proposal.rel)
+        if self.editor.path == proposal.rel and not self.editor.document().isModified():
+            self.editor.open_text(proposal.rel, proposal.after)
+        self.project.refresh()
+
+    def _conflict(self, conflict: Conflict) -> None:
+        self.proposal_view.show_conflict(conflict)
+        self.side.setCurrentWidget(self.proposal_view)
+
+    def _force(self, conflict: Conflict) -> None:
+        if conflict.undoing:
+            self.edits.undo(force=True)
+        else:
+            self.edits.apply(conflict.proposal, force=True)
