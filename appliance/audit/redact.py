@@ -25,6 +25,7 @@ from shared.version import TOKEN_PREFIX
 __all__ = ["redact", "redact_value", "shannon_entropy"]
 
 # Order matters: whole blocks first, so a token inside a key block is not reported twice.
+# Prefixed tokens match without word boundaries: glued to other text they are still secrets.
 _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     (
         "private-key",
@@ -33,20 +34,20 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|[\s\S]*\Z)",
         ),
     ),
-    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")),
-    ("aws-access-key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA)[0-9A-Z]{16}\b")),
-    ("gcp-api-key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}")),
-    ("gcp-oauth-token", re.compile(r"\bya29\.[0-9A-Za-z_-]{20,}")),
+    ("jwt", re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")),
+    ("aws-access-key", re.compile(r"(?:AKIA|ASIA|ABIA|ACCA|AROA|AIDA)[0-9A-Z]{16}")),
+    ("gcp-api-key", re.compile(r"AIza[0-9A-Za-z_-]{35}")),
+    ("gcp-oauth-token", re.compile(r"ya29\.[0-9A-Za-z_-]{20,}")),
     ("azure-storage-key", re.compile(r"(?<=[Aa]ccount[Kk]ey=)[A-Za-z0-9+/]{86}==")),
     ("azure-sas", re.compile(r"(?<=[Ss]hared[Aa]ccess[Kk]ey=)[^;\s\"']{16,}")),
     ("azure-sas", re.compile(r"(?<=[?&]sig=)[A-Za-z0-9%+/=]{20,}")),
     ("azure-client-secret", re.compile(r"\b[A-Za-z0-9_~.-]{3}\dQ~[A-Za-z0-9_~.-]{31,34}")),
-    ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})")),
+    ("github-token", re.compile(r"(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})")),
     (
         "gitlab-token",
-        re.compile(r"\bgl(?:pat|dt|rt|ptt|cbt|imt|oas|ft|soat|agent)-[A-Za-z0-9_-]{20,}"),
+        re.compile(r"gl(?:pat|dt|rt|ptt|cbt|imt|oas|ft|soat|agent)-[A-Za-z0-9_-]{20,}"),
     ),
-    ("slack-token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("slack-token", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}")),
     ("slack-webhook", re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}")),
     ("enclave-token", re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_.-]{16,}")),
 )

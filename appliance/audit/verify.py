@@ -180,17 +180,11 @@ def verify_rows(
             if seq in wanted:
                 hashes_at[seq] = row[11]
             expected = seq + 1
-    problems += _check_checkpoints(cps, keys, hashes_at, last_seq, problems)
+    cp_problems, good = _check_checkpoints(cps, keys, hashes_at, last_seq, problems)
+    problems += cp_problems
     if head is not None:
         problems += _check_head(head, last_seq, prev, problems)
     problem = min(problems, key=lambda p: p.seq) if problems else None
-    good = [
-        cp
-        for cp in cps
-        if keys is not None
-        and cp.signature_valid(keys)
-        and hashes_at.get(cp.seq, GENESIS_HASH) == cp.head_hash
-    ]
     if problem is not None:
         valid = min(valid, max(0, problem.seq - (first_seq or 1)))
     return VerifyReport(
@@ -208,8 +202,10 @@ def _check_checkpoints(
     hashes_at: dict[int, str],
     last_seq: int,
     chain_problems: list[Problem],
-) -> list[Problem]:
+) -> tuple[list[Problem], list[Checkpoint]]:
+    """Problems found, and the checkpoints that hold (signed, and matching where checked)."""
     problems: list[Problem] = []
+    good: list[Checkpoint] = []
     previous = 0
     for cp in cps:
         if keys is None:
@@ -234,8 +230,10 @@ def _check_checkpoints(
                     f"up to seq {cp.seq} were rewritten",
                 )
             )
+        else:
+            good.append(cp)
         previous = cp.seq
-    return problems
+    return problems, good
 
 
 def _check_head(
