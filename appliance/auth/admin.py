@@ -181,7 +181,7 @@ def create_user(
 
 def list_users(session: Session) -> list[UserInfo]:
     users = session.scalars(select(User).order_by(User.username)).all()
-    names = dict(session.execute(select(Team.id, Team.name)).tuples().all())
+    names = {team_id: name for team_id, name in session.execute(select(Team.id, Team.name)).all()}
     return [
         UserInfo(
             id=u.id,

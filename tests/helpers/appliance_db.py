@@ -1,0 +1,28 @@
+"""A migrated appliance database for a test, and a fixed clock to pass as ``now``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from appliance.db import migrate
+from appliance.db.engine import UnitOfWork, make_engine
+
+T0 = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def at(seconds: float) -> dt.datetime:
+    """``T0`` plus ``seconds``: tests inject time, they never sleep."""
+    return T0 + dt.timedelta(seconds=seconds)
+
+
+@contextmanager
+def migrated_uow(url: str) -> Iterator[UnitOfWork]:
+    """The database at ``url`` upgraded to head, and a unit of work on it."""
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    try:
+        yield UnitOfWork(engine)
+    finally:
+        engine.dispose()
