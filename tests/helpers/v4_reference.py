@@ -11,9 +11,10 @@ Test-only (imports torch and transformers). Functions:
         hash table) so that every code path matters.
     save_checkpoint(model, directory) -> Path
         save_pretrained (safetensors) into ``directory``; returns it.
-    SafetensorsCheckpoint(directory)
-        The `.config` / `.tensor(name)` adapter the graph builder reads, over a save_pretrained dir
-        (stands in for the checkpoint engineer's reader; tensors as float32 numpy arrays).
+    StateDictCheckpoint(model)
+        The `.config` / `.tensor(name)` view the graph builder reads, over the model's state_dict
+        (transformers names; float32, int64 for the hash table). save_pretrained writes DeepSeek's
+        release names, so reading a saved directory is appliance.model.checkpoint's job.
     reference_logits(model, ids) -> np.ndarray [T, vocab]
         One full forward over ``ids`` (no cache carried out).
     reference_stepwise_logits(model, ids, prefill) -> np.ndarray [T - prefill + 1, vocab]
@@ -31,7 +32,6 @@ Test-only (imports torch and transformers). Functions:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,14 +39,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.numpy import load_file
 from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
 from transformers.models.deepseek_v4 import modeling_deepseek_v4 as _v4
 
 from appliance.model.config import V4Config
 
 __all__ = [
-    "SafetensorsCheckpoint",
+    "StateDictCheckpoint",
     "lowest_index_ties",
     "reference_greedy",
     "reference_logits",
@@ -129,22 +128,19 @@ def save_checkpoint(model: DeepseekV4ForCausalLM, directory: Path) -> Path:
     return directory
 
 
-class SafetensorsCheckpoint:
-    """``.config`` + ``.tensor(name)`` over a save_pretrained directory (float32 numpy)."""
+class StateDictCheckpoint:
+    """``.config`` + ``.tensor(name)`` over a reference model's state_dict (numpy)."""
 
-    def __init__(self, directory: Path) -> None:
-        directory = Path(directory)
-        self.config = V4Config.from_dict(json.loads((directory / "config.json").read_text()))
-        self._tensors: dict[str, np.ndarray] = {}
-        for path in sorted(directory.glob("*.safetensors")):
-            self._tensors.update(load_file(str(path)))
+    def __init__(self, model: DeepseekV4ForCausalLM) -> None:
+        self.config = V4Config.from_dict(model.config.to_dict())
+        self._tensors = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
 
     def tensor(self, name: str) -> np.ndarray:
         value = self._tensors[name]
         return value if value.dtype == np.int64 else value.astype(np.float32)
 
     def names(self) -> list[str]:
-        return sorted(self._tensors)
+        return list(self._tensors)
 
 
 def reference_logits(model: DeepseekV4ForCausalLM, ids: list[int] | np.ndarray) -> np.ndarray:
@@ -189,7 +185,9 @@ class _TopK:
         self.indices = indices
 
 
-def _stable_topk(self: torch.Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True) -> _TopK:
+def _stable_topk(
+    self: torch.Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
+) -> _TopK:
     values, indices = torch.sort(self, dim=dim, descending=largest, stable=True)
     return _TopK(values.narrow(dim, 0, k), indices.narrow(dim, 0, k))
 

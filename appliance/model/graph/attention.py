@@ -1,0 +1,135 @@
+"""V4 attention: shared-KV MQA over [sliding window | compressed entries], per-head sinks, grouped output.
+
+One KV head of ``head_dim`` channels is both key and value. Queries see the last ``sliding_window``
+tokens (the ring plus this call's tokens) and, on CSA/HCA layers, the compressed entries (HCA: every
+visible one; CSA: the Lightning Indexer's pick). The per-head sink joins the softmax as one more logit
+that has no value; ``softmax([s, sink])[:-1] == softmax(s) * sigmoid(logsumexp(s) - sink)``, which
+needs no per-call shapes. The value picked up RoPE on its trailing channels, so the output is rotated
+back by the query's angle before the grouped low-rank output projection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.model.config import CSA, SLIDING
+from appliance.model.graph.compressor import CompressorBuilder
+
+__all__ = ["AttentionBuilder"]
+
+
+class AttentionBuilder(CompressorBuilder):
+    def make_attention(self, layer: int, x: str) -> str:
+        """Attention block of ``layer`` on normed input ``x [B, T, hidden]``; returns ``[B, T, hidden]``.
+
+        x ─ q_a_proj ─ RMSNorm ─ q_residual ─ q_b_proj ─ Reshape[B,T,H,D] ─ RMSNorm·D^-½ ─ RoPE ─ Transpose ─ q
+        x ─ kv_proj ─ RMSNorm ─ RoPE ─ kv ─ ScatterElements(ring) ─ present window
+        keys = Concat(past window, kv, [compressed entries]) ─ Unsqueeze
+        q ─ MatMul(keysᵀ) ─ Add(mask) ─┬─ Softmax ─ MatMul(keys) ─ Mul ─ Transpose ─ RoPE⁻¹ ─ Reshape[B,T,G,.]
+                                       └─ ReduceLogSumExp ─ Sub(sink) ─ Sigmoid ─┘
+          ─ Einsum(o_a per group) ─ Reshape ─ o_b_proj
+        """
+        c = self.config
+        kind = c.layer_types[layer]
+        rope_kind = "main" if kind == SLIDING else "compress"
+        h, d, w = c.num_attention_heads, c.head_dim, c.sliding_window
+        prefix = f"model.layers.{layer}.self_attn"
+        path = f"/model/layers.{layer}/attn"
+
+        q_res = self.make_linear(
+            f"{path}/q_a_proj", x, f"{prefix}.q_a_proj.weight", (c.q_lora_rank, c.hidden_size)
+        )
+        q_res = self.make_rms_norm(
+            f"{path}/q_a_norm", q_res, c.q_lora_rank, weight=f"{prefix}.q_a_norm.weight"
+        )
+        q = self.make_linear(f"{path}/q_b_proj", q_res, f"{prefix}.q_b_proj.weight", (h * d, c.q_lora_rank))
+        q = self.op("Reshape", f"{path}/q/Reshape", [q, self.i64([0, 0, h, d])])
+        q = self.make_rms_norm(f"{path}/q_b_norm", q, d, scale=d**-0.5)
+        head_tables = self.make_head_tables(rope_kind, self.pos_bt, "tokens", d)
+        q = self.make_rope(f"{path}/q", q, head_tables, d)
+        q = self.op("Transpose", f"{path}/q/Transpose", [q], perm=[0, 2, 1, 3])
+
+        kv = self.make_linear(f"{path}/kv_proj", x, f"{prefix}.kv_proj.weight", (d, c.hidden_size))
+        kv = self.make_rms_norm(f"{path}/kv_norm", kv, d, weight=f"{prefix}.kv_norm.weight")
+        kv = self.make_rope(f"{path}/kv", kv, self.make_rope_tables(rope_kind, self.pos_bt, "tokens", d), d)
+
+        window_in = self.add_input(f"past.{layer}.window", self.act, ["batch", w, d])
+        slots, start = self.make_ring_write(w)
+        tail = self.op(
+            "Slice", f"{path}/window/Slice", [kv, start, self.i64([np.iinfo(np.int64).max]), self.i64([1])]
+        )
+        slots = self.op("Unsqueeze", f"{path}/window/Unsqueeze", [slots, self.i64([2])])
+        slots = self.op("Expand", f"{path}/window/Expand", [slots, self.i64([1, 1, d])])
+        window_out = self.op(
+            "ScatterElements", f"{path}/window/ScatterElements", [window_in, slots, tail], axis=1
+        )
+        self.add_output(f"present.{layer}.window", window_out, self.act, ["batch", w, d])
+
+        key_parts = [window_in, kv]
+        mask = self.make_window_mask()
+        if kind != SLIDING:
+            m = c.compress_rate(layer)
+            entries = self.make_compressor(
+                f"{path}/compressor",
+                x,
+                layer=layer,
+                prefix=f"{prefix}.compressor",
+                state="cmp",
+                m=m,
+                width=d,
+                overlap=kind == CSA,
+            )
+            key_parts.append(entries)
+            if kind == CSA:
+                index_keys = self.make_compressor(
+                    f"{path}/indexer",
+                    x,
+                    layer=layer,
+                    prefix=f"{prefix}.compressor.indexer",
+                    state="idx",
+                    m=m,
+                    width=c.index_head_dim,
+                    overlap=True,
+                )
+                picked = self.make_indexer_mask(
+                    f"{path}/indexer", x, q_res, prefix=f"{prefix}.compressor.indexer", m=m, keys=index_keys
+                )
+                picked = self.op("Unsqueeze", f"{path}/mask/Unsqueeze", [picked, self.i64([1])])
+                mask = self.op("Concat", f"{path}/mask/Concat", [mask, picked], axis=-1)
+            else:
+                mask = self.shared(("hca_mask", m), lambda: self._hca_mask(m, entries))
+        keys = self.op("Concat", f"{path}/keys/Concat", key_parts, axis=1)
+        keys = self.op("Unsqueeze", f"{path}/keys/Unsqueeze", [keys, self.i64([1])])
+        keys_t = self.op("Transpose", f"{path}/keys/Transpose", [keys], perm=[0, 1, 3, 2])
+
+        scores = self.op("MatMul", f"{path}/scores/MatMul", [q, keys_t])
+        scores = self.op("Add", f"{path}/scores/Add", [scores, mask])
+        probs = self.op("Softmax", f"{path}/Softmax", [scores], axis=-1)
+        out = self.op("MatMul", f"{path}/out/MatMul", [probs, keys])
+        lse = self.op("ReduceLogSumExp", f"{path}/sink/ReduceLogSumExp", [scores, self.i64([-1])], keepdims=1)
+        sinks = self.tensor(f"{prefix}.sinks", (h,)).reshape(1, h, 1, 1)
+        lse = self.op("Sub", f"{path}/sink/Sub", [lse, self.weight(f"{prefix}.sinks", sinks)])
+        kept = self.op("Sigmoid", f"{path}/sink/Sigmoid", [lse])
+        out = self.op("Mul", f"{path}/sink/Mul", [out, kept])
+        out = self.op("Transpose", f"{path}/out/Transpose", [out], perm=[0, 2, 1, 3])
+        out = self.make_rope(f"{path}/out", out, head_tables, d, inverse=True)
+
+        g, r = c.o_groups, c.o_lora_rank
+        per_group = h * d // g
+        out = self.op("Reshape", f"{path}/o_a_proj/Reshape", [out, self.i64([0, 0, g, per_group])])
+        o_a = self.tensor(f"{prefix}.o_a_proj.weight", (g * r, per_group))
+        o_a = np.ascontiguousarray(o_a.reshape(g, r, per_group).transpose(0, 2, 1))
+        out = self.op(
+            "Einsum",
+            f"{path}/o_a_proj/Einsum",
+            [out, self.weight(f"{prefix}.o_a_proj.weight.grouped", o_a)],
+            equation="btgk,gkr->btgr",
+        )
+        out = self.op("Reshape", f"{path}/o_b_proj/Reshape", [out, self.i64([0, 0, g * r])])
+        return self.make_linear(f"{path}/o_b_proj", out, f"{prefix}.o_b_proj.weight", (c.hidden_size, g * r))
+
+    def _hca_mask(self, m: int, entries: str) -> str:
+        _, additive = self.make_entry_visibility(m, self.capacity_scalar(m, entries))
+        path = f"/model/cache/hca{m}_mask"
+        additive = self.op("Unsqueeze", f"{path}/Unsqueeze", [additive, self.i64([1])])
+        return self.op("Concat", f"{path}/Concat", [self.make_window_mask(), additive], axis=-1)

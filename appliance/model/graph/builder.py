@@ -1,0 +1,209 @@
+"""The graph-builder base: nodes, constants, weights and the few helpers every concern shares.
+
+Nodes get path-style names (``/model/layers.3/attn/q_a_proj/MatMul``) and outputs named after their
+node, so a graph reads like the module tree it came from. Constants are initializers created once and
+shared; per-graph derived tensors (rotary tables, masks, write indices) are memoised with ``shared``
+so a 43-layer graph computes each once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from appliance.model.config import V4Config
+from shared.errors import ModelError
+
+__all__ = ["ACT_DTYPES", "Checkpoint", "GraphBuilder", "WeightSink"]
+
+OPSET = 23
+MS_DOMAIN = "com.microsoft"
+
+# bundle dtype label -> (numpy dtype used to hold weights before conversion, ONNX element type)
+ACT_DTYPES: dict[str, int] = {
+    "fp32": TensorProto.FLOAT,
+    "fp16": TensorProto.FLOAT16,
+    "bf16": TensorProto.BFLOAT16,
+}
+
+#: Turns a named numpy weight into the TensorProto the graph holds. The bundle writer passes one that
+#: writes the bytes to external data at once and returns a reference, so a build never holds more
+#: than the tensors of the layer in hand.
+WeightSink = Callable[[str, np.ndarray], TensorProto]
+
+
+class Checkpoint(Protocol):
+    """What the builder reads: the architecture and dequantized float32 tensors by transformers name."""
+
+    @property
+    def config(self) -> V4Config: ...
+
+    def tensor(self, name: str) -> np.ndarray: ...
+
+
+def _default_sink(name: str, array: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(array, name)
+
+
+def to_onnx_dtype(array: np.ndarray, elem_type: int) -> np.ndarray:
+    """Convert a float32 array to the storage numpy dtype of ``elem_type`` (bf16 goes through ml_dtypes)."""
+    if elem_type == TensorProto.FLOAT:
+        return np.ascontiguousarray(array, dtype=np.float32)
+    if elem_type == TensorProto.FLOAT16:
+        return np.ascontiguousarray(array, dtype=np.float16)
+    import ml_dtypes  # onnx depends on it; only bf16 builds need it
+
+    return np.ascontiguousarray(array.astype(ml_dtypes.bfloat16))
+
+
+class GraphBuilder:
+    """Accumulates one ONNX graph; subclasses add ``make_*`` methods per concern."""
+
+    def __init__(
+        self, ckpt: Checkpoint, *, dtype: str = "fp32", weight_sink: WeightSink | None = None
+    ) -> None:
+        if dtype not in ACT_DTYPES:
+            raise ModelError(f"unsupported dtype {dtype!r} (choose from {', '.join(ACT_DTYPES)})")
+        self.ckpt = ckpt
+        self.config = ckpt.config
+        self.dtype = dtype
+        self.act = ACT_DTYPES[dtype]
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._sink = weight_sink or _default_sink
+        self._consts: dict[Hashable, str] = {}
+        self._shared: dict[Hashable, Any] = {}
+        self._node_names: set[str] = set()
+
+    # ---- nodes ---------------------------------------------------------------------------------
+    def op(self, op_type: str, name: str, inputs: Sequence[str], *, domain: str = "", **attrs: Any) -> str:
+        """Add a one-output node named ``name`` (a path); returns its output's name."""
+        return self.op_n(op_type, name, inputs, 1, domain=domain, **attrs)[0]
+
+    def op_n(
+        self, op_type: str, name: str, inputs: Sequence[str], n_out: int, *, domain: str = "", **attrs: Any
+    ) -> list[str]:
+        if name in self._node_names:
+            raise AssertionError(f"duplicate node name {name}")  # a builder bug, not bad input
+        self._node_names.add(name)
+        outs = [f"{name}/output_{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=name, domain=domain, **attrs))
+        return outs
+
+    def shared(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """Build a per-graph derived value once (rotary tables, masks, write indices)."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
+
+    # ---- constants and weights -----------------------------------------------------------------
+    def const(self, value: Any, dtype: Any = None) -> str:
+        """A small constant initializer, created once per distinct value."""
+        array = np.asarray(value, dtype=dtype)
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        key = (array.dtype.str, array.shape, array.tobytes())
+        if key not in self._consts:
+            name = f"/const/{len(self._consts)}"
+            self.initializers.append(numpy_helper.from_array(array, name))
+            self._consts[key] = name
+        return self._consts[key]
+
+    def const_act(self, value: Any) -> str:
+        """A float constant in the activation dtype."""
+        return self.const_tensor(np.asarray(value, dtype=np.float32))
+
+    def const_tensor(self, array: np.ndarray) -> str:
+        stored = to_onnx_dtype(array, self.act)
+        key = ("act", stored.dtype.str, stored.shape, stored.tobytes())
+        if key not in self._consts:
+            name = f"/const/{len(self._consts)}"
+            self.initializers.append(numpy_helper.from_array(stored, name))
+            self._consts[key] = name
+        return self._consts[key]
+
+    def weight(self, name: str, array: np.ndarray, *, keep_fp32: bool = False) -> str:
+        """A named weight initializer (activation dtype unless ``keep_fp32``), through the sink."""
+        stored = to_onnx_dtype(array, TensorProto.FLOAT if keep_fp32 else self.act)
+        self.initializers.append(self._sink(name, stored))
+        return name
+
+    def raw_weight(self, name: str, array: np.ndarray) -> str:
+        """A named initializer stored as given (integer tables, packed quantized weights)."""
+        self.initializers.append(self._sink(name, np.ascontiguousarray(array)))
+        return name
+
+    def tensor(self, name: str, shape: Sequence[int] | None = None) -> np.ndarray:
+        """A checkpoint tensor, shape-checked: a ModelError names it when it is missing or misshapen."""
+        try:
+            value = self.ckpt.tensor(name)
+        except KeyError:
+            raise ModelError(f"checkpoint is missing tensor {name!r}") from None
+        if shape is not None and tuple(value.shape) != tuple(shape):
+            raise ModelError(f"tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(shape)}")
+        return value
+
+    # ---- graph I/O -----------------------------------------------------------------------------
+    def add_input(self, name: str, elem_type: int, shape: Sequence[int | str]) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        return name
+
+    def add_output(self, name: str, source: str, elem_type: int, shape: Sequence[int | str]) -> None:
+        self.op("Identity", f"/output/{name}", [source])
+        self.nodes[-1].output[0] = name
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+
+    # ---- shared small helpers ------------------------------------------------------------------
+    def to_f32(self, name: str, x: str) -> str:
+        """Cast an activation to float32 (a no-op in fp32 graphs)."""
+        return x if self.act == TensorProto.FLOAT else self.op("Cast", name, [x], to=TensorProto.FLOAT)
+
+    def to_act(self, name: str, x: str) -> str:
+        """Cast a float32 value back to the activation dtype (a no-op in fp32 graphs)."""
+        return x if self.act == TensorProto.FLOAT else self.op("Cast", name, [x], to=self.act)
+
+    def make_rms_norm(
+        self, path: str, x: str, size: int, *, weight: str | None = None, scale: float = 1.0
+    ) -> str:
+        """RMSNorm over the last axis, computed in float32 (ONNX RMSNormalization, stash_type=1).
+
+        ``weight`` is the checkpoint name of the norm's weight (None: the unweighted norm); ``scale``
+        multiplies it, folding a following constant scaling into the norm for free.
+        """
+        if weight is None:
+            w_name = self.const_tensor(np.full(size, scale, np.float32))
+        else:
+            w_name = self.weight(weight, self.tensor(weight, (size,)) * np.float32(scale))
+        return self.op(
+            "RMSNormalization",
+            f"{path}/RMSNormalization",
+            [x, w_name],
+            axis=-1,
+            epsilon=self.config.rms_norm_eps,
+            stash_type=1,
+        )
+
+    def make_linear(self, path: str, x: str, name: str, shape: tuple[int, int]) -> str:
+        """``x @ W.T`` for the transformers ``[out, in]`` weight ``name`` (stored transposed, ``[in, out]``)."""
+        return self.make_matmul(path, x, name, self.tensor(name, shape))
+
+    def make_matmul(self, path: str, x: str, name: str, weight: np.ndarray) -> str:
+        """``x @ weight.T`` for an ``[out, in]`` array, stored as initializer ``name`` (transposed)."""
+        w = self.weight(name, np.ascontiguousarray(weight.T))
+        return self.op("MatMul", f"{path}/MatMul", [x, w])
+
+    def build_model(self, name: str) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid(MS_DOMAIN, 1)],
+            producer_name="enclave-model-builder",
+        )
+        model.ir_version = 10
+        return model

@@ -1,0 +1,176 @@
+"""Cache indexing: which ring slot holds which position, which entries a query sees, where writes go.
+
+Everything here is derived from the ``positions`` input (first new position per row) and the number
+of new tokens ``T``, once per graph, and shared by every layer (see docs/bundle.md for the layout):
+
+- window ring ``[B, W, D]``: position ``p`` lives in slot ``p % W``;
+- compressor source ring ``[B, R, .]``: position ``p`` in slot ``p % R``;
+- compressed entries ``[B, C, .]``: entry ``w`` (source positions ``w*m .. w*m+m-1``) at index ``w``,
+  visible to a query at ``t`` iff ``w < (t + 1) // m`` — all of its source tokens are ``<= t``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.model.graph.rope import RopeBuilder
+
+__all__ = ["CacheBuilder"]
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+class CacheBuilder(RopeBuilder):
+    # Set by the model builder before any layer is made.
+    positions: str  # [B] int64
+    pos_bt: str  # [B, T] int64, positions[b] + t
+    seq_len: str  # [] int64, T
+
+    def i64(self, value: int | list[int]) -> str:
+        return self.const(value, np.int64)
+
+    def neg_inf(self) -> str:
+        return self.const_act(-np.inf)
+
+    def zero(self) -> str:
+        return self.const_act(0.0)
+
+    def make_window_mask(self) -> str:
+        """Additive mask ``[B, 1, T, W + T]`` over [window ring | new tokens] (0 visible, -inf not).
+
+        positions-1 ─ Sub(Mod(positions-1 - slot, W)) ─ ring key positions ─┐
+                                                 pos_bt (new key positions) ─ Concat ─ kpos
+        kpos <= q  And  kpos > q - W  And  kpos >= 0 ─ Where(0, -inf) ─ Unsqueeze
+        """
+
+        def make() -> str:
+            w = self.config.sliding_window
+            path = "/model/cache/window"
+            last = self.op("Sub", f"{path}/last/Sub", [self.positions, self.i64(1)])
+            last = self.op("Unsqueeze", f"{path}/last/Unsqueeze", [last, self.i64([1])])
+            back = self.op("Sub", f"{path}/back/Sub", [last, self.const(np.arange(w), np.int64)])
+            back = self.op("Mod", f"{path}/back/Mod", [back, self.i64(w)])
+            ring_pos = self.op("Sub", f"{path}/ring_pos/Sub", [last, back])
+            kpos = self.op("Concat", f"{path}/kpos/Concat", [ring_pos, self.pos_bt], axis=1)
+            kpos = self.op("Unsqueeze", f"{path}/kpos/Unsqueeze", [kpos, self.i64([1])])
+            q = self.op("Unsqueeze", f"{path}/q/Unsqueeze", [self.pos_bt, self.i64([2])])
+            not_future = self.op("LessOrEqual", f"{path}/not_future/LessOrEqual", [kpos, q])
+            lo = self.op("Sub", f"{path}/lo/Sub", [q, self.i64(w)])
+            recent = self.op("Greater", f"{path}/recent/Greater", [kpos, lo])
+            exists = self.op("GreaterOrEqual", f"{path}/exists/GreaterOrEqual", [kpos, self.i64(0)])
+            visible = self.op("And", f"{path}/visible/And", [not_future, recent])
+            visible = self.op("And", f"{path}/visible/And_1", [visible, exists])
+            mask = self.op("Where", f"{path}/mask/Where", [visible, self.zero(), self.neg_inf()])
+            return self.op("Unsqueeze", f"{path}/mask/Unsqueeze", [mask, self.i64([1])])
+
+        result: str = self.shared("window_mask", make)
+        return result
+
+    def make_ring_write(self, ring: int) -> tuple[str, str]:
+        """(slots ``[B, Tr]``, start) for writing the last ``Tr = min(T, ring)`` new tokens of a ring.
+
+        pos_bt ─ Slice[-ring:] ─ Mod(ring) ─ slots
+        """
+
+        def make() -> tuple[str, str]:
+            path = f"/model/cache/ring{ring}_write"
+            start = self.i64([-ring])
+            tail = self.op(
+                "Slice", f"{path}/Slice", [self.pos_bt, start, self.i64([_INT64_MAX]), self.i64([1])]
+            )
+            return self.op("Mod", f"{path}/Mod", [tail, self.i64(ring)]), start
+
+        result: tuple[str, str] = self.shared(("ring_write", ring), make)
+        return result
+
+    def make_ring_order(self, ring: int) -> str:
+        """Slot of position ``positions - ring + i`` for ``i < ring``: ``[B, ring]`` (oldest first)."""
+
+        def make() -> str:
+            path = f"/model/cache/ring{ring}_order"
+            first = self.op("Unsqueeze", f"{path}/Unsqueeze", [self.positions, self.i64([1])])
+            idx = self.op("Add", f"{path}/Add", [first, self.const(np.arange(ring), np.int64)])
+            return self.op("Mod", f"{path}/Mod", [idx, self.i64(ring)])
+
+        result: str = self.shared(("ring_order", ring), make)
+        return result
+
+    def make_entry_visibility(self, m: int, capacity: str) -> tuple[str, str]:
+        """(bool ``[B, T, C]``, additive ``[B, T, C]``): entry ``w`` visible to the query at ``t``.
+
+        (pos_bt + 1) // m ─ Unsqueeze ─ Greater(than arange(C)) ─ Where(0, -inf)
+        """
+
+        def make() -> tuple[str, str]:
+            path = f"/model/cache/entries{m}"
+            count = self.op("Add", f"{path}/count/Add", [self.pos_bt, self.i64(1)])
+            count = self.op("Div", f"{path}/count/Div", [count, self.i64(m)])
+            count = self.op("Unsqueeze", f"{path}/count/Unsqueeze", [count, self.i64([2])])
+            index = self.op("Range", f"{path}/index/Range", [self.i64(0), capacity, self.i64(1)])
+            visible = self.op("Less", f"{path}/visible/Less", [index, count])
+            additive = self.op("Where", f"{path}/mask/Where", [visible, self.zero(), self.neg_inf()])
+            return visible, additive
+
+        result: tuple[str, str] = self.shared(("entry_visibility", m), make)
+        return result
+
+    def make_candidate_windows(self, m: int) -> str:
+        """Entries a call may complete: ``w_j = positions // m + j`` for ``j < T // m + 1``, ``[B, J]``.
+
+        The last one may be incomplete; it is written to its own (not yet visible) index and rewritten
+        when its window closes, which keeps every shape static for a given ``T``.
+        """
+
+        def make() -> str:
+            path = f"/model/cache/windows{m}"
+            count = self.op("Div", f"{path}/count/Div", [self.seq_len, self.i64(m)])
+            count = self.op("Add", f"{path}/count/Add", [count, self.i64(1)])
+            j = self.op("Range", f"{path}/Range", [self.i64(0), count, self.i64(1)])
+            first = self.op("Div", f"{path}/first/Div", [self.positions, self.i64(m)])
+            first = self.op("Unsqueeze", f"{path}/first/Unsqueeze", [first, self.i64([1])])
+            return self.op("Add", f"{path}/Add", [first, j])
+
+        result: str = self.shared(("windows", m), make)
+        return result
+
+    def make_window_sources(self, m: int, ring: int, span: int) -> str:
+        """Where each candidate window's source tokens sit in ``[ring (oldest first) | new tokens]``.
+
+        For window ``w`` the ``span`` sources are positions ``w*m + span - m - ... ``: the window's own
+        ``m`` tokens, preceded (``span = 2m``) by the previous window's. Returns ``[B, J*span]`` int64,
+        clamped into range (sources past the new tokens belong to the incomplete last window).
+
+        w_j*m + offsets - positions + ring ─ Clip(0, ring + T - 1) ─ Reshape[B, J*span]
+        """
+
+        def make() -> str:
+            path = f"/model/cache/windows{m}_sources{span}"
+            w = self.make_candidate_windows(m)
+            start = self.op("Mul", f"{path}/start/Mul", [w, self.i64(m)])
+            start = self.op("Unsqueeze", f"{path}/start/Unsqueeze", [start, self.i64([2])])
+            offsets = np.arange(span, dtype=np.int64) - (span - m) + ring
+            idx = self.op("Add", f"{path}/Add", [start, self.const(offsets, np.int64)])
+            first = self.op("Unsqueeze", f"{path}/first/Unsqueeze", [self.positions, self.i64([1, 2])])
+            idx = self.op("Sub", f"{path}/Sub", [idx, first])
+            top = self.op("Add", f"{path}/top/Add", [self.seq_len, self.i64(ring - 1)])
+            idx = self.op("Clip", f"{path}/Clip", [idx, self.i64(0), top])
+            return self.op("Reshape", f"{path}/Reshape", [idx, self.i64([0, -1])])
+
+        result: str = self.shared(("window_sources", m, ring, span), make)
+        return result
+
+    def make_first_window_mask(self, m: int) -> str:
+        """Additive ``[B, J, 2m, 1, 1]``: -inf on the previous-window slots of entry 0 (there is none)."""
+
+        def make() -> str:
+            path = f"/model/cache/windows{m}_first"
+            w = self.make_candidate_windows(m)
+            is_first = self.op("Equal", f"{path}/Equal", [w, self.i64(0)])
+            is_first = self.op("Unsqueeze", f"{path}/Unsqueeze", [is_first, self.i64([2, 3, 4])])
+            prev_slot = np.zeros((2 * m, 1, 1), bool)
+            prev_slot[:m] = True
+            both = self.op("And", f"{path}/And", [is_first, self.const(prev_slot)])
+            return self.op("Where", f"{path}/Where", [both, self.neg_inf(), self.zero()])
+
+        result: str = self.shared(("first_window", m), make)
+        return result

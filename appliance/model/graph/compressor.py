@@ -1,0 +1,189 @@
+"""CSA's and HCA's KV compressors and CSA's Lightning Indexer.
+
+A compressor pools every ``m`` source tokens into one compressed KV entry with a learned, per-channel
+softmax gate. HCA's windows do not overlap; CSA's (and its indexer's) carry two series per token: entry
+``w`` pools the previous window's series A with window ``w``'s series B (width 2m, stride m). Both
+read their sources from ``[ring of the last R projected tokens | this call's tokens]``, so prefill,
+chunked prefill and decode run the same nodes.
+
+Causality of the indexer. A query at position ``t`` may select only compressed entries whose source
+tokens are all ``<= t`` (``w < (t + 1) // m``); future and unwritten entries score -inf before TopK,
+and picks that still land on them (fewer visible entries than ``index_topk``) are dropped. Ties between
+equal scores go to the lower entry index (ONNX TopK's rule). transformers' two paths both respect the
+causal rule, but break ties differently — torch.topk over a full row vs over a one-token row — and the
+Lightning Indexer's scores tie often (each is a sum of ReLUs: an entry every head scores <= 0 gets
+exactly 0). That, and nothing else, is why its cached decode differs from its full forward when
+``index_topk`` is smaller than the number of entries; pinned to the same tie rule they agree to 1e-6
+(tests/helpers/v4_reference.py ``lowest_index_ties``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.model.graph.cache import CacheBuilder
+
+__all__ = ["CompressorBuilder"]
+
+
+class CompressorBuilder(CacheBuilder):
+    def make_compressor(
+        self,
+        path: str,
+        x: str,
+        *,
+        layer: int,
+        prefix: str,
+        state: str,
+        m: int,
+        width: int,
+        overlap: bool,
+    ) -> str:
+        """Update one compressor's state and return its entries ``[B, C, width]`` after this call.
+
+        ``prefix`` names the transformers module (``...self_attn.compressor`` or ``....indexer``);
+        ``state`` is ``cmp`` or ``idx`` (graph inputs ``past.{i}.{state}_src`` / ``_kv``).
+
+        x ─ MatMul[kv|gate] ─ src ──────────────────────────┬─ ScatterElements(ring slots) ─ present src ring
+        past src ring ─ GatherElements(oldest first) ─ Concat ─ GatherElements(window sources)
+          ─ Reshape[B,J,span,(kv,gate),(A,B),width] ─ Mul(one-hot A/B per slot) ─ ReduceSum   (overlap only)
+          ─ Split(kv, gate) ; gate + position_bias (+ -inf before entry 0)
+          ─ Softmax(over span) ─ Mul(kv) ─ ReduceSum ─ RMSNorm ─ RoPE(at w*m)
+          ─ ScatterElements(past entries, index w) ─ present entries
+        """
+        series = 2 if overlap else 1
+        ring = 2 * m if overlap else m
+        span = 2 * m if overlap else m
+        feat = 2 * series * width  # [kv (A|B) | gate (A|B)] per token
+        hidden = self.config.hidden_size
+
+        kv_w = self.tensor(f"{prefix}.kv_proj.weight", (series * width, hidden))
+        gate_w = self.tensor(f"{prefix}.gate_proj.weight", (series * width, hidden))
+        src = self.make_matmul(
+            f"{path}/src", x, f"{prefix}.kv_gate_proj.weight", np.concatenate([kv_w, gate_w])
+        )
+
+        ring_in = f"past.{layer}.{state}_src"
+        entries_in = f"past.{layer}.{state}_kv"
+        self.add_input(ring_in, self.act, ["batch", ring, feat])
+        self.add_input(entries_in, self.act, ["batch", f"capacity{m}", width])
+
+        order = self.make_ring_order(ring)
+        order = self.op("Unsqueeze", f"{path}/order/Unsqueeze", [order, self.i64([2])])
+        order = self.op("Expand", f"{path}/order/Expand", [order, self.i64([1, 1, feat])])
+        old = self.op("GatherElements", f"{path}/order/GatherElements", [ring_in, order], axis=1)
+        sources = self.op("Concat", f"{path}/sources/Concat", [old, src], axis=1)
+
+        where = self.make_window_sources(m, ring, span)
+        where = self.op("Unsqueeze", f"{path}/gather/Unsqueeze", [where, self.i64([2])])
+        where = self.op("Expand", f"{path}/gather/Expand", [where, self.i64([1, 1, feat])])
+        picked = self.op("GatherElements", f"{path}/gather/GatherElements", [sources, where], axis=1)
+        if overlap:
+            picked = self.op(
+                "Reshape", f"{path}/pool/Reshape", [picked, self.i64([0, -1, span, 2, 2, width])]
+            )
+            one_hot = np.zeros((span, 1, 2, 1), np.float32)
+            one_hot[:m, 0, 0] = 1.0  # previous window: series A
+            one_hot[m:, 0, 1] = 1.0  # own window: series B
+            picked = self.op("Mul", f"{path}/pool/select/Mul", [picked, self.const_tensor(one_hot)])
+            picked = self.op(
+                "ReduceSum", f"{path}/pool/select/ReduceSum", [picked, self.i64([4])], keepdims=0
+            )
+        else:
+            picked = self.op("Reshape", f"{path}/pool/Reshape", [picked, self.i64([0, -1, span, 2, width])])
+        kv, gate = self.op_n("Split", f"{path}/pool/Split", [picked], 2, axis=3, num_outputs=2)
+
+        bias = self.tensor(f"{prefix}.position_bias", (m, series * width))
+        if overlap:
+            bias = np.concatenate([bias[:, :width], bias[:, width:]], axis=0)
+        gate = self.op(
+            "Add",
+            f"{path}/pool/bias/Add",
+            [gate, self.weight(f"{prefix}.position_bias.slots", bias[:, None, :])],
+        )
+        if overlap:
+            gate = self.op("Add", f"{path}/pool/first/Add", [gate, self.make_first_window_mask(m)])
+        gate = self.to_f32(f"{path}/pool/gate/Cast", gate)
+        weights = self.op("Softmax", f"{path}/pool/Softmax", [gate], axis=2)
+        weights = self.to_act(f"{path}/pool/weights/Cast", weights)
+        pooled = self.op("Mul", f"{path}/pool/Mul", [kv, weights])
+        pooled = self.op("ReduceSum", f"{path}/pool/ReduceSum", [pooled, self.i64([2, 3])], keepdims=0)
+        normed = self.make_rms_norm(f"{path}/kv_norm", pooled, width, weight=f"{prefix}.kv_norm.weight")
+        starts = self.shared(
+            ("window_starts", m),
+            lambda: self.op(
+                "Mul", f"/model/cache/windows{m}_start/Mul", [self.make_candidate_windows(m), self.i64(m)]
+            ),
+        )
+        tables = self.make_rope_tables("compress", starts, f"windows{m}", width)
+        entries = self.make_rope(f"{path}/entries", normed, tables, width)
+
+        at = self.op("Unsqueeze", f"{path}/write/Unsqueeze", [self.make_candidate_windows(m), self.i64([2])])
+        at = self.op("Expand", f"{path}/write/Expand", [at, self.i64([1, 1, width])])
+        entries_out = self.op(
+            "ScatterElements", f"{path}/write/ScatterElements", [entries_in, at, entries], axis=1
+        )
+        self.add_output(
+            f"present.{layer}.{state}_kv", entries_out, self.act, ["batch", f"capacity{m}", width]
+        )
+
+        slots, start = self.make_ring_write(ring)
+        tail = self.op(
+            "Slice", f"{path}/ring/Slice", [src, start, self.i64([np.iinfo(np.int64).max]), self.i64([1])]
+        )
+        slots = self.op("Unsqueeze", f"{path}/ring/Unsqueeze", [slots, self.i64([2])])
+        slots = self.op("Expand", f"{path}/ring/Expand", [slots, self.i64([1, 1, feat])])
+        ring_out = self.op("ScatterElements", f"{path}/ring/ScatterElements", [ring_in, slots, tail], axis=1)
+        self.add_output(f"present.{layer}.{state}_src", ring_out, self.act, ["batch", ring, feat])
+        return entries_out
+
+    def make_indexer_mask(self, path: str, x: str, q_residual: str, *, prefix: str, m: int, keys: str) -> str:
+        """The Lightning Indexer's pick as an additive mask ``[B, T, C]`` over the compressed entries.
+
+        q_residual ─ MatMul(q_b) ─ Reshape[B,T,Hi,Di] ─ RoPE(t) ─ MatMul(keysᵀ) ─ Relu ─┐
+        x ─ MatMul(weights_proj · scales) ─ Unsqueeze ──────────────────────── MatMul ─ Squeeze
+          ─ Where(visible, ., -inf) ─ TopK(min(k, C)) ─ ScatterElements(-inf, picks, visible? 0 : -inf)
+        """
+        c = self.config
+        hi, di = c.index_n_heads, c.index_head_dim
+        q = self.make_linear(
+            f"{path}/q_b_proj", q_residual, f"{prefix}.q_b_proj.weight", (hi * di, c.q_lora_rank)
+        )
+        q = self.op("Reshape", f"{path}/q/Reshape", [q, self.i64([0, 0, hi, di])])
+        q = self.make_rope(f"{path}/q", q, self.make_head_tables("compress", self.pos_bt, "tokens", di), di)
+        keys_t = self.op("Transpose", f"{path}/keys/Transpose", [keys], perm=[0, 2, 1])
+        keys_t = self.op("Unsqueeze", f"{path}/keys/Unsqueeze", [keys_t, self.i64([1])])
+        scores = self.op("MatMul", f"{path}/scores/MatMul", [q, keys_t])
+        scores = self.op("Relu", f"{path}/scores/Relu", [scores])
+        # Relu(a) * s == Relu(a * s) for s > 0: both scalings fold into the head weights.
+        head_w = self.tensor(f"{prefix}.scorer.weights_proj.weight", (hi, c.hidden_size))
+        head_w = head_w * np.float32(di**-0.5 * hi**-0.5)
+        weights = self.make_matmul(f"{path}/weights_proj", x, f"{prefix}.scorer.weights_proj.weight", head_w)
+        weights = self.op("Unsqueeze", f"{path}/weights/Unsqueeze", [weights, self.i64([2])])
+        scores = self.op("MatMul", f"{path}/score/MatMul", [weights, scores])
+        scores = self.op("Squeeze", f"{path}/score/Squeeze", [scores, self.i64([2])])
+
+        capacity = self.op("Shape", f"{path}/capacity/Shape", [keys], start=1, end=2)
+        visible, additive = self.make_entry_visibility(m, self.capacity_scalar(m, keys))
+        scores = self.op("Where", f"{path}/score/Where", [visible, scores, self.neg_inf()])
+        k = self.op("Min", f"{path}/k/Min", [capacity, self.i64([c.index_topk])])
+        _, picks = self.op_n("TopK", f"{path}/TopK", [scores, k], 2, axis=-1, largest=1, sorted=1)
+        keep = self.op("GatherElements", f"{path}/keep/GatherElements", [additive, picks], axis=-1)
+        hidden = self.shared(
+            ("entries_hidden", m),
+            lambda: self.op(
+                "Where", f"/model/cache/entries{m}/hidden/Where", [visible, self.neg_inf(), self.neg_inf()]
+            ),
+        )
+        return self.op("ScatterElements", f"{path}/mask/ScatterElements", [hidden, picks, keep], axis=-1)
+
+    def capacity_scalar(self, m: int, entries: str) -> str:
+        """The entry capacity ``C`` (a scalar) read from an entries tensor's shape, once per rate."""
+
+        def make() -> str:
+            path = f"/model/cache/capacity{m}"
+            shape = self.op("Shape", f"{path}/Shape", [entries], start=1, end=2)
+            return self.op("Squeeze", f"{path}/Squeeze", [shape, self.i64([0])])
+
+        result: str = self.shared(("capacity", m), make)
+        return result

@@ -1,0 +1,112 @@
+"""Manifold-constrained hyper-connections (mHC): the ``hc_mult`` residual streams and the final head.
+
+Sinkhorn in the log domain. transformers normalises columns, then ``iters - 1`` times rows and
+columns, each as ``x / (sum + eps)``. For positive ``x``, ``x / sum(x) == exp(LogSoftmax(log x))``, so
+each half-step is one LogSoftmax node over the other axis: ~2 nodes per iteration instead of ~6
+(ReduceSum, Add, Div twice), and no Exp/Log in between. Dropping the ``+ eps`` (1e-6) in those
+denominators changes a doubly-stochastic 4x4 matrix, whose row and column sums are 1, by about 1e-6
+relative — far inside the 1e-4 logit tolerance; the ``+ eps`` after the initial softmax is kept (it
+matters for tiny entries).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from appliance.model.graph.builder import GraphBuilder
+
+__all__ = ["HyperBuilder"]
+
+
+class HyperBuilder(GraphBuilder):
+    def make_hc_pre(self, path: str, prefix: str, streams: str) -> tuple[str, str, str]:
+        """Weights of one hyper-connection and the collapsed block input.
+
+        Returns ``(post [B,T,hc,1], combᵀ [B,T,hc,hc], collapsed [B,T,hidden])``.
+
+        streams ─ Reshape[B,T,hc·D] ─ RMSNorm ─ MatMul(fn·scale) ─ Add(base) ─ Split
+          pre  ─ Sigmoid ─ Add(eps) ─ Unsqueeze ─ MatMul(streams) ─ Squeeze ─ collapsed
+          post ─ Sigmoid ─ Mul(2) ─ Unsqueeze
+          comb ─ Reshape[hc,hc] ─ Softmax ─ Add(eps) ─ Log ─ LogSoftmax(cols) ─ (LogSoftmax(rows),
+               LogSoftmax(cols)) × (iters-1) ─ Exp ─ Transpose
+        """
+        c = self.config
+        hc, dim = c.hc_mult, c.hidden_size
+        n_mix = (2 + hc) * hc
+        fn = self.tensor(f"{prefix}.fn", (n_mix, hc * dim))
+        scale = self.tensor(f"{prefix}.scale", (3,))
+        base = self.tensor(f"{prefix}.base", (n_mix,))
+        # mix * scale + base, with the per-group scale folded into fn's rows.
+        row_scale = np.concatenate([np.full(hc, scale[0]), np.full(hc, scale[1]), np.full(hc * hc, scale[2])])
+        mix = self._mix(path, streams, f"{prefix}.fn", fn * row_scale[:, None].astype(np.float32))
+        mix = self.op("Add", f"{path}/mix/Add", [mix, self.weight(f"{prefix}.base", base, keep_fp32=True)])
+        pre, post, comb = self.op_n(
+            "Split", f"{path}/Split", [mix, self.const([hc, hc, hc * hc], np.int64)], 3, axis=-1
+        )
+
+        pre = self.op("Sigmoid", f"{path}/pre/Sigmoid", [pre])
+        pre = self.op("Add", f"{path}/pre/Add", [pre, self.const(np.float32(c.hc_eps))])
+        collapsed = self._collapse(path, streams, pre)
+
+        post = self.op("Sigmoid", f"{path}/post/Sigmoid", [post])
+        post = self.op("Mul", f"{path}/post/Mul", [post, self.const(np.float32(2.0))])
+        post = self.to_act(f"{path}/post/Cast", post)
+        post = self.op("Unsqueeze", f"{path}/post/Unsqueeze", [post, self.const([-1], np.int64)])
+
+        comb = self.op("Reshape", f"{path}/comb/Reshape", [comb, self.const([0, 0, hc, hc], np.int64)])
+        comb = self.op("Softmax", f"{path}/comb/Softmax", [comb], axis=-1)
+        comb = self.op("Add", f"{path}/comb/Add", [comb, self.const(np.float32(c.hc_eps))])
+        comb = self.op("Log", f"{path}/comb/Log", [comb])
+        comb = self.op("LogSoftmax", f"{path}/sinkhorn/cols_0", [comb], axis=-2)
+        for i in range(1, c.hc_sinkhorn_iters):
+            comb = self.op("LogSoftmax", f"{path}/sinkhorn/rows_{i}", [comb], axis=-1)
+            comb = self.op("LogSoftmax", f"{path}/sinkhorn/cols_{i}", [comb], axis=-2)
+        comb = self.op("Exp", f"{path}/comb/Exp", [comb])
+        comb = self.op("Transpose", f"{path}/comb/Transpose", [comb], perm=[0, 1, 3, 2])
+        return post, self.to_act(f"{path}/comb/Cast", comb), collapsed
+
+    def make_hc_post(self, path: str, post: str, comb_t: str, block_out: str, streams: str) -> str:
+        """``post ⊗ block_out + combᵀ @ streams``: the block's output spread back over the streams.
+
+        block_out ─ Unsqueeze ─ Mul(post) ─┐
+        streams ─ MatMul(combᵀ) ────────── Add
+        """
+        spread = self.op("Unsqueeze", f"{path}/post/Unsqueeze_out", [block_out, self.const([2], np.int64)])
+        spread = self.op("Mul", f"{path}/post/Mul_out", [post, spread])
+        mixed = self.op("MatMul", f"{path}/comb/MatMul", [comb_t, streams])
+        return self.op("Add", f"{path}/residual/Add", [spread, mixed])
+
+    def make_hc_head(self, path: str, streams: str) -> str:
+        """The final collapse of the streams (``model.hc_head``) into ``[B, T, hidden]``.
+
+        streams ─ Reshape ─ RMSNorm ─ MatMul(hc_fn·hc_scale) ─ Add(hc_base) ─ Sigmoid ─ Add(eps) ─ collapse
+        """
+        c = self.config
+        hc, dim = c.hc_mult, c.hidden_size
+        fn = self.tensor("model.hc_head.hc_fn", (hc, hc * dim))
+        scale = self.tensor("model.hc_head.hc_scale", (1,))
+        base = self.tensor("model.hc_head.hc_base", (hc,))
+        mix = self._mix(path, streams, "model.hc_head.hc_fn", fn * scale[0])
+        mix = self.op(
+            "Add", f"{path}/mix/Add", [mix, self.weight("model.hc_head.hc_base", base, keep_fp32=True)]
+        )
+        pre = self.op("Sigmoid", f"{path}/pre/Sigmoid", [mix])
+        pre = self.op("Add", f"{path}/pre/Add", [pre, self.const(np.float32(c.hc_eps))])
+        return self._collapse(path, streams, pre)
+
+    def _mix(self, path: str, streams: str, name: str, fn: np.ndarray) -> str:
+        c = self.config
+        flat = self.op("Reshape", f"{path}/flat/Reshape", [streams, self.const([0, 0, -1], np.int64)])
+        flat = self.to_f32(f"{path}/flat/Cast", flat)
+        ones = self.const(np.ones(c.hc_mult * c.hidden_size, np.float32))
+        normed = self.op(
+            "RMSNormalization", f"{path}/norm/RMSNormalization", [flat, ones], axis=-1, epsilon=c.rms_norm_eps
+        )
+        fn_t = self.weight(name, np.ascontiguousarray(fn.T), keep_fp32=True)
+        return self.op("MatMul", f"{path}/mix/MatMul", [normed, fn_t])
+
+    def _collapse(self, path: str, streams: str, pre: str) -> str:
+        pre = self.to_act(f"{path}/pre/Cast", pre)
+        pre = self.op("Unsqueeze", f"{path}/pre/Unsqueeze", [pre, self.const([2], np.int64)])
+        collapsed = self.op("MatMul", f"{path}/collapse/MatMul", [pre, streams])
+        return self.op("Squeeze", f"{path}/collapse/Squeeze", [collapsed, self.const([2], np.int64)])
