@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import onnx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from shared.errors import IntegrityError, ModelError
 
@@ -161,6 +161,16 @@ class ExternalData:
             entry.key, entry.value = key, value
         return tensor
 
+    def sink(self, name: str, array: np.ndarray) -> TensorProto:
+        """The graph builder's WeightSink: large weights to the file, small constants inline."""
+        if array.nbytes < _EXTERNAL_MIN_BYTES:
+            return numpy_helper.from_array(np.ascontiguousarray(array), name)
+        return self.add(name, array)
+
+    def reopen(self) -> None:
+        """Append again after :meth:`close` (the writer closes between building and saving)."""
+        self._fh = self.path.open("ab")
+
     def externalize(self, model: onnx.ModelProto) -> None:
         """Move every initializer still held in the proto (raw bytes) into this file."""
         for tensor in model.graph.initializer:
@@ -196,6 +206,7 @@ def staged_directory(out_dir: Path) -> Iterator[Path]:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; a bundle holds no secrets and services read it
         yield tmp
         tmp.rename(out_dir)
     except BaseException:
@@ -266,17 +277,25 @@ def write_bundle_files(
     graphs: Sequence[tuple[str, onnx.ModelProto]],
     tokenizer_path: Path,
     signing_key: Ed25519PrivateKey,
+    data: ExternalData | None = None,
 ) -> Manifest:
-    """Write graphs (weights external), tokenizer, bundle.json, manifest and signature into ``root``."""
+    """Write graphs (weights external), tokenizer, bundle.json, manifest and signature into ``root``.
+
+    Weights still inside the graphs go to ``data`` (default: ``<graph file>.data`` per graph).
+    """
     for filename, model in graphs:
-        data = ExternalData(root / f"{filename}.data")
+        own = data is None
+        sink = ExternalData(root / f"{filename}.data") if data is None else data
         try:
-            data.externalize(model)
+            sink.externalize(model)
         finally:
-            data.close()
-        if data.nbytes == 0:
-            data.path.unlink()
+            if own:
+                sink.close()
+        if own and sink.nbytes == 0:
+            sink.path.unlink()
         (root / filename).write_bytes(model.SerializeToString())
+    if data is not None:
+        data.close()
     shutil.copyfile(tokenizer_path, root / "tokenizer.json")
     (root / "bundle.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return write_manifest(root, signing_key, name=str(info["name"]), version=int(info["version"]))
@@ -332,14 +351,22 @@ def build_bundle(
     with staged_directory(out) as root:
         progress.start(tensors=len(ckpt.names()), nbytes=ckpt.total_bytes)
         counting = _CountingCheckpoint(ckpt, progress)
-        models = build_graphs(counting, dtype=dtype, quant=quant, stages=stages, moe=moe)
+        # Weights go to disk as the builder makes them, so the graphs in memory hold only references.
+        # All stages share one data file: the builder makes stages in turn through one sink, and
+        # ONNX Runtime reads a stage's tensors by offset, so a stage maps only what it uses.
+        data = ExternalData(root / (f"{files[0]}.data" if len(files) == 1 else "weights.data"))
+        try:
+            models = build_graphs(counting, dtype=dtype, quant=quant, stages=stages, moe=moe, weight_sink=data.sink)
+        finally:
+            data.close()
         if len(models) != len(files):
             raise ModelError(f"graph builder returned {len(models)} graphs for {len(files)} stages")
         progress.finish()
         progress.phase("writing graphs, manifest and signature")
+        data.reopen()
         write_bundle_files(
             root, info=info, graphs=list(zip(files, models, strict=True)), tokenizer_path=ckpt.tokenizer_path,
-            signing_key=key,
+            signing_key=key, data=data,
         )
     return out
 

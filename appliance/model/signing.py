@@ -99,11 +99,15 @@ def default_signing_key(path: Path | None = None) -> Ed25519PrivateKey:
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except (OSError, ValueError, UnsupportedAlgorithm):
-        raise IntegrityError(f"trusted key {path.name}: not a PEM public key") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IntegrityError(f"public key {path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise IntegrityError(f"public key {path}: not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
-        raise IntegrityError(f"trusted key {path.name}: not an Ed25519 key")
+        raise IntegrityError(f"public key {path}: not an Ed25519 key")
     return key
 
 

@@ -1,0 +1,120 @@
+"""``enclave model build|demo|verify|import|list``: model bundles (see appliance.model)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from appliance.config import default_data_dir
+
+__all__ = ["register"]
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
+
+    build = sub.add_parser("build", help="build a signed bundle from a DeepSeek-V4 checkpoint directory")
+    build.add_argument("checkpoint", type=Path, metavar="CHECKPOINT_DIR")
+    build.add_argument("out", type=Path, metavar="OUT_DIR", help="bundle directory to create (must not exist)")
+    build.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="activation dtype")
+    build.add_argument("--quant", choices=("none", "int8", "int4"), default="none", help="weight-only quantization")
+    build.add_argument("--stages", type=int, default=1, metavar="N", help="pipeline stages (one per GPU)")
+    build.add_argument("--moe", choices=("portable", "ort"), default="portable", help="MoE implementation")
+    build.add_argument("--name", help="bundle name (default: the checkpoint directory's name)")
+    build.add_argument("--version", type=int, help="bundle version, an integer (default: build time YYYYMMDDHHMMSS)")
+    _signing_key_option(build)
+    build.set_defaults(func=_build)
+
+    demo = sub.add_parser("demo", help="write the small deterministic demo checkpoint and its bundle")
+    demo.add_argument("out", type=Path, metavar="OUT_DIR", help="directory to create (checkpoint/ and bundle/)")
+    _signing_key_option(demo)
+    demo.set_defaults(func=_demo)
+
+    verify = sub.add_parser("verify", help="check a bundle's manifest and signature")
+    verify.add_argument("bundle", type=Path, metavar="BUNDLE")
+    verify.add_argument(
+        "--key", type=Path, action="append", metavar="PUBFILE",
+        help="trusted public key (PEM; repeatable). Default: the data directory's pinned keys",
+    )  # fmt: skip
+    verify.add_argument("--data", type=Path, help="data directory whose pinned keys to trust")
+    verify.set_defaults(func=_verify)
+
+    imp = sub.add_parser("import", help="install a verified bundle into the appliance and make it active")
+    imp.add_argument("bundle", type=Path, metavar="BUNDLE")
+    imp.add_argument("--data", type=Path, help="data directory (default: $ENCLAVE_DATA or the platform's)")
+    imp.set_defaults(func=_import)
+
+    lst = sub.add_parser("list", help="list installed model bundles")
+    lst.add_argument("--data", type=Path, help="data directory (default: $ENCLAVE_DATA or the platform's)")
+    lst.set_defaults(func=_list)
+
+
+def _signing_key_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--signing-key", type=Path, metavar="FILE",
+        help="Ed25519 private key (PEM) to sign with. Default: the per-user key, created on first use "
+        "($ENCLAVE_MODEL_SIGNING_KEY, else ~/.config/enclave/model-signing-key.pem)",
+    )  # fmt: skip
+
+
+def _key(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from appliance.model.signing import default_signing_key, load_private_key
+
+    return load_private_key(args.signing_key) if args.signing_key else default_signing_key()
+
+
+def _build(args: argparse.Namespace) -> int:
+    from appliance.model.bundle import build_bundle
+    from appliance.model.progress import TextProgress
+
+    out = build_bundle(
+        args.checkpoint, args.out, dtype=args.dtype, quant=args.quant, stages=args.stages, moe=args.moe,
+        signing_key=_key(args), name=args.name, version=args.version, progress=TextProgress(),
+    )  # fmt: skip
+    print(f"bundle written to {out}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from appliance.model.demo import build_demo
+    from appliance.model.progress import TextProgress
+
+    paths = build_demo(args.out, signing_key=_key(args), progress=TextProgress())
+    print(f"demo checkpoint: {paths.checkpoint}")
+    print(f"demo bundle: {paths.bundle}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from appliance.model.bundle import load_bundle
+    from appliance.model.signing import load_public_key, trusted_keys
+
+    if args.key:
+        keys = [load_public_key(path) for path in args.key]
+    else:
+        keys = trusted_keys(args.data or default_data_dir())
+    bundle = load_bundle(args.bundle, trusted_keys=keys)
+    print(
+        f"bundle {bundle.name} version {bundle.version} OK: {len(bundle.manifest.files)} files match the manifest "
+        f"signed by key {bundle.manifest.key_id}"
+    )
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from appliance.model.store import import_bundle
+
+    bundle = import_bundle(args.bundle, args.data or default_data_dir())
+    print(f"installed {bundle.name} version {bundle.version} at {bundle.path} (active)")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from appliance.model.store import list_models
+
+    models = list_models(args.data or default_data_dir())
+    if not models:
+        print("no models installed")
+    for m in models:
+        print(f"{'*' if m.active else ' '} {m.name}  version {m.version}  {m.path}")
+    return 0

@@ -1,0 +1,211 @@
+"""The embedded demo model: a small, deterministic V4-architecture checkpoint, its tokenizer and bundle.
+
+``enclave model demo OUT_DIR`` writes ``OUT_DIR/checkpoint`` (config.json, model.safetensors,
+tokenizer.json, generation_config.json: what ``save_pretrained`` writes, with the final state_dict
+names, which transformers loads as they are) and ``OUT_DIR/bundle`` built from it. ``enclave demo``
+serves that bundle, so a newcomer needs no download.
+
+Everything is generated here with numpy from fixed seeds — no torch — so two runs write identical
+weights. The architecture covers every V4 part: sliding, CSA and HCA layers, hash-routed and top-k
+MoE, hc_mult 2. The weights are random (a trained demo model will replace them), so the text it
+generates is noise, but it is the real graph path end to end.
+
+The tokenizer is a byte-level BPE (any UTF-8 text round-trips) with V4's special tokens at the ids
+V4 uses for BOS/EOS, trained by the ``tokenizers`` package on a corpus generated below.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .bundle import SPECIAL_TOKENS, build_bundle, staged_directory
+from .checkpoint import expected_tensors
+from .config import V4Config
+from .progress import Progress
+from .safetensors_io import TensorSpec, write_file
+
+__all__ = ["DEMO_CONFIG", "DEMO_NAME", "DEMO_VERSION", "DemoPaths", "build_demo", "write_demo_checkpoint"]
+
+DEMO_NAME = "deepseek-v4-demo"
+DEMO_VERSION = 1
+VOCAB_SIZE = 512
+SEED = 20260424
+
+DEMO_CONFIG: dict[str, Any] = {
+    "architectures": ["DeepseekV4ForCausalLM"],
+    "model_type": "deepseek_v4",
+    "vocab_size": VOCAB_SIZE,
+    "hidden_size": 64,
+    "moe_intermediate_size": 32,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 1,
+    "head_dim": 32,
+    "q_lora_rank": 32,
+    "o_groups": 2,
+    "o_lora_rank": 32,
+    "n_routed_experts": 8,
+    "n_shared_experts": 1,
+    "num_experts_per_tok": 2,
+    "scoring_func": "sqrtsoftplus",
+    "norm_topk_prob": True,
+    "routed_scaling_factor": 1.5,
+    "index_n_heads": 2,
+    "index_head_dim": 16,
+    "index_topk": 4,
+    "sliding_window": 32,
+    "compress_rates": {"compressed_sparse_attention": 4, "heavily_compressed_attention": 16},
+    "layer_types": [
+        "sliding_attention",
+        "compressed_sparse_attention",
+        "heavily_compressed_attention",
+        "compressed_sparse_attention",
+    ],
+    "mlp_layer_types": ["hash_moe", "moe", "moe", "moe"],
+    "hc_mult": 2,
+    "hc_sinkhorn_iters": 20,
+    "hc_eps": 1e-6,
+    "partial_rotary_factor": 0.5,
+    "rope_theta": 10000.0,
+    "compress_rope_theta": 160000.0,
+    "rope_parameters": {
+        "rope_type": "yarn",
+        "factor": 16.0,
+        "original_max_position_embeddings": 512,
+        "beta_fast": 32,
+        "beta_slow": 1,
+    },
+    "max_position_embeddings": 8192,
+    "swiglu_limit": 10.0,
+    "rms_norm_eps": 1e-6,
+    "hidden_act": "silu",
+    "bos_token_id": 0,
+    "eos_token_id": 1,
+    "pad_token_id": 9,
+    "tie_word_embeddings": False,
+    "num_nextn_predict_layers": 0,
+    "dtype": "float32",
+}
+
+# The BOS/EOS ids V4 uses come first; the trainer assigns special tokens ids in this order.
+_SPECIALS_IN_ID_ORDER = [
+    SPECIAL_TOKENS[k]
+    for k in ("bos", "eos", "user", "assistant", "think_begin", "think_end", "fim_begin", "fim_hole", "fim_end", "pad")
+]
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    checkpoint: Path
+    bundle: Path
+
+
+_CORPUS_WORDS = (
+    "def class return import from self if else elif for while in not and or None True False "
+    "yield async await with as try except finally raise lambda print len range list dict str "
+    "int float value name path file data model token user assistant request response error "
+    "enclave appliance audit generate prompt context project index the a of to is that this "
+    "function variable result test assert"
+)
+
+
+def _corpus() -> list[str]:
+    """A fixed, generated corpus of code and prose: the tokenizer's merges come from it alone."""
+    words = _CORPUS_WORDS.split()
+    lines: list[str] = []
+    rng = np.random.default_rng(SEED)
+    for _ in range(400):
+        picked = [words[i] for i in rng.integers(0, len(words), size=int(rng.integers(3, 9)))]
+        indent = "    " * int(rng.integers(0, 3))
+        lines.append(indent + " ".join(picked))
+        lines.append(f"{indent}{picked[0]}_{picked[-1]} = {picked[1]}({picked[2]}, {int(rng.integers(0, 100))})")
+    lines += ["你好，世界", "¿Qué tal? Ça va très bien — ünïcödé", "λx. x + 1  # ≠ ≤ ≥ → ∀", "🙂 🚀 ✓"]
+    return lines
+
+
+def write_tokenizer(path: Path) -> None:
+    """Train the demo's byte-level BPE (deterministic: same corpus, same merges) and save it."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        min_frequency=1,
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in _SPECIALS_IN_ID_ORDER],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.save(str(path))
+
+
+def _demo_tensor(name: str, shape: tuple[int, ...], rng: np.random.Generator, config: V4Config) -> np.ndarray:
+    """Initialise one tensor; values chosen so every path (sinks, biases, hyper-connections) matters."""
+    if name.endswith("tid2eid"):
+        # Distinct experts per token, as the released hash table has.
+        order = np.argsort(rng.random((shape[0], config.n_routed_experts)), axis=1)
+        return order[:, : shape[1]].astype(np.int64)
+    if name.endswith(("norm.weight", "layernorm.weight")):
+        return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    if name.endswith(("sinks", "position_bias", ".base", "hc_base", "e_score_correction_bias")):
+        return (0.5 * rng.standard_normal(shape)).astype(np.float32)
+    if name.endswith(("scale", "hc_scale")):
+        return (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    if name.endswith(("embed_tokens.weight",)):
+        return rng.standard_normal(shape).astype(np.float32)
+    # Projections: unit-variance outputs for unit-variance inputs.
+    fan_in = shape[-1]
+    return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+
+
+def write_demo_checkpoint(out: Path) -> Path:
+    """Write the demo checkpoint directory ``out`` (which must not exist). Returns ``out``."""
+    config = V4Config.from_dict(DEMO_CONFIG)
+    shapes = expected_tensors(config)
+    with staged_directory(out) as root:
+        specs = [TensorSpec(n, "I64" if n.endswith("tid2eid") else "F32", s) for n, s in shapes.items()]
+        # One generator per tensor, seeded by position: any tensor can be regenerated alone.
+        seeds = {spec.name: i for i, spec in enumerate(specs)}
+        write_file(
+            root / "model.safetensors",
+            specs,
+            lambda spec: _demo_tensor(
+                spec.name, spec.shape, np.random.default_rng([SEED, seeds[spec.name]]), config
+            ),
+            metadata={"format": "pt"},
+        )
+        (root / "config.json").write_text(json.dumps(DEMO_CONFIG, indent=2) + "\n", encoding="utf-8")
+        generation = {"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.7}
+        (root / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+        write_tokenizer(root / "tokenizer.json")
+    return out
+
+
+def build_demo(
+    out_dir: Path | str,
+    *,
+    signing_key: Ed25519PrivateKey | None = None,
+    progress: Progress | None = None,
+) -> DemoPaths:
+    """``out_dir/checkpoint`` and ``out_dir/bundle`` (signed with ``signing_key`` or the per-user key)."""
+    out = Path(out_dir)
+    with staged_directory(out) as root:
+        write_demo_checkpoint(root / "checkpoint")
+        build_bundle(
+            root / "checkpoint",
+            root / "bundle",
+            signing_key=signing_key,
+            name=DEMO_NAME,
+            version=DEMO_VERSION,
+            progress=progress,
+        )
+    return DemoPaths(out / "checkpoint", out / "bundle")
+
