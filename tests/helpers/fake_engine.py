@@ -79,7 +79,7 @@ class FakeEngine:
             self.started.set()
             if self.hold is not None:
                 await self.hold.wait()
-            text = ""
+            text, emitted = "", 0
             pieces = self.script()
             for i, piece in enumerate(pieces):
                 if self.fail_after is not None and i >= self.fail_after:
@@ -87,21 +87,33 @@ class FakeEngine:
                 # Yield to the loop between tokens, as a real engine does.
                 await asyncio.sleep(self.token_delay_s)
                 produced = i + 1
-                candidate = text + piece
-                stop_at = min((candidate.find(s) for s in params.stop if s in candidate), default=-1)
+                text += piece
+                stop_at = min((text.find(s) for s in params.stop if s in text), default=-1)
                 if stop_at >= 0:
                     record.outcome = "finished"
-                    yield Delta(candidate[len(text) : stop_at], (i,), n_prompt, produced, "stop")
+                    yield Delta(text[emitted:stop_at], (i,), n_prompt, produced, "stop")
                     return
-                text = candidate
-                last = produced >= params.max_tokens or i == len(pieces) - 1
                 finish: FinishReason | None = None
-                if last:
-                    finish = "length" if produced >= params.max_tokens and i < len(pieces) - 1 else "stop"
+                if produced >= params.max_tokens or i == len(pieces) - 1:
+                    finish = "length" if i < len(pieces) - 1 else "stop"
                     record.outcome = "finished"
-                yield Delta(piece, (i,), n_prompt, produced, finish)
-                if last:
+                    yield Delta(text[emitted:], (i,), n_prompt, produced, finish)
                     return
+                # Hold back a tail that could still grow into a stop string, as the real engine does.
+                safe = len(text) - _partial_stop(text, params.stop)
+                yield Delta(text[emitted:safe], (i,), n_prompt, produced, None)
+                emitted = max(emitted, safe)
         finally:
             if record.outcome == "running":
                 record.outcome = "cancelled"
+
+
+def _partial_stop(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of ``text`` that is a proper prefix of some stop string."""
+    best = 0
+    for stop in stops:
+        for k in range(min(len(stop) - 1, len(text)), best, -1):
+            if text.endswith(stop[:k]):
+                best = k
+                break
+    return best

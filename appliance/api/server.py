@@ -1,0 +1,148 @@
+"""Serving the app with uvicorn: HTTPS with the appliance's own certificate, or plain HTTP on loopback
+only, and only when asked for (``insecure_http``).
+
+The listening socket is bound here, before uvicorn starts, so ``port=0`` works (the OS picks a free
+port and :attr:`Listener.url` names it) and a busy port is a one-line ConfigError rather than a log
+line from deep inside uvicorn. Nothing here opens an outbound connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from appliance.api.tls import TlsFiles
+from shared.errors import ConfigError
+
+__all__ = ["Listener", "bind", "is_loopback", "run_in_thread", "serve"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Listener:
+    sock: socket.socket
+    host: str
+    port: int
+    tls: TlsFiles | None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        # Certificates name "localhost", not the wildcard address.
+        if self.host in ("0.0.0.0", "::"):
+            host = "localhost"
+        return f"{scheme}://{host}:{self.port}"
+
+
+def bind(host: str, port: int, *, tls: TlsFiles | None, insecure_http: bool) -> Listener:
+    """Check the transport policy and bind the listening socket."""
+    if tls is None:
+        if not insecure_http:
+            raise ConfigError("no TLS certificate given; plain HTTP needs --insecure-http (loopback only)")
+        if not is_loopback(host):
+            raise ConfigError(f"plain HTTP is allowed only on loopback, not on {host!r}; use TLS")
+    elif not tls.exist():
+        raise ConfigError(f"TLS files missing in {tls.server_cert.parent} (run `enclave init`)")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return Listener(sock, host, sock.getsockname()[1], tls)
+
+
+def _config(app: Any, listener: Listener, *, log_level: str) -> uvicorn.Config:
+    kwargs: dict[str, Any] = {}
+    if listener.tls is not None:
+        kwargs.update(ssl_certfile=str(listener.tls.server_cert), ssl_keyfile=str(listener.tls.server_key))
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=5,
+        backlog=2048,
+        **kwargs,
+    )
+    config.load()
+    if config.ssl is not None:
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_2
+    return config
+
+
+async def serve(
+    app: Any,
+    listener: Listener,
+    *,
+    on_listening: Callable[[str], None] | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM); ``on_listening(url)`` once requests are accepted."""
+    server = uvicorn.Server(_config(app, listener, log_level=log_level))
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.02)
+        if on_listening is not None:
+            on_listening(listener.url)
+
+    watcher = asyncio.create_task(announce())
+    try:
+        await server.serve(sockets=[listener.sock])
+    finally:
+        watcher.cancel()
+        listener.sock.close()
+
+
+@contextmanager
+def run_in_thread(app: Any, listener: Listener, *, log_level: str = "warning") -> Iterator[str]:
+    """Serve in a background thread (tests, benchmarks, ``enclave demo``); yields the URL once listening."""
+    # uvicorn leaves signals alone off the main thread; this server stops through should_exit.
+    server = uvicorn.Server(_config(app, listener, log_level=log_level))
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(server.serve(sockets=[listener.sock]))
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="enclave-api", daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            if failed or not thread.is_alive():
+                raise ConfigError(f"server did not start: {failed[0] if failed else 'exited'}")
+            threading.Event().wait(0.02)
+        yield listener.url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        listener.sock.close()
