@@ -8,12 +8,14 @@ drives it from a background thread for asyncio callers (the API server).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -24,9 +26,13 @@ from appliance.engine.scheduler import Scheduler, check_admissible
 from appliance.engine.sequence import Sequence
 from appliance.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 from appliance.engine.types import ChatMessage, Delta, EngineStats, FinishReason, SamplingParams
-from shared.errors import EnclaveError, EngineError, InputError
+from shared.errors import EnclaveError, EngineError, InputError, ModelError
 
-__all__ = ["AsyncEngine", "LLMEngine", "Runner", "StepOutput"]
+__all__ = ["DEFAULT_MAX_CONTEXT", "AsyncEngine", "LLMEngine", "Runner", "StepOutput"]
+
+# Cache capacity per slot when the caller does not choose one: every slot preallocates state for
+# this many positions, so it is a memory decision, not the model's limit.
+DEFAULT_MAX_CONTEXT = 4096
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +82,11 @@ class LLMEngine:
         max_waiting: int = 256,
         max_prefill_tokens: int = 8192,
         preempt_after: int | None = None,
+        model_id: str = "model",
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
+        self.model_id = model_id
         self.scheduler = Scheduler(
             num_slots=runner.num_slots,
             max_context=runner.max_context,
@@ -90,6 +98,46 @@ class LLMEngine:
         self._default_stop_ids = frozenset(() if eos is None else (eos,))
         self._seqs: dict[str, Sequence] = {}
         self._detok: dict[str, IncrementalDetokenizer] = {}
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle_dir: Path | str,
+        *,
+        provider: Literal["cpu", "cuda"] = "cpu",
+        device_ids: Seq[int] = (0,),
+        num_slots: int = 8,
+        max_context: int = DEFAULT_MAX_CONTEXT,
+        intra_op_threads: int = 0,
+        max_waiting: int = 256,
+    ) -> LLMEngine:
+        """An engine over a bundle directory (bundle.json, stage graphs, tokenizer), on ORT.
+
+        The caller verifies the bundle's manifest first; this only reads it.
+        """
+        from appliance.engine.runner import OrtRunner  # the one module that imports onnxruntime
+
+        path = Path(bundle_dir)
+        document = _read_bundle_json(path)
+        config = document.get("config")
+        limit = config.get("max_position_embeddings") if isinstance(config, dict) else None
+        if isinstance(limit, int) and limit > 1:
+            max_context = min(max_context, limit)
+        tokenizer_file = document.get("tokenizer")
+        tokenizer = Tokenizer.from_file(
+            path / (tokenizer_file if isinstance(tokenizer_file, str) else "tokenizer.json")
+        )
+        runner = OrtRunner(
+            path,
+            document["io"],
+            num_slots=num_slots,
+            max_context=max_context,
+            provider=provider,
+            device_ids=device_ids,
+            intra_op_threads=intra_op_threads,
+        )
+        name = document.get("name") or document.get("model_id") or path.name
+        return cls(runner, tokenizer, max_waiting=max_waiting, model_id=str(name))
 
     @property
     def has_work(self) -> bool:
@@ -176,6 +224,16 @@ class LLMEngine:
         del self._detok[seq.request_id]
 
 
+def _read_bundle_json(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read bundle.json: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("io"), dict):
+        raise ModelError(f"{path}/bundle.json has no 'io' object (see docs/bundle.md)")
+    return document
+
+
 class _Listener:
     """Where one request's deltas go: its event loop and queue, fed from the engine thread."""
 
@@ -211,10 +269,9 @@ class AsyncEngine:
     and sleeps when there is nothing to do.
     """
 
-    def __init__(self, engine: LLMEngine, *, model_id: str) -> None:
+    def __init__(self, engine: LLMEngine) -> None:
         self._engine = engine
         self._encoder = PromptEncoder(engine.tokenizer)
-        self._model_id = model_id
         self._cond = threading.Condition()
         self._inbox: list[_Add | _Abort] = []
         self._listeners: dict[str, _Listener] = {}
@@ -226,7 +283,7 @@ class AsyncEngine:
 
     @property
     def model_id(self) -> str:
-        return self._model_id
+        return self._engine.model_id
 
     @property
     def context_length(self) -> int:

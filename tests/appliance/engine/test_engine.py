@@ -193,7 +193,7 @@ def wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-unt
 
 def test_async_streams_match_the_sync_engine(tok: Tokenizer) -> None:
     expected = make_engine(tok)[0].generate(PROMPTS, SEEDED)
-    service = AsyncEngine(make_engine(tok, num_slots=2)[0], model_id="fake")
+    service = AsyncEngine(make_engine(tok, num_slots=2)[0])
 
     async def consume(i: int) -> list[int]:
         ids: list[int] = []
@@ -213,7 +213,7 @@ def test_async_streams_match_the_sync_engine(tok: Tokenizer) -> None:
 
 def test_async_cancellation_frees_the_slot(tok: Tokenizer) -> None:
     engine, _ = make_engine(tok, num_slots=1)
-    service = AsyncEngine(engine, model_id="fake")
+    service = AsyncEngine(engine)
     long = SamplingParams(temperature=0.0, max_tokens=10_000)
 
     async def close_early() -> None:
@@ -251,7 +251,7 @@ def test_async_cancellation_frees_the_slot(tok: Tokenizer) -> None:
 
 def test_async_queue_depth_and_errors(tok: Tokenizer) -> None:
     engine, _ = make_engine(tok, num_slots=1)
-    service = AsyncEngine(engine, model_id="fake")
+    service = AsyncEngine(engine)
     long = SamplingParams(temperature=0.0, max_tokens=10_000)
 
     async def main() -> None:
@@ -274,7 +274,7 @@ def test_async_queue_depth_and_errors(tok: Tokenizer) -> None:
     try:
         asyncio.run(main())
         assert service.encode_chat([ChatMessage("user", "hi")])[0] == tok.bos_id
-        assert service.supports_fim and service.context_length == 64 and service.model_id == "fake"
+        assert service.supports_fim and service.context_length == 64 and service.model_id == "model"
     finally:
         service.close()
     with pytest.raises(EngineError, match="shut down"):

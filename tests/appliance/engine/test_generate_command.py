@@ -1,0 +1,74 @@
+"""``enclave generate`` on a real (toy) bundle through the CLI entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.engine import LLMEngine, PromptEncoder, SamplingParams
+from tests.helpers.engine_toy_bundle import write_toy_bundle
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_toy_bundle(tmp_path_factory.mktemp("gen") / "bundle")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["generate", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ids_match_the_engine(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--bundle", str(bundle), "--prompt", "def f", "--max-tokens", "6", "--ids")
+    engine = LLMEngine.from_bundle(bundle)
+    prompt = PromptEncoder(engine.tokenizer).completion("def f")
+    expected = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=6))[0]
+    assert code == 0 and out.split() == [str(i) for i in expected]
+
+
+def test_text_chat_and_fim(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}]))
+    code, out, _ = run(
+        capsys, "--bundle", str(bundle), "--chat", str(chat), "--max-tokens", "5", "--thinking"
+    )
+    assert code == 0 and out.endswith("\n")
+    code, fim_ids, _ = run(
+        capsys, "--bundle", str(bundle), "--prefix", "a", "--suffix", "b", "--max-tokens", "5", "--ids"
+    )
+    assert code == 0 and len(fim_ids.split()) == 5
+
+
+def test_seeded_sampling_repeats(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--bundle", str(bundle), "--prompt", "x", "--temperature", "1.5", "--max-tokens", "8", "--ids"]
+    first = run(capsys, *args, "--seed", "5")[1]
+    assert run(capsys, *args, "--seed", "5")[1] == first
+    assert run(capsys, *args, "--seed", "6")[1] != first
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--prefix", "a"], "--prefix and --suffix go together"),
+        (["--prompt", "a", "--greedy", "--temperature", "1"], "exclude each other"),
+        (["--prompt", "a", "--seed", "1"], "--seed needs --temperature"),
+        (["--prompt", "a", "--max-tokens", "0"], "max_tokens must be at least 1"),
+        (["--chat", "/nonexistent/chat.json"], "cannot read the chat file"),
+    ],
+)
+def test_bad_input_is_one_line(
+    bundle: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code, _, err = run(capsys, "--bundle", str(bundle), *extra)
+    assert code == 1 and err.startswith("enclave: error:") and message in err
+    assert err.count("\n") == 1
+
+
+def test_missing_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "--bundle", str(tmp_path / "none"), "--prompt", "a")
+    assert code == 1 and "bundle.json" in err and "Traceback" not in err
