@@ -38,6 +38,7 @@ __all__ = [
     "get_policy",
     "get_user",
     "list_models",
+    "list_teams",
     "list_users",
     "register_model",
     "remove_member",
@@ -46,6 +47,7 @@ __all__ = [
     "set_policy",
     "set_role",
     "unlock_user",
+    "validate_username",
 ]
 
 DEFAULT_TEAM = "default"
@@ -79,6 +81,11 @@ def _valid_name(kind: str, name: str) -> str:
     if not _NAME.fullmatch(value):
         raise InputError(f"invalid {kind} name {name!r}: 1..64 of a-z 0-9 . _ -, starting with a letter")
     return value
+
+
+def validate_username(name: str) -> str:
+    """The normalised (lowercase) username, or InputError saying what a valid one looks like."""
+    return _valid_name("user", name)
 
 
 def _role(value: str) -> Role:
@@ -329,6 +336,10 @@ def create_team(
     return Change(
         action="admin.team.created", target=f"team:{team_name}", target_id=team.id, old=None, new=values
     )
+
+
+def list_teams(session: Session) -> list[Team]:
+    return list(session.scalars(select(Team).order_by(Team.name)).all())
 
 
 def get_policy(session: Session, team: str) -> dict[str, object] | None:
