@@ -145,6 +145,7 @@ def verify_rows(
     first_seq: int | None = None
     total = valid = 0
     last_seq = 0
+    last_hash = GENESIS_HASH
     for row in source.rows():
         total += 1
         seq = row[0]
@@ -152,7 +153,7 @@ def verify_rows(
             first_seq = seq
             if not anchored:
                 expected, prev = seq, row[10]
-        last_seq = seq
+        last_seq, last_hash = seq, row[11]
         if problems:
             continue
         if seq != expected:
@@ -183,8 +184,8 @@ def verify_rows(
     cp_problems, good = _check_checkpoints(cps, keys, hashes_at, last_seq, problems)
     problems += cp_problems
     if head is not None:
-        problems += _check_head(head, last_seq, prev, problems)
-    problem = min(problems, key=lambda p: p.seq) if problems else None
+        problems += _check_head(head, last_seq, last_hash)
+    problem = min(problems, key=_precedence) if problems else None
     if problem is not None:
         valid = min(valid, max(0, problem.seq - (first_seq or 1)))
     return VerifyReport(
@@ -194,6 +195,11 @@ def verify_rows(
         last_checkpoint=good[-1] if good else None,
         checkpoints=len(cps),
     )
+
+
+def _precedence(problem: Problem) -> tuple[int, int]:
+    # At one seq a specific finding (inserted beyond the head) beats the generic "modified".
+    return problem.seq, 1 if problem.kind == "modified" else 0
 
 
 def _check_checkpoints(
@@ -236,12 +242,8 @@ def _check_checkpoints(
     return problems, good
 
 
-def _check_head(
-    head: tuple[int, str], last_seq: int, last_hash: str, chain_problems: list[Problem]
-) -> list[Problem]:
+def _check_head(head: tuple[int, str], last_seq: int, last_hash: str) -> list[Problem]:
     head_seq, head_hash = head
-    if chain_problems:
-        return []
     if head_seq > last_seq:
         return [
             Problem(
