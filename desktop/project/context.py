@@ -115,19 +115,36 @@ class _Assembler:
                 self._texts[path] = (text.split("\n"), sha)
         return self._texts[path]
 
-    def covered(self, path: str, start: int, end: int) -> bool:
-        return any(s <= start and end <= e for s, e in self._covered.get(path, []))
+    def uncovered(self, path: str, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of start..end not already in the context (nothing is sent twice)."""
+        segments = [(start, end)]
+        for s, e in self._covered.get(path, []):
+            next_segments = []
+            for a, b in segments:
+                if e < a or s > b:
+                    next_segments.append((a, b))
+                    continue
+                if a < s:
+                    next_segments.append((a, s - 1))
+                if e < b:
+                    next_segments.append((e + 1, b))
+            segments = next_segments
+        return segments
 
     def add(self, path: str, start: int, end: int, reason: str, cap: int) -> int:
-        """Add lines start..end of path (trimmed to fit ``cap`` tokens); returns tokens used."""
+        """Add what is new in lines start..end of path, within ``cap`` tokens; returns tokens used."""
         got = self.lines_of(path)
         if got is None:
             return 0
         lines, sha = got
         start = max(1, start)
         end = min(len(lines), end)
-        if start > end or self.covered(path, start, end):
-            return 0
+        used = 0
+        for s, e in self.uncovered(path, start, end):
+            used += self._add_segment(path, lines, sha, s, e, reason, cap - used)
+        return used
+
+    def _add_segment(self, path: str, lines: list[str], sha: str, start: int, end: int, reason: str, cap: int) -> int:
         cap = min(cap, self.remaining)
         # Drop lines from the end until it fits; a range that cannot fit even one line is skipped.
         text = "\n".join(lines[start - 1 : end])
