@@ -26,6 +26,15 @@ def register(parser: argparse.ArgumentParser) -> None:
         help="a model bundle directory to ship (repeatable)",
     )
     build.add_argument(
+        "--model-key",
+        dest="model_keys",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="public key that signed a model bundle (default: this machine's model signing key)",
+    )
+    build.add_argument(
         "--platform",
         dest="platforms",
         action="append",
@@ -77,6 +86,7 @@ def _build(args: argparse.Namespace) -> int:
     built = build_bundle(
         args.out,
         models=args.models,
+        model_keys=args.model_keys,
         gpu=args.gpu,
         platforms=args.platforms,
         python_version=args.python_version,

@@ -8,6 +8,7 @@ Layout of the directory it writes::
       README.txt                                       the operator's steps
       wheels/*.whl                                     the appliance and every runtime dependency
       models/<name>/...                                model bundles, as `enclave model build` wrote them
+      model-keys/<key id>.pub                          public keys that signed them (the site pins them)
       systemd/enclave.service                          hardened unit (install.sh fills in the paths)
       nginx/enclave.conf                               sample: several replicas sharing PostgreSQL
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import importlib.resources
+import json
 import re
 import shutil
 import subprocess
@@ -38,7 +40,7 @@ from installers.offline.manifest import (
     version_key,
     write_manifest,
 )
-from shared.errors import InputError
+from shared.errors import EnclaveError, InputError, IntegrityError
 
 __all__ = ["PROJECT", "TEST_ONLY", "Built", "build_bundle"]
 
@@ -146,6 +148,15 @@ def _host_python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def _model_dir_name(model: Path) -> str:
+    """``<name>-<version>`` from the model's signed manifest; the directory's own name otherwise."""
+    try:
+        doc = json.loads((model / "manifest.json").read_text(encoding="utf-8"))
+        return f"{doc['name']}-{doc['version']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return model.resolve().name
+
+
 def _check_models(models: Sequence[Path]) -> None:
     names: set[str] = set()
     for model in models:
@@ -153,16 +164,53 @@ def _check_models(models: Sequence[Path]) -> None:
             raise InputError(
                 f"{model} is not a model bundle (no bundle.json); build one with `enclave model build`"
             )
-        name = model.resolve().name
+        name = _model_dir_name(model)
         if name in names:
-            raise InputError(f"two model bundles are named {name!r}; rename one")
+            raise InputError(f"model bundle {name} is given twice")
         names.add(name)
+
+
+def _model_keys(models: Sequence[Path], candidates: Sequence[Path]) -> dict[str, bytes]:
+    """The public keys that signed ``models``, by key id: the site must trust them to import.
+
+    Candidates are the ``--model-key`` files (public or private PEM) and this machine's default
+    model signing key; every model's signer must be among them. The offline bundle's own signature
+    then vouches for these keys on the site.
+    """
+    from appliance.model import signing
+
+    known: dict[str, bytes] = {}
+    paths = list(candidates)
+    default = signing.default_signing_key_path()
+    if default.is_file():
+        paths.append(default)
+    for path in paths:
+        try:
+            public = signing.load_public_key(path)
+        except IntegrityError:
+            try:
+                public = signing.load_private_key(path).public_key()
+            except EnclaveError:
+                raise InputError(f"--model-key {path}: not an Ed25519 PEM key") from None
+        known[signing.key_id(public)] = signing.public_pem(public)
+    needed: dict[str, bytes] = {}
+    for model in models:
+        try:
+            signer = json.loads((model / "manifest.sig").read_text(encoding="utf-8"))["key_id"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise InputError(f"model bundle {model} has no readable manifest.sig; is it signed?") from None
+        if signer not in known:
+            raise InputError(
+                f"model bundle {model} is signed by key {signer}; pass its public key with --model-key"
+            )
+        needed[signer] = known[signer]
+    return needed
 
 
 def _copy_models(models: Sequence[Path], dest: Path) -> list[str]:
     names: list[str] = []
     for model in models:
-        name = model.resolve().name
+        name = _model_dir_name(model)
         # symlinks=False: a link in a model bundle is shipped as the file it points to.
         shutil.copytree(model, dest / name, symlinks=False)
         names.append(f"models/{name}")
@@ -195,6 +243,7 @@ def build_bundle(
     out: Path,
     *,
     models: Sequence[Path] = (),
+    model_keys: Sequence[Path] = (),
     gpu: bool = False,
     platforms: Sequence[str] = (),
     python_version: str | None = None,
@@ -217,6 +266,7 @@ def build_bundle(
     if not out.parent.is_dir():
         raise InputError(f"{out.parent} does not exist")
     _check_models(models)
+    trusted_model_keys = _model_keys(models, model_keys)
     new_key: Path | None = None
     if signing_key is not None:
         key = load_private_key(signing_key)
@@ -243,6 +293,9 @@ def build_bundle(
         if models:
             (staging / "models").mkdir()
             model_names = _copy_models(models, staging / "models")
+            (staging / "model-keys").mkdir()
+            for kid, pem in sorted(trusted_model_keys.items()):
+                (staging / "model-keys" / f"{kid}.pub").write_bytes(pem)
         bundle_version = version or wheel_version
         _write_support_files(
             staging,

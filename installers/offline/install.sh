@@ -15,6 +15,8 @@
 #   --python PY         the Python @PYTHON@ interpreter to create the virtual environment with
 #   --fingerprint HEX   the signing key's fingerprint (required for a first install)
 #   --user NAME         the service user (default enclave)
+#   --admin NAME        first install: the first admin's username (default admin)
+#   --database-url URL  first install: PostgreSQL shared by several replicas (default: SQLite in --data)
 #   --no-service-user   do not create a service user or change ownership (tests; non-root installs)
 #   --no-systemd        do not install, stop or start the systemd unit
 set -euo pipefail
@@ -32,6 +34,8 @@ FINGERPRINT=""
 SERVICE_USER=enclave
 CREATE_USER=1
 SYSTEMD=1
+ADMIN=admin
+DATABASE_URL=""
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
@@ -43,9 +47,11 @@ while [ $# -gt 0 ]; do
         --python) PY=${2:?--python needs an interpreter}; shift 2 ;;
         --fingerprint) FINGERPRINT=${2:?--fingerprint needs a value}; shift 2 ;;
         --user) SERVICE_USER=${2:?--user needs a name}; shift 2 ;;
+        --admin) ADMIN=${2:?--admin needs a name}; shift 2 ;;
+        --database-url) DATABASE_URL=${2:?--database-url needs a URL}; shift 2 ;;
         --no-service-user) CREATE_USER=0; shift ;;
         --no-systemd) SYSTEMD=0; shift ;;
-        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -98,6 +104,14 @@ else
     [ -n "$FINGERPRINT" ] || die "first install: pass --fingerprint with the signing key fingerprint from the bundle's publisher"
     # Every file against the manifest, with the system Python and the standard library only,
     # before pip reads a single wheel; the signature is checked once cryptography is installed.
+    # The checker comes from the bundle's own wheel, so that wheel is checked first, inline.
+    rel="wheels/$(basename "$WHEEL")"
+    "$PY" -c 'import hashlib, json, pathlib, sys
+root, rel = pathlib.Path(sys.argv[1]), sys.argv[2]
+entry = json.loads((root / "manifest.json").read_text(encoding="utf-8")).get("files", {}).get(rel)
+ok = isinstance(entry, dict) and hashlib.sha256((root / rel).read_bytes()).hexdigest() == entry.get("sha256")
+sys.exit(0 if ok else 1)' "$BUNDLE" "$rel" 2>/dev/null \
+        || die "file changed: $rel (sha256 does not match the manifest); bundle refused, nothing was changed"
     PYTHONPATH="$WHEEL" "$PY" -m installers.offline.precheck "$BUNDLE" || die "bundle refused; nothing was changed"
 fi
 
@@ -131,27 +145,52 @@ if [ "$CREATE_USER" = 1 ] && ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
     useradd --system --user-group --home-dir "$DATA" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
 fi
 
-# 4. Nothing serves while the schema moves and the model changes.
+# 4. Data directory: a first install creates it (settings, database, keys, TLS, first admin).
+if [ ! -f "$DATA/enclave.toml" ]; then
+    init_args=(--data "$DATA" --admin "$ADMIN")
+    [ -n "$DATABASE_URL" ] && init_args+=(--database-url "$DATABASE_URL")
+    "$ENCLAVE" init "${init_args[@]}"
+    FRESH_DATA=1
+else
+    FRESH_DATA=0
+fi
+
+# 5. Models: trust the keys that signed them (this bundle's signature vouches for them) and check
+#    each one before anything stops.
+if [ -d "$BUNDLE/model-keys" ]; then
+    mkdir -p "$DATA/keys/trusted_models"
+    for pub in "$BUNDLE"/model-keys/*.pub; do
+        install -m 0644 "$pub" "$DATA/keys/trusted_models/bundle-$(basename "$pub")"
+    done
+fi
+MODELS=()
+if [ -d "$BUNDLE/models" ]; then
+    for model in "$BUNDLE"/models/*/; do
+        model=${model%/}
+        "$ENCLAVE" model verify "$model" --data "$DATA" >/dev/null || die "model bundle $model refused; nothing was changed"
+        read -r name version < <("$RELEASE/bin/python" -c \
+            'import json, sys; d = json.load(open(sys.argv[1])); print(d["name"], d["version"])' "$model/manifest.json")
+        if [ -d "$DATA/models/$name/$version" ]; then
+            say "model $name version $version is already installed"
+        else
+            MODELS+=("$model")
+        fi
+    done
+fi
+
+# 6. Nothing serves while the models change and the schema moves.
 if [ "$SYSTEMD" = 1 ] && systemctl is-active --quiet enclave.service; then
     say "stopping enclave.service for the upgrade"
     systemctl stop enclave.service
 fi
-
-# 5. Data directory: create it, or bring its database to this release's schema (the audit chain
-#    lives in the database and simply continues).
-if [ "$MODE" = install ] && [ ! -f "$DATA/enclave.toml" ]; then
-    "$ENCLAVE" init --data "$DATA"
-else
+for model in "${MODELS[@]}"; do
+    # The importer copies and re-verifies the bundle, then swaps the active model in one rename.
+    "$ENCLAVE" model import "$model" --data "$DATA"
+done
+if [ "$FRESH_DATA" = 0 ]; then
+    # The audit chain lives in the database: migrations keep every record, so it simply continues.
     say "migrating the database in $DATA"
     "$ENCLAVE" init --data "$DATA" --upgrade
-fi
-
-# 6. Models: the importer verifies each bundle and installs it atomically.
-if [ -d "$BUNDLE/models" ]; then
-    for model in "$BUNDLE"/models/*/; do
-        say "importing model ${model%/}"
-        "$ENCLAVE" model import "${model%/}" --data "$DATA"
-    done
 fi
 if [ "$CREATE_USER" = 1 ]; then
     chown -R "$SERVICE_USER:$SERVICE_USER" "$DATA"

@@ -69,7 +69,9 @@ def bundle(tmp_path: Path, key: Ed25519PrivateKey) -> Path:
 def _pub(tmp_path: Path, key: Ed25519PrivateKey, name: str = "pinned.pub") -> Path:
     path = tmp_path / name
     path.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     return path
 
@@ -284,7 +286,7 @@ def test_check_files_alone_needs_no_signature(bundle: Path) -> None:
     (bundle / SIGNATURE).unlink()
     check_files(bundle, manifest)  # the pre-install file check: signature is verified later
     (bundle / "install.sh").write_text("changed\n")
-    with pytest.raises(IntegrityError, match="install.sh"):
+    with pytest.raises(IntegrityError, match=r"install\.sh"):
         check_files(bundle, manifest)
 
 
