@@ -42,7 +42,9 @@ def _shift(conn: Connection, first: int, delta: int) -> None:
 
 def _insert(conn: Connection, values: dict[str, Any]) -> None:
     cols = ", ".join(values)
-    conn.execute(text(f"INSERT INTO audit_events ({cols}) VALUES ({', '.join(':' + c for c in values)})"), values)
+    conn.execute(
+        text(f"INSERT INTO audit_events ({cols}) VALUES ({', '.join(':' + c for c in values)})"), values
+    )
 
 
 def _forged(conn: Connection, seq: int, *, smart: bool) -> dict[str, Any]:
