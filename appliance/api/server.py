@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import signal
 import socket
 import ssl
 import threading
@@ -23,7 +24,7 @@ import uvicorn
 from appliance.api.tls import TlsFiles
 from shared.errors import ConfigError
 
-__all__ = ["Listener", "bind", "is_loopback", "run_in_thread", "serve"]
+__all__ = ["Listener", "bind", "exit_on_sigterm", "is_loopback", "run_in_thread", "serve"]
 
 
 def is_loopback(host: str) -> bool:
@@ -72,6 +73,19 @@ def bind(host: str, port: int, *, tls: TlsFiles | None, insecure_http: bool) -> 
     sock.listen(2048)
     sock.set_inheritable(True)
     return Listener(sock, host, sock.getsockname()[1], tls)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` clauses (closing the audit log) run.
+
+    uvicorn re-raises the signal that stopped it once it has shut down; with the default handler a
+    SIGTERM would then end the process before the caller could clean up.
+    """
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def _config(app: Any, listener: Listener, *, log_level: str) -> uvicorn.Config:

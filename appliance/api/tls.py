@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from appliance.config import Settings
 from shared.errors import ConfigError, InputError
 
-__all__ = ["TlsFiles", "ca_fingerprint", "create_tls", "tls_files"]
+__all__ = ["TlsFiles", "ca_fingerprint", "create_tls", "init_tls", "tls_files"]
 
 CA_VALIDITY = dt.timedelta(days=3650)
 SERVER_VALIDITY = dt.timedelta(days=825)
@@ -192,3 +193,10 @@ def ca_fingerprint(ca_cert: Path) -> str:
         raise ConfigError(f"cannot read CA certificate {ca_cert}: {exc}") from None
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+
+
+def init_tls(settings: Settings) -> None:
+    """``enclave init`` step: the CA and server certificate in ``<data>/tls``; prints the CA's pin."""
+    hosts = [] if settings.host in ("0.0.0.0", "::") else [settings.host]
+    files = create_tls(settings.tls_dir, now=dt.datetime.now(dt.UTC), hosts=hosts)
+    print(f"TLS CA certificate SHA-256 fingerprint (pin it in clients): {ca_fingerprint(files.ca_cert)}")
