@@ -57,8 +57,11 @@ Reading (auditor features; the caller enforces the route permission, these re-ch
 
 Keys: ``create_audit_keys(settings.keys_dir)`` (``enclave init``), ``load_audit_keys(settings)``;
 see :mod:`appliance.audit.keys`. The record encoding is specified in :mod:`appliance.audit.chain`,
-the checkpoint signature in :mod:`appliance.audit.checkpoints`. ``SyslogForwarder`` sends
-committed records to an RFC 5424 collector over TCP.
+the checkpoint signature in :mod:`appliance.audit.checkpoints`.
+
+Forwarding: ``SyslogForwarder.from_settings(settings, engine)`` (None unless ``audit_syslog`` is
+set) then ``.start()`` / ``.stop()``; it tails committed records to an RFC 5424 collector over TCP
+with octet counting, resuming from ``<data>/audit_syslog.cursor``.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ from appliance.audit.keys import AuditKeys, create_audit_keys, load_audit_keys, 
 from appliance.audit.log import AUDITOR_ROLE, AuditLog
 from appliance.audit.query import EXPORT_FORMATS, AuditFilter, Page
 from appliance.audit.redact import redact
+from appliance.audit.syslog import SyslogForwarder
 from appliance.audit.verify import Problem, VerifyReport, verify_export, verify_export_file
 
 __all__ = [
@@ -85,6 +89,7 @@ __all__ = [
     "Checkpoint",
     "Page",
     "Problem",
+    "SyslogForwarder",
     "VerifyReport",
     "create_audit_keys",
     "load_audit_keys",

@@ -16,6 +16,8 @@ import datetime as dt
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from appliance.audit import (
@@ -23,15 +25,12 @@ from appliance.audit import (
     AuditKeys,
     AuditLog,
     VerifyReport,
-    load_audit_keys,
     load_public_key,
     read_checkpoint_file,
     verify_export_file,
     write_checkpoint_file,
 )
-from appliance.config import load_settings
-from appliance.db import migrate
-from appliance.db.engine import make_engine
+from appliance.db.datadir import load_data_dir, open_database
 from shared.errors import InputError, IntegrityError
 
 __all__ = ["register"]
@@ -68,10 +67,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     checkpoint.set_defaults(func=_checkpoint)
 
 
-def _open_log(data: Path | None) -> AuditLog:
-    settings = load_settings(data)
-    migrate.check(settings.db_url)
-    return AuditLog.from_settings(settings, make_engine(settings.db_url))
+@contextmanager
+def _open_log(data: Path | None) -> Iterator[AuditLog]:
+    settings = load_data_dir(data)
+    with open_database(settings) as (engine, _), AuditLog.from_settings(settings, engine) as log:
+        yield log
 
 
 def _report(report: VerifyReport) -> int:
@@ -94,14 +94,8 @@ def _verify(args: argparse.Namespace) -> int:
         raise InputError(
             "--public-key is for --export; the database is checked with the data directory's key"
         )
-    settings = load_settings(args.data)
-    migrate.check(settings.db_url)
-    engine = make_engine(settings.db_url)
-    try:
-        log = AuditLog(engine, load_audit_keys(settings))
+    with _open_log(args.data) as log:
         return _report(log.verify(checkpoint=checkpoint))
-    finally:
-        engine.dispose()
 
 
 def _parse_since(text: str) -> dt.datetime:
@@ -114,8 +108,7 @@ def _parse_since(text: str) -> dt.datetime:
 
 def _export(args: argparse.Namespace) -> int:
     since = _parse_since(args.since) if args.since else None
-    log = _open_log(args.data)
-    try:
+    with _open_log(args.data) as log:
         lines = log.export(args.format, since=since)
         if args.out is None:
             for line in lines:
@@ -140,13 +133,10 @@ def _export(args: argparse.Namespace) -> int:
             raise
         print(f"exported {count} records to {out}")
         return 0
-    finally:
-        log.engine.dispose()
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
-    log = _open_log(args.data)
-    try:
+    with _open_log(args.data) as log:
         cp = log.checkpoint()
         if args.export is not None:
             try:
@@ -157,5 +147,3 @@ def _checkpoint(args: argparse.Namespace) -> int:
         if args.export is not None:
             print(f"written to {args.export}")
         return 0
-    finally:
-        log.engine.dispose()

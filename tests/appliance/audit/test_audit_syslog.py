@@ -1,0 +1,145 @@
+"""Forwarding to a real RFC 5424 collector over TCP on 127.0.0.1 (octet-counted frames)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from appliance.audit import AuditEvent, AuditKeys, AuditLog, verify_export
+from appliance.audit.syslog import SyslogForwarder, parse_address
+from shared.errors import ConfigError
+
+# RFC 5424: <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD SP MSG
+FRAME = re.compile(
+    r"<(?P<pri>\d{1,3})>1 (?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z) (?P<host>[!-~]{1,255}) "
+    r"enclave - audit - \ufeff(?P<msg>.*)",
+    re.DOTALL,
+)
+
+
+class Collector:
+    """A TCP syslog collector: reads octet-counted frames until the client closes."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.frames: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                buf = b""
+                while True:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    while b" " in buf:
+                        length, _, rest = buf.partition(b" ")
+                        if len(rest) < int(length):
+                            break
+                        self.frames.append(rest[: int(length)])
+                        buf = rest[int(length) :]
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    yield c
+    c.close()
+
+
+def _wait_for(predicate: object, timeout: float = 20.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.01)
+
+
+def test_records_reach_the_collector_in_order_and_reverify(
+    log: AuditLog, keys: AuditKeys, collector: Collector, tmp_path: Path
+) -> None:
+    for n in range(5):
+        log.append(
+            AuditEvent(
+                action="auth.login.failed" if n == 2 else "auth.login.ok",
+                actor=f"u{n}",
+                outcome="failure" if n == 2 else "success",
+                details={"text": "line\nbreak 🙂"},
+            )
+        )
+    cursor = tmp_path / "syslog.cursor"
+    forwarder = SyslogForwarder(
+        log.engine, f"127.0.0.1:{collector.port}", cursor_file=cursor, hostname="appliance-1"
+    )
+    assert forwarder.forward_pending() == 5
+    assert forwarder.forward_pending() == 0  # nothing twice
+    log.append(AuditEvent(action="auth.logout", actor="u0"))
+    forwarder.start()
+    _wait_for(lambda: len(collector.frames) == 6)
+    forwarder.stop()
+    assert cursor.read_text() == "6\n"
+
+    messages = [FRAME.fullmatch(f.decode("utf-8")) for f in collector.frames]
+    assert all(messages)
+    pris = [int(m["pri"]) for m in messages]  # type: ignore[index]
+    assert pris == [13 * 8 + 6, 13 * 8 + 6, 13 * 8 + 4, 13 * 8 + 6, 13 * 8 + 6, 13 * 8 + 6]
+    assert {m["host"] for m in messages} == {"appliance-1"}  # type: ignore[index]
+    bodies = [m["msg"] for m in messages]  # type: ignore[index]
+    assert [json.loads(b)["seq"] for b in bodies] == [1, 2, 3, 4, 5, 6]
+    assert verify_export(bodies, keys=keys).ok
+
+
+def test_a_down_collector_loses_nothing(log: AuditLog, collector: Collector, tmp_path: Path) -> None:
+    log.append(AuditEvent(action="auth.login.ok", actor="a"))
+    dead = socket.create_server(("127.0.0.1", 0))
+    port = dead.getsockname()[1]
+    dead.close()  # nothing listens here now
+    cursor = tmp_path / "cursor"
+    forwarder = SyslogForwarder(log.engine, f"127.0.0.1:{port}", cursor_file=cursor)
+    with pytest.raises(OSError):
+        forwarder.forward_pending()
+    assert forwarder.sent_seq == 0
+    log.append(AuditEvent(action="auth.login.ok", actor="b"))
+    # Restarted against a live collector, it resumes from its saved position.
+    resumed = SyslogForwarder(log.engine, f"127.0.0.1:{collector.port}", cursor_file=cursor)
+    assert resumed.forward_pending() == 2
+    resumed.stop()
+    _wait_for(lambda: len(collector.frames) == 2)
+    assert len(collector.frames) == 2
+
+
+@pytest.mark.parametrize("bad", ["collector", "host:", ":514", "host:99999", "host:x"])
+def test_bad_addresses_are_config_errors(bad: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_address(bad)
+
+
+def test_ipv6_address() -> None:
+    assert parse_address("[::1]:6514") == ("::1", 6514)
+
+
+def test_from_settings_is_off_unless_configured(engine: Engine, tmp_path: Path) -> None:
+    from appliance.config import load_settings
+
+    assert SyslogForwarder.from_settings(load_settings(tmp_path, environ={}), engine) is None
+    on = load_settings(tmp_path, environ={"ENCLAVE_AUDIT_SYSLOG": "127.0.0.1:6514"})
+    forwarder = SyslogForwarder.from_settings(on, engine)
+    assert forwarder is not None and forwarder.port == 6514
