@@ -58,7 +58,7 @@ def test_an_export_reverifies_off_the_box_with_only_the_public_key(
 
     # One changed character anywhere in a record is found at that record.
     i = 4
-    tampered = lines[:i] + [lines[i].replace("user4", "user5")] + lines[i + 1 :]
+    tampered = [*lines[:i], lines[i].replace("user4", "user5"), *lines[i + 1 :]]
     bad = verify_export(tampered, keys=public_only, checkpoint=cp)
     assert bad.problem is not None and (bad.problem.seq, bad.problem.kind) == (5, "modified")
     # A cut export is found against the checkpoint.
