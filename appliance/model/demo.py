@@ -24,13 +24,23 @@ from typing import Any
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from shared.errors import ModelError
+
 from .bundle import SPECIAL_TOKENS, build_bundle, staged_directory
 from .checkpoint import expected_tensors
 from .config import V4Config
 from .progress import Progress
 from .safetensors_io import TensorSpec, write_file
 
-__all__ = ["DEMO_CONFIG", "DEMO_NAME", "DEMO_VERSION", "DemoPaths", "build_demo", "write_demo_checkpoint"]
+__all__ = [
+    "DEMO_CONFIG",
+    "DEMO_NAME",
+    "DEMO_VERSION",
+    "DemoPaths",
+    "build_demo",
+    "write_demo_checkpoint",
+    "write_random_checkpoint",
+]
 
 DEMO_NAME = "deepseek-v4-demo"
 DEMO_VERSION = 1
@@ -166,9 +176,12 @@ def _demo_tensor(name: str, shape: tuple[int, ...], rng: np.random.Generator, co
     return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
 
 
-def write_demo_checkpoint(out: Path) -> Path:
-    """Write the demo checkpoint directory ``out`` (which must not exist). Returns ``out``."""
-    config = V4Config.from_dict(DEMO_CONFIG)
+def write_random_checkpoint(out: Path, raw_config: dict[str, Any], *, seed: int = SEED) -> Path:
+    """A random-weight checkpoint for ``raw_config`` at ``out`` (which must not exist), with the demo
+    tokenizer. Tensors are generated and written one at a time, so any size fits in memory."""
+    config = V4Config.from_dict(raw_config)
+    if config.vocab_size < VOCAB_SIZE:
+        raise ModelError(f"vocab_size {config.vocab_size} is below the demo tokenizer's {VOCAB_SIZE}")
     shapes = expected_tensors(config)
     with staged_directory(out) as root:
         specs = [TensorSpec(n, "I64" if n.endswith("tid2eid") else "F32", s) for n, s in shapes.items()]
@@ -178,15 +191,20 @@ def write_demo_checkpoint(out: Path) -> Path:
             root / "model.safetensors",
             specs,
             lambda spec: _demo_tensor(
-                spec.name, spec.shape, np.random.default_rng([SEED, seeds[spec.name]]), config
+                spec.name, spec.shape, np.random.default_rng([seed, seeds[spec.name]]), config
             ),
             metadata={"format": "pt"},
         )
-        (root / "config.json").write_text(json.dumps(DEMO_CONFIG, indent=2) + "\n", encoding="utf-8")
+        (root / "config.json").write_text(json.dumps(raw_config, indent=2) + "\n", encoding="utf-8")
         generation = {"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.7}
         (root / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
         write_tokenizer(root / "tokenizer.json")
     return out
+
+
+def write_demo_checkpoint(out: Path) -> Path:
+    """Write the demo checkpoint directory ``out`` (which must not exist). Returns ``out``."""
+    return write_random_checkpoint(out, DEMO_CONFIG)
 
 
 def build_demo(
