@@ -26,10 +26,12 @@ from PySide6.QtCore import (
     Qt,
     QThreadPool,
     QTimer,
+    QTimeZone,
     QtMsgType,
     Signal,
     Slot,
     qInstallMessageHandler,
+    qWarning,
 )
 from PySide6.QtGui import (
     QAction,
@@ -159,6 +161,7 @@ __all__ = [
     "QTextDocument",
     "QTextEdit",
     "QThreadPool",
+    "QTimeZone",
     "QTimer",
     "QTreeView",
     "QVBoxLayout",
@@ -168,4 +171,5 @@ __all__ = [
     "Signal",
     "Slot",
     "qInstallMessageHandler",
+    "qWarning",
 ]

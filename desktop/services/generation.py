@@ -96,9 +96,8 @@ class GenerationService(QObject):
             self._history.add(project_id, model, question, answer, labels, at=self._clock())
             return answer, usage
 
-        job = submit(self._pool, work, on_done=self._done, on_failed=self._failed, parent=self)
-        job.item.connect(self.delta)
         self.started.emit()
+        submit(self._pool, work, on_done=self._done, on_failed=self._failed, on_item=self.delta.emit, parent=self)
 
     def cancel(self) -> None:
         if self._cancel is not None:

@@ -85,8 +85,8 @@ class ProjectService(QObject):
             stats = index.refresh(lambda done, total: job.progress.emit(done, total))
             return stats, index.paths()
 
-        job = submit(self._pool, work, on_done=self._refreshed, on_failed=self._refresh_failed, parent=self)
-        job.progress.connect(self.indexProgress)
+        submit(self._pool, work, on_done=self._refreshed, on_failed=self._refresh_failed,
+               on_progress=self.indexProgress.emit, parent=self)
 
     def _refreshed(self, result: tuple[IndexStats, list[str]]) -> None:
         self._refreshing = False

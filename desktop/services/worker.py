@@ -40,6 +40,8 @@ def submit(
     *,
     on_done: Callable[[Any], None] | None = None,
     on_failed: Callable[[BaseException], None] | None = None,
+    on_item: Callable[[Any], None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
     parent: QObject | None = None,
 ) -> Job:
     """Run ``fn(job)`` in ``pool``; ``fn`` may emit ``job.progress``/``job.item`` as it goes."""
@@ -48,6 +50,11 @@ def submit(
         job.done.connect(on_done)
     if on_failed is not None:
         job.failed.connect(on_failed)
+    # Connected before the job starts: a queued signal emitted with no connection is lost.
+    if on_item is not None:
+        job.item.connect(on_item)
+    if on_progress is not None:
+        job.progress.connect(on_progress)
     job.done.connect(job.deleteLater)
     job.failed.connect(job.deleteLater)
     pool.start(_Runnable(job, fn))

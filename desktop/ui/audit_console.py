@@ -27,6 +27,7 @@ from desktop.qt import (
     QTableWidget,
     QTableWidgetItem,
     QTextBrowser,
+    QTimeZone,
     QVBoxLayout,
     QWidget,
 )
@@ -99,7 +100,7 @@ class AuditConsole(QWidget):
         self.use_until = QCheckBox("until")
         self.until = QDateTimeEdit(QDateTime.currentDateTimeUtc().addDays(1))
         for edit in (self.since, self.until):
-            edit.setTimeSpec(Qt.TimeSpec.UTC)
+            edit.setTimeZone(QTimeZone.utc())
             edit.setDisplayFormat("yyyy-MM-dd HH:mm")
         self.search = QPushButton("Search")
         self.prev_page = QPushButton("◀ Newer")
@@ -223,6 +224,7 @@ class AuditConsole(QWidget):
     def _page(self, records: list[dict[str, Any]], next_cursor: int | None, query: AuditQuery) -> None:
         if query != self._query:
             return
+        self.table.clearSelection()
         self.records = records
         self._next = next_cursor
         self.table.setRowCount(len(records))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import keyring
@@ -11,9 +11,9 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from desktop.app import Dirs  # noqa: E402
-from desktop.qt import QtMsgType, qInstallMessageHandler  # noqa: E402
-from tests.helpers.desktop_keyring import MemoryKeyring  # noqa: E402
+from desktop.app import App, Dirs, build
+from desktop.qt import QtMsgType, qInstallMessageHandler
+from tests.helpers.desktop_keyring import MemoryKeyring
 
 # The offscreen platform plugin cannot do these; they say nothing about our code.
 _PLATFORM_NOISE = ("This plugin does not support",)
@@ -25,9 +25,9 @@ def qt_warnings_fail() -> Iterator[list[str]]:
     seen: list[str] = []
 
     def handler(kind: QtMsgType, context: object, message: str) -> None:
-        if kind in (QtMsgType.QtWarningMsg, QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg):
-            if not message.startswith(_PLATFORM_NOISE):
-                seen.append(message)
+        serious = kind in (QtMsgType.QtWarningMsg, QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg)
+        if serious and not message.startswith(_PLATFORM_NOISE):
+            seen.append(message)
 
     previous = qInstallMessageHandler(handler)
     yield seen
@@ -90,3 +90,20 @@ def fixture_project(tmp_path: Path) -> Path:
     (root / "vendor").mkdir()
     (root / "vendor" / "lib.py").write_text("x = 1\n")
     return root
+
+
+@pytest.fixture
+def make_app(qtbot: object, dirs: Dirs, memory_keyring: MemoryKeyring) -> Iterator[Callable[..., App]]:
+    """Build the whole client (real services, given client factory) with the window shown."""
+    built: list[App] = []
+
+    def factory(**kwargs: object) -> App:
+        kwargs.setdefault("poll_ms", 60_000)
+        app = build(dirs, keyring_backend=memory_keyring, **kwargs)  # type: ignore[arg-type]
+        app.window.show()
+        built.append(app)
+        return app
+
+    yield factory
+    for app in built:
+        app.close()

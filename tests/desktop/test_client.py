@@ -13,7 +13,14 @@ from desktop.client.credentials import SERVICE, CredentialStore
 from desktop.client.errors import CertificateMismatchError, UnreachableError
 from desktop.client.profile import Profile, ProfileStore, normalize_url
 from desktop.client.tls import ca_fingerprint
-from shared.errors import AuthError, ConfigError, InputError, IntegrityError, PermissionDeniedError, QuotaError
+from shared.errors import (
+    AuthError,
+    ConfigError,
+    InputError,
+    IntegrityError,
+    PermissionDeniedError,
+    QuotaError,
+)
 from shared.schemas import ChatCompletionRequest, ChatMessageIn
 from tests.helpers.desktop_keyring import MemoryKeyring
 from tests.helpers.desktop_tls import https_server, make_ca

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from shared.errors import InputError
 
 
 @pytest.fixture
-def index(fixture_project: Path, tmp_path: Path) -> ProjectIndex:
+def index(fixture_project: Path, tmp_path: Path) -> Iterator[ProjectIndex]:
     ix = ProjectIndex(fixture_project, tmp_path / "cache" / "ix.sqlite")
     ix.refresh()
     yield ix
@@ -87,7 +89,7 @@ def test_context_lists_what_it_uses_by_reason(index: ProjectIndex, fixture_proje
     # Nothing is sent twice: each file's line ranges are disjoint.
     for path in {i.path for i in ctx.items}:
         spans = sorted((i.start_line, i.end_line) for i in ctx.items if i.path == path)
-        assert all(a[1] < b[0] or a[0] > b[1] or a == b for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a[1] < b[0] or a[0] > b[1] or a == b for a, b in itertools.pairwise(spans))
     selection = next(i for i in ctx.items if i.reason == "selection")
     assert (selection.start_line, selection.end_line) == (13, 14)
     assert selection.text == "\n".join(text.split("\n")[12:14])

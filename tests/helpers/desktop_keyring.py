@@ -10,7 +10,7 @@ __all__ = ["MemoryKeyring"]
 
 
 class MemoryKeyring(KeyringBackend):
-    priority = 1  # type: ignore[assignment]
+    priority = 1
 
     def __init__(self) -> None:
         super().__init__()

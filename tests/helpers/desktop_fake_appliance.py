@@ -1,0 +1,190 @@
+"""An in-process fake of the appliance API for fast desktop UI tests (``httpx.MockTransport``).
+
+It speaks the same wire format as the real appliance (shared.schemas shapes, SSE ending in
+``data: [DONE]``, OpenAI error envelopes) with canned answers; the flows are also run against the
+real appliance (``enclave demo``) in tests/desktop/test_e2e_appliance.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from desktop.client.api import ApplianceClient
+
+__all__ = ["FakeAppliance"]
+
+ANSWER = "Use `unit_price` with a default.\n\n```python\n        return sum(unit_price(sku) * q for sku, q in self.items if q > 0)\n```\n"
+
+
+def _err(status: int, message: str, code: str) -> httpx.Response:
+    return httpx.Response(status, json={"error": {"message": message, "type": "x", "code": code}})
+
+
+class FakeAppliance:
+    def __init__(self, *, answer: str = ANSWER, completion: str = "_total = 0") -> None:
+        self.answer = answer
+        self.completion = completion
+        self.passwords = {"dev": ("pw", "developer"), "aud": ("pw", "auditor"), "boss": ("pw", "admin")}
+        self.tokens: dict[str, str] = {}  # token -> user
+        self.requests: list[dict[str, Any]] = []  # bodies of generation requests
+        self.reachable = True
+        self.events: list[dict[str, Any]] = []
+        self.users: list[dict[str, Any]] = [
+            {"id": i + 1, "username": u, "role": r, "teams": ["default"], "disabled": False,
+             "must_change_password": False, "created_at": "2026-11-01T00:00:00Z"}
+            for i, (u, (_, r)) in enumerate(self.passwords.items())
+        ]
+        self.token_rows: list[dict[str, Any]] = [{"id": 1, "username": "dev", "name": "laptop", "scopes": [], "created_at": "2026-11-01T00:00:00Z",
+                            "expires_at": "2027-01-01T00:00:00Z", "revoked_at": None, "last_used_at": None, "status": "active"}]
+        self.teams: list[dict[str, Any]] = [{"id": 1, "name": "default", "members": ["dev", "aud", "boss"], "policy": {"capture_mode": "sealed"}}]
+        self.sealed: dict[str, dict[str, str]] = {}
+        base = dt.datetime(2026, 11, 20, 9, 0, tzinfo=dt.UTC)
+        for i in range(120):
+            actor = ["user:dev", "user:aud"][i % 2]
+            ref = str(uuid.UUID(int=i + 1))
+            self.sealed[ref] = {"completion": f"sealed answer {i}"}
+            self._event(actor, "generation.completed", "model:demo", "success", base + dt.timedelta(hours=i),
+                        {"prompt_tokens": 10, "completion_tokens": i % 7}, {"mode": "sealed", "ref": ref})
+        self._event("user:boss", "admin.user.role_changed", "user:dev", "success", base + dt.timedelta(days=6),
+                    {"old": {"role": "auditor"}, "new": {"role": "developer"}}, None)
+
+    def _event(self, actor: str, action: str, target: str, outcome: str, time: dt.datetime,
+               details: dict[str, Any], content: dict[str, Any] | None) -> None:
+        seq = len(self.events) + 1
+        self.events.append({"seq": seq, "time": time.isoformat().replace("+00:00", "Z"), "actor": actor, "action": action,
+                            "target": target, "outcome": outcome, "request_id": f"r{seq}", "client_address": "127.0.0.1",
+                            "details": details, "content": content, "prev_hash": f"{seq - 1:064x}", "hash": f"{seq:064x}"})
+
+    def client_factory(self, base_url: str, *, ca_file: Path | None = None, token: str | None = None,
+                       ca_fingerprint: str = "") -> ApplianceClient:
+        return ApplianceClient(base_url, token=token, transport=httpx.MockTransport(self.handle), ca_fingerprint=ca_fingerprint)
+
+    def expire(self, token: str) -> None:
+        self.tokens.pop(token, None)
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if not self.reachable:
+            raise httpx.ConnectError("connection refused", request=request)
+        path = request.url.path
+        if path == "/healthz":
+            return httpx.Response(200, json={"status": "ok", "checks": {}})
+        if path == "/v1/auth/login":
+            body = json.loads(request.content)
+            known = self.passwords.get(body["username"])
+            if known is None or known[0] != body["password"]:
+                return _err(401, "wrong user name or password", "invalid_api_key")
+            token = f"encl_{uuid.uuid4().hex}"
+            self.tokens[token] = body["username"]
+            return httpx.Response(200, json={"token": token, "token_type": "bearer", "expires_at": "2026-12-01T00:00:00Z"})
+        auth = request.headers.get("authorization", "")
+        user = self.tokens.get(auth.removeprefix("Bearer "))
+        if user is None:
+            return _err(401, "token expired or revoked", "invalid_api_key")
+        role = self.passwords[user][1]
+        if path == "/v1/auth/logout":
+            self.tokens.pop(auth.removeprefix("Bearer "), None)
+            return httpx.Response(204)
+        if path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "deepseek-v4-demo", "object": "model", "created": 1, "owned_by": "enclave"}]})
+        if path == "/v1/chat/completions":
+            self.requests.append(json.loads(request.content))
+            return self._stream_chat()
+        if path == "/v1/completions":
+            self.requests.append(json.loads(request.content))
+            chunk = {"id": "c", "object": "text_completion", "created": 1, "model": "m",
+                     "choices": [{"index": 0, "text": self.completion, "finish_reason": "stop", "logprobs": None}]}
+            return httpx.Response(200, content=b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n")
+        if path.startswith("/v1/audit/"):
+            if role not in ("auditor", "admin"):
+                return _err(403, "the audit log needs the auditor or admin role", "permission_denied")
+            return self._audit(request, path)
+        if path.startswith("/v1/admin/"):
+            if role != "admin":
+                return _err(403, "needs the admin role", "permission_denied")
+            return self._admin(request, path)
+        return _err(404, "not found", "not_found")
+
+    def _stream_chat(self) -> httpx.Response:
+        frames = []
+        step = 7
+        for i in range(0, len(self.answer), step):
+            frames.append({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                           "choices": [{"index": 0, "delta": {"content": self.answer[i : i + step]}, "finish_reason": None}]})
+        frames.append({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                       "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        body = b"".join(b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames) + b"data: [DONE]\n\n"
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    def _audit(self, request: httpx.Request, path: str) -> httpx.Response:
+        q = request.url.params
+        if path == "/v1/audit/events":
+            rows = list(reversed(self.events))
+            for key in ("actor", "outcome"):
+                if key in q:
+                    rows = [r for r in rows if r[key] == q[key]]
+            if "action" in q:
+                a = q["action"]
+                rows = [r for r in rows if (r["action"].startswith(a.rstrip("*")) if a.endswith((".", "*")) else r["action"] == a)]
+            if "since" in q:
+                since = dt.datetime.fromisoformat(q["since"])
+                rows = [r for r in rows if dt.datetime.fromisoformat(r["time"].replace("Z", "+00:00")) >= since]
+            if "until" in q:
+                until = dt.datetime.fromisoformat(q["until"])
+                rows = [r for r in rows if dt.datetime.fromisoformat(r["time"].replace("Z", "+00:00")) < until]
+            if "cursor" in q:
+                rows = [r for r in rows if r["seq"] < int(q["cursor"])]
+            limit = int(q.get("limit", 100))
+            page = rows[:limit]
+            return httpx.Response(200, json={"records": page, "next_cursor": page[-1]["seq"] if len(rows) > limit else None})
+        if path == "/v1/audit/verify":
+            n = len(self.events)
+            return httpx.Response(200, json={"ok": True, "total": n, "valid": n, "problem": None, "problem_seq": None,
+                                             "last_checkpoint": None, "summary": f"{n} records, chain intact"})
+        if path == "/v1/audit/export":
+            fmt = q.get("format", "jsonl")
+            lines = [json.dumps(e) if fmt == "jsonl" else f"CEF:0|Enclave|Enclave Appliance|0.1|{e['action']}|x|3|externalId={e['seq']}" for e in self.events]
+            return httpx.Response(200, content=("\n".join(lines) + "\n").encode())
+        if path.startswith("/v1/audit/sealed/"):
+            ref = path.rsplit("/", 1)[1]
+            return httpx.Response(200, json=self.sealed[ref]) if ref in self.sealed else _err(404, "no such content", "not_found")
+        return _err(404, "not found", "not_found")
+
+    def _admin(self, request: httpx.Request, path: str) -> httpx.Response:
+        parts = path.split("/")[3:]
+        if parts == ["users"] and request.method == "GET":
+            return httpx.Response(200, json=self.users)
+        if parts == ["users"] and request.method == "POST":
+            body = json.loads(request.content)
+            user = {"id": len(self.users) + 1, "username": body["username"], "role": body["role"], "teams": ["default"],
+                    "disabled": False, "must_change_password": True, "created_at": "2026-11-28T00:00:00Z"}
+            self.users.append(user)
+            return httpx.Response(201, json={"user": user, "one_time_password": None if body.get("password") else "otp-123"})
+        if len(parts) == 3 and parts[0] == "users":
+            user = next(u for u in self.users if u["username"] == parts[1])
+            if parts[2] in ("disable", "enable"):
+                user["disabled"] = parts[2] == "disable"
+            elif parts[2] == "role":
+                user["role"] = json.loads(request.content)["role"]
+            return httpx.Response(200, json=user)
+        if parts == ["tokens"]:
+            return httpx.Response(200, json=self.token_rows)
+        if len(parts) == 2 and parts[0] == "tokens" and request.method == "DELETE":
+            for t in self.token_rows:
+                if t["id"] == int(parts[1]):
+                    t["status"], t["revoked_at"] = "revoked", "2026-11-28T00:00:00Z"
+            return httpx.Response(204)
+        if parts == ["teams"]:
+            return httpx.Response(200, json=self.teams)
+        if len(parts) == 3 and parts[0] == "teams" and parts[2] == "policy":
+            team = next(t for t in self.teams if t["name"] == parts[1])
+            team["policy"] = {**(team["policy"] or {}), **json.loads(request.content)}
+            return httpx.Response(200, json=team["policy"])
+        return _err(404, "not found", "not_found")
