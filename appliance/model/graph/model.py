@@ -69,6 +69,11 @@ class V4GraphBuilder(AttentionBuilder, MoEBuilder, HyperBuilder):
             self.add_output("hidden_streams", streams, self.act, ["batch", "seq", hc, dim])
         else:
             self.add_output("logits", self.make_lm_head(streams), TensorProto.FLOAT, self._logits_shape())
+        # Outputs in contract order (graph_io): the stage's result, then present.* as past.* come in.
+        by_name = {o.name: o for o in self.outputs}
+        main = [o for o in self.outputs if not o.name.startswith("present.")]
+        presents = [by_name["present." + i.name[5:]] for i in self.inputs if i.name.startswith("past.")]
+        self.outputs = main + presents
         return self.build_model(name)
 
     def make_layer(self, layer: int, streams: str) -> str:
