@@ -38,6 +38,7 @@ from appliance.db.base import utcnow
 from appliance.db.datadir import load_data_dir
 from appliance.db.engine import UnitOfWork, make_engine
 from appliance.db.models import User
+from appliance.model.signing import init_model_trust
 from shared.errors import ConflictError
 
 __all__ = ["STEPS", "Step", "register"]
@@ -90,6 +91,7 @@ STEPS: list[Step] = [
     create_audit_key_files,
     create_default_team,
     init_tls,
+    init_model_trust,
 ]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -26,10 +27,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from shared.errors import ConfigError, IntegrityError, ModelError
 
+if TYPE_CHECKING:
+    from appliance.config import Settings
+
 __all__ = [
     "TRUST_DIR",
     "default_signing_key",
     "default_signing_key_path",
+    "init_model_trust",
     "key_id",
     "load_private_key",
     "load_public_key",
@@ -133,3 +138,10 @@ def pin_public_key(data_dir: Path | str, key: Ed25519PublicKey, name: str) -> Pa
     tmp.write_bytes(public_pem(key))
     os.replace(tmp, path)
     return path
+
+
+def init_model_trust(settings: Settings) -> None:
+    """``enclave init`` step: the data directory's model trust store, with this user's signing key
+    pinned (created on first use), so bundles built here with ``enclave model build`` import as they are."""
+    (settings.data_dir / TRUST_DIR).mkdir(parents=True, exist_ok=True)
+    pin_public_key(settings.data_dir, default_signing_key().public_key(), "local-builder")

@@ -105,3 +105,15 @@ def test_bad_options_and_tampering_are_refused(release_ckpt: Path, keys: tuple[P
     (out / "tokenizer.json").write_text("{}")
     assert main(["model", "verify", str(out), "--key", str(public)]) == 1
     assert "file tokenizer.json does not match its manifest digest" in capsys.readouterr().err
+
+
+def test_init_pins_the_local_signing_key(release_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ENCLAVE_MODEL_SIGNING_KEY", str(tmp_path / "cfg" / "key.pem"))
+    data = tmp_path / "data"
+    assert main(["init", "--data", str(data)]) == 0
+    assert [p.name for p in (data / "keys" / "trusted_models").iterdir()] == ["local-builder.pub"]
+    # A bundle built here with the default key imports with no further step.
+    assert main(["model", "build", str(release_ckpt), str(tmp_path / "b"), "--version", "5"]) == 0
+    assert main(["model", "import", str(tmp_path / "b"), "--data", str(data)]) == 0
+    assert "installed tiny-v4 version 5" in capsys.readouterr().out
