@@ -44,6 +44,16 @@ def register(parser: argparse.ArgumentParser) -> None:
     imp.add_argument("--data", type=Path, help="data directory (default: $ENCLAVE_DATA or the platform's)")
     imp.set_defaults(func=_import)
 
+    trust = sub.add_parser("trust", help="pin a model-signing public key in the data directory")
+    trust.add_argument("pubkey", type=Path, metavar="PUBFILE", help="Ed25519 public key (PEM)")
+    trust.add_argument("--name", default="pinned", help="file name for the key in the trust store")
+    trust.add_argument("--data", type=Path, help="data directory (default: $ENCLAVE_DATA or the platform's)")
+    trust.set_defaults(func=_trust)
+
+    pubkey = sub.add_parser("pubkey", help="print the signing key's public key (PEM), to pin on appliances")
+    _signing_key_option(pubkey)
+    pubkey.set_defaults(func=_pubkey)
+
     lst = sub.add_parser("list", help="list installed model bundles")
     lst.add_argument("--data", type=Path, help="data directory (default: $ENCLAVE_DATA or the platform's)")
     lst.set_defaults(func=_list)
@@ -117,4 +127,20 @@ def _list(args: argparse.Namespace) -> int:
         print("no models installed")
     for m in models:
         print(f"{'*' if m.active else ' '} {m.name}  version {m.version}  {m.path}")
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> int:
+    from appliance.model.signing import key_id, load_public_key, pin_public_key
+
+    key = load_public_key(args.pubkey)
+    path = pin_public_key(args.data or default_data_dir(), key, args.name)
+    print(f"trusting model-signing key {key_id(key)} ({path})")
+    return 0
+
+
+def _pubkey(args: argparse.Namespace) -> int:
+    from appliance.model.signing import public_pem
+
+    print(public_pem(_key(args).public_key()).decode(), end="")
     return 0

@@ -144,4 +144,11 @@ def init_model_trust(settings: Settings) -> None:
     """``enclave init`` step: the data directory's model trust store, with this user's signing key
     pinned (created on first use), so bundles built here with ``enclave model build`` import as they are."""
     (settings.data_dir / TRUST_DIR).mkdir(parents=True, exist_ok=True)
-    pin_public_key(settings.data_dir, default_signing_key().public_key(), "local-builder")
+    try:
+        key = default_signing_key()
+    except ConfigError as exc:
+        # No writable per-user config (a locked-down service account): the appliance still works
+        # with keys pinned later by `enclave model trust`.
+        print(f"model signing key not pinned: {exc}")
+        return
+    pin_public_key(settings.data_dir, key.public_key(), "local-builder")

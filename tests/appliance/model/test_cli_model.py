@@ -49,8 +49,11 @@ def test_build_verify_import_list(release_ckpt: Path, keys: tuple[Path, Path], t
     # Nothing pinned yet: the appliance refuses it.
     assert main(["model", "import", str(out), "--data", str(data)]) == 1
     assert "no trusted model-signing keys" in capsys.readouterr().err
-    (data / "keys" / "trusted_models").mkdir(parents=True)
-    (data / "keys" / "trusted_models" / "builder.pub").write_bytes(public.read_bytes())
+    assert main(["model", "pubkey", "--signing-key", str(private)]) == 0
+    exported = tmp_path / "exported.pub"
+    exported.write_text(capsys.readouterr().out)
+    assert main(["model", "trust", str(exported), "--name", "builder", "--data", str(data)]) == 0
+    assert "trusting model-signing key" in capsys.readouterr().out
     assert main(["model", "import", str(out), "--data", str(data)]) == 0
     assert main(["model", "list", "--data", str(data)]) == 0
     assert "* tiny-v4  version 3" in capsys.readouterr().out
