@@ -41,11 +41,15 @@ class Demo:
 
     def http(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca)), headers=headers)
+        return httpx.Client(
+            base_url=self.url, verify=ssl.create_default_context(cafile=str(self.ca)), headers=headers
+        )
 
     def openai(self) -> openai.OpenAI:
         return openai.OpenAI(
-            base_url=f"{self.url}/v1", api_key=self.account.token, max_retries=0,
+            base_url=f"{self.url}/v1",
+            api_key=self.account.token,
+            max_retries=0,
             http_client=httpx.Client(verify=ssl.create_default_context(cafile=str(self.ca))),
         )
 
@@ -56,7 +60,9 @@ def _staff_token(runtime: Runtime, username: str, role: str) -> str:
         change, _ = ops.create_user(session, username, role=role, now=now, password=ops.one_time_password())
         runtime.audit.append_in(session, AuditEvent(action=change.action, actor="test", target=change.target))
         user = ops.get_user(session, username)
-        raw, _, _ = token_ops.create_token(session, user.id, name="e2e", expires_in=dt.timedelta(days=1), now=now)
+        raw, _, _ = token_ops.create_token(
+            session, user.id, name="e2e", expires_in=dt.timedelta(days=1), now=now
+        )
     return raw
 
 
@@ -80,23 +86,34 @@ def test_openai_family_on_the_real_engine(demo: Demo) -> None:
     assert [m.id for m in client.models.list()] == [MODEL]
     chunks = list(
         client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "def add(a, b):"}], stream=True,
-            max_tokens=6, temperature=0, stream_options={"include_usage": True},
+            model=MODEL,
+            messages=[{"role": "user", "content": "def add(a, b):"}],
+            stream=True,
+            max_tokens=6,
+            temperature=0,
+            stream_options={"include_usage": True},
         )
     )
     assert chunks[0].object == "chat.completion.chunk"
     usage = chunks[-1].usage
     assert usage is not None and 1 <= usage.completion_tokens <= 6
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason][0] in ("stop", "length")
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason][0] in (
+        "stop",
+        "length",
+    )
     # Greedy decoding is deterministic: the streamed and the whole answer agree.
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     whole = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "def add(a, b):"}], max_tokens=6, temperature=0
     )
     assert whole.choices[0].message.content == streamed
-    fim = client.completions.create(model=MODEL, prompt="def f(x):\n    return ", suffix="\n", max_tokens=4, temperature=0)
+    fim = client.completions.create(
+        model=MODEL, prompt="def f(x):\n    return ", suffix="\n", max_tokens=4, temperature=0
+    )
     assert fim.object == "text_completion" and fim.usage is not None and fim.usage.completion_tokens <= 4
-    parts = list(client.completions.create(model=MODEL, prompt="x = ", suffix="\n", max_tokens=4, stream=True, seed=7))
+    parts = list(
+        client.completions.create(model=MODEL, prompt="x = ", suffix="\n", max_tokens=4, stream=True, seed=7)
+    )
     assert parts[-1].choices[0].finish_reason in ("stop", "length")
 
 
@@ -121,11 +138,14 @@ def test_disconnect_frees_the_engine_slot(demo: Demo) -> None:
 
 def test_auth_family_login_and_logout(demo: Demo) -> None:
     with demo.http() as http:
-        r = http.post("/v1/auth/login", json={"username": demo.account.username, "password": demo.account.password})
+        r = http.post(
+            "/v1/auth/login", json={"username": demo.account.username, "password": demo.account.password}
+        )
         assert r.status_code == 200, r.text
         session = r.json()["token"]
         r = http.post(
-            "/v1/chat/completions", headers={"Authorization": f"Bearer {session}"},
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {session}"},
             json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
         )
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] <= 2
@@ -145,7 +165,9 @@ def test_admin_family(demo: Demo) -> None:
         r = http.post("/v1/completions", json={"model": MODEL, "prompt": "a", "max_tokens": 5})
         assert r.status_code == 400 and "max_output_tokens" in r.json()["error"]["message"]
     with demo.http(demo.admin_token) as http:
-        assert http.patch("/v1/admin/teams/default/policy", json={"max_output_tokens": 4096}).status_code == 200
+        assert (
+            http.patch("/v1/admin/teams/default/policy", json={"max_output_tokens": 4096}).status_code == 200
+        )
 
 
 def test_audit_family(demo: Demo) -> None:
