@@ -2,7 +2,10 @@
 
     enclave generate --bundle B (--prompt TEXT | --chat FILE | --prefix P --suffix S)
                      [--max-tokens N] [--greedy | --temperature T [--seed S]] [--top-p P] [--top-k K]
-                     [--stop STR ...] [--thinking] [--ids]
+                     [--stop STR ...] [--thinking] [--ids] [--key PUB ... | --data DIR]
+
+The bundle is verified first, like everything the appliance loads: its manifest signature against the
+public keys given with ``--key``, else the keys pinned in the data directory.
 
 Text is printed as it is generated; with ``--ids`` the generated token ids are printed instead.
 ``--chat FILE`` is a JSON list of ``{"role": ..., "content": ...}`` objects.
@@ -16,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from appliance.config import default_data_dir
 from appliance.engine import ChatMessage, LLMEngine, PromptEncoder, SamplingParams
 from shared.errors import InputError
 
@@ -38,6 +42,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     parser.add_argument("--thinking", action="store_true", help="chat in thinking mode")
     parser.add_argument("--ids", action="store_true", help="print generated token ids, not text")
+    parser.add_argument("--key", type=Path, action="append", help="trusted model-signing public key (PEM)")
+    parser.add_argument("--data", type=Path, help="data directory whose pinned keys to trust")
     parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--device-ids", default="0", help="GPU ids for the pipeline stages, e.g. 0,1")
     parser.add_argument("--max-context", type=int, default=4096, help="cache capacity in tokens")
@@ -88,9 +94,19 @@ def run(args: argparse.Namespace) -> int:
     chat = _read_chat(args.chat) if args.chat is not None else None
     if args.suffix is not None and args.thinking:
         raise InputError("--thinking applies to --chat only")
-    device_ids = tuple(int(p) for p in str(args.device_ids).split(",") if p.strip())
+    try:
+        device_ids = tuple(int(p) for p in str(args.device_ids).split(",") if p.strip())
+    except ValueError:
+        raise InputError(f"--device-ids must be comma-separated integers, got {args.device_ids!r}") from None
+    from appliance.model.bundle import load_bundle
+    from appliance.model.signing import load_public_key, trusted_keys
+
+    if args.key:
+        keys = [load_public_key(path) for path in args.key]
+    else:
+        keys = trusted_keys(args.data or default_data_dir())
     engine = LLMEngine.from_bundle(
-        args.bundle,
+        load_bundle(args.bundle, trusted_keys=keys),
         provider=args.provider,
         device_ids=device_ids,
         num_slots=1,

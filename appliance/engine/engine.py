@@ -8,14 +8,12 @@ drives it from a background thread for asyncio callers (the API server).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +24,10 @@ from appliance.engine.scheduler import Scheduler, check_admissible
 from appliance.engine.sequence import Sequence
 from appliance.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 from appliance.engine.types import ChatMessage, Delta, EngineStats, FinishReason, SamplingParams
-from shared.errors import EnclaveError, EngineError, InputError, ModelError
+from shared.errors import EnclaveError, EngineError, InputError
+
+if TYPE_CHECKING:
+    from appliance.model.bundle import Bundle
 
 __all__ = ["DEFAULT_MAX_CONTEXT", "AsyncEngine", "LLMEngine", "Runner", "StepOutput"]
 
@@ -83,6 +84,7 @@ class LLMEngine:
         max_prefill_tokens: int = 8192,
         preempt_after: int | None = None,
         model_id: str = "model",
+        stop_ids: Iterable[int] = (),
     ) -> None:
         self.runner = runner
         self.tokenizer = tokenizer
@@ -94,15 +96,16 @@ class LLMEngine:
             max_prefill_tokens=max_prefill_tokens,
             preempt_after=preempt_after,
         )
+        # Generation ends at the tokenizer's EOS and at the model config's EOS ids.
         eos = tokenizer.eos_id
-        self._default_stop_ids = frozenset(() if eos is None else (eos,))
+        self._default_stop_ids = frozenset((*stop_ids, *(() if eos is None else (eos,))))
         self._seqs: dict[str, Sequence] = {}
         self._detok: dict[str, IncrementalDetokenizer] = {}
 
     @classmethod
     def from_bundle(
         cls,
-        bundle_dir: Path | str,
+        bundle: Bundle,
         *,
         provider: Literal["cpu", "cuda"] = "cpu",
         device_ids: Seq[int] = (0,),
@@ -111,33 +114,25 @@ class LLMEngine:
         intra_op_threads: int = 0,
         max_waiting: int = 256,
     ) -> LLMEngine:
-        """An engine over a bundle directory (bundle.json, stage graphs, tokenizer), on ORT.
-
-        The caller verifies the bundle's manifest first; this only reads it.
-        """
+        """An engine on ONNX Runtime over a bundle that ``appliance.model.bundle.load_bundle`` verified."""
         from appliance.engine.runner import OrtRunner  # the one module that imports onnxruntime
 
-        path = Path(bundle_dir)
-        document = _read_bundle_json(path)
-        config = document.get("config")
-        limit = config.get("max_position_embeddings") if isinstance(config, dict) else None
-        if isinstance(limit, int) and limit > 1:
-            max_context = min(max_context, limit)
-        tokenizer_file = document.get("tokenizer")
-        tokenizer = Tokenizer.from_file(
-            path / (tokenizer_file if isinstance(tokenizer_file, str) else "tokenizer.json")
-        )
         runner = OrtRunner(
-            path,
-            document["io"],
+            bundle.path,
+            bundle.io,
             num_slots=num_slots,
-            max_context=max_context,
+            max_context=min(max_context, bundle.config.max_position_embeddings),
             provider=provider,
             device_ids=device_ids,
             intra_op_threads=intra_op_threads,
         )
-        name = document.get("name") or document.get("model_id") or path.name
-        return cls(runner, tokenizer, max_waiting=max_waiting, model_id=str(name))
+        return cls(
+            runner,
+            Tokenizer.from_file(bundle.tokenizer_path),
+            max_waiting=max_waiting,
+            model_id=bundle.name,
+            stop_ids=bundle.config.eos_token_id,
+        )
 
     @property
     def has_work(self) -> bool:
@@ -222,16 +217,6 @@ class LLMEngine:
         self.scheduler.finish(seq, reason)
         del self._seqs[seq.request_id]
         del self._detok[seq.request_id]
-
-
-def _read_bundle_json(path: Path) -> dict[str, Any]:
-    try:
-        document = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read bundle.json: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("io"), dict):
-        raise ModelError(f"{path}/bundle.json has no 'io' object (see docs/bundle.md)")
-    return document
 
 
 class _Listener:

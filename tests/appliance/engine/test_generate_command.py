@@ -1,4 +1,4 @@
-"""``enclave generate`` on a real (toy) bundle through the CLI entry point."""
+"""``enclave generate`` on the real demo bundle through the CLI entry point."""
 
 from __future__ import annotations
 
@@ -9,12 +9,26 @@ import pytest
 
 from appliance.cli import main
 from appliance.engine import LLMEngine, PromptEncoder, SamplingParams
-from tests.helpers.engine_toy_bundle import write_toy_bundle
+from tests.helpers.engine_demo import Demo, build_demo_model
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_toy_bundle(tmp_path_factory.mktemp("gen") / "bundle")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    return build_demo_model(tmp_path_factory.mktemp("gen"))
+
+
+@pytest.fixture(scope="module")
+def bundle(demo: Demo) -> Path:
+    return demo.bundle_dir
+
+
+@pytest.fixture(autouse=True)
+def _trust(demo: Demo, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Commands read trusted keys from the data directory: pin the demo's signer in a fresh one.
+    from appliance.model.signing import pin_public_key
+
+    pin_public_key(tmp_path / "data", demo.key.public_key(), "demo")
+    monkeypatch.setenv("ENCLAVE_DATA", str(tmp_path / "data"))
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -23,9 +37,11 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_ids_match_the_engine(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "--bundle", str(bundle), "--prompt", "def f", "--max-tokens", "6", "--ids")
-    engine = LLMEngine.from_bundle(bundle)
+def test_ids_match_the_engine(demo: Demo, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "--bundle", str(demo.bundle_dir), "--prompt", "def f", "--max-tokens", "6", "--ids"
+    )
+    engine = LLMEngine.from_bundle(demo.bundle())
     prompt = PromptEncoder(engine.tokenizer).completion("def f")
     expected = engine.generate([prompt], SamplingParams(temperature=0.0, max_tokens=6))[0]
     assert code == 0 and out.split() == [str(i) for i in expected]
@@ -69,6 +85,18 @@ def test_bad_input_is_one_line(
     assert err.count("\n") == 1
 
 
-def test_missing_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_or_untrusted_bundle(demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "--bundle", str(tmp_path / "none"), "--prompt", "a")
-    assert code == 1 and "bundle.json" in err and "Traceback" not in err
+    assert code == 1 and "not a bundle directory" in err and "Traceback" not in err
+    stranger = tmp_path / "stranger.pub"
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from appliance.model.signing import public_pem
+
+    stranger.write_bytes(public_pem(Ed25519PrivateKey.generate().public_key()))
+    code, _, err = run(capsys, "--bundle", str(demo.bundle_dir), "--prompt", "a", "--key", str(stranger))
+    assert code == 1 and "not a trusted model-signing key" in err
+    code, out, _ = run(
+        capsys, "--bundle", str(demo.bundle_dir), "--prompt", "a", "--key", str(demo.public_key), "--ids"
+    )
+    assert code == 0 and out.strip()
