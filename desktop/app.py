@@ -81,6 +81,7 @@ def build(
     policy_patterns: Sequence[str] = (),
     poll_ms: int = 2000,
     completion_pause_ms: int = 600,
+    answer_max_tokens: int = 512,
 ) -> App:
     pool = QThreadPool()
     pool.setMaxThreadCount(4)
@@ -92,7 +93,9 @@ def build(
     )
     history = HistoryStore(dirs.data / "history.sqlite")
     project = ProjectService(cache_dir=dirs.cache, pool=pool, policy_patterns=policy_patterns, poll_ms=poll_ms)
-    generation = GenerationService(client=lambda: connection.client, pool=pool, history=history)
+    generation = GenerationService(
+        client=lambda: connection.client, pool=pool, history=history, max_tokens=answer_max_tokens
+    )
     completion = CompletionService(client=lambda: connection.client, pool=pool)
     edits = EditService()
     history_service = HistoryService(history=history, pool=pool)

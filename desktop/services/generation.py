@@ -60,12 +60,14 @@ class GenerationService(QObject):
         pool: QThreadPool,
         history: HistoryStore,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        max_tokens: int = 512,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._client = client
         self._pool = pool
         self._history = history
+        self._max_tokens = max_tokens
         self._clock = clock
         self._cancel: threading.Event | None = None
         self.busy = False
@@ -77,7 +79,7 @@ class GenerationService(QObject):
         if not question.strip():
             self.failed.emit(InputError("type a question first"))
             return
-        request = build_chat_request(model, question, context, project_id)
+        request = build_chat_request(model, question, context, project_id, max_tokens=self._max_tokens)
         client = self._client()
         cancel = threading.Event()
         self._cancel = cancel

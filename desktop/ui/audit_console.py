@@ -88,6 +88,7 @@ class AuditConsole(QWidget):
         self._cursors: list[int | None] = [None]  # cursor of each page seen so far
         self._next: int | None = None
         self._query = AuditQuery()
+        self.page_size = 50
 
         self.actor = QLineEdit()
         self.actor.setPlaceholderText("actor")
@@ -209,17 +210,17 @@ class AuditConsole(QWidget):
     def run_search(self) -> None:
         self._query = self.current_query()
         self._cursors = [None]
-        self.service.query(self._query)
+        self.service.query(self._query, limit=self.page_size)
 
     def older(self) -> None:
         if self._next is not None:
             self._cursors.append(self._next)
-            self.service.query(self._query, cursor=self._next)
+            self.service.query(self._query, cursor=self._next, limit=self.page_size)
 
     def newer(self) -> None:
         if len(self._cursors) > 1:
             self._cursors.pop()
-            self.service.query(self._query, cursor=self._cursors[-1])
+            self.service.query(self._query, cursor=self._cursors[-1], limit=self.page_size)
 
     def _page(self, records: list[dict[str, Any]], next_cursor: int | None, query: AuditQuery) -> None:
         if query != self._query:

@@ -1,0 +1,84 @@
+"""Start a real appliance for the desktop tests: ``enclave demo --port 0`` (HTTPS on loopback, the
+demo model, SQLite), plus an auditor and an admin added with ``enclave user add``."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RealAppliance", "real_appliance"]
+
+STARTUP_TIMEOUT_S = 300
+AUDITOR = ("auditor1", "Audit-pass-for-tests-2026")
+ADMIN = ("admin1", "Admin-pass-for-tests-2026")
+
+
+@dataclass(frozen=True)
+class RealAppliance:
+    url: str
+    ca_file: Path
+    fingerprint: str
+    token: str
+    username: str
+    password: str
+    data_dir: Path
+
+
+def _enclave(*args: str, stdin: str = "") -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", *args], input=stdin, capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"enclave {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+
+@contextmanager
+def real_appliance(data_dir: Path) -> Iterator[RealAppliance]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "demo", "--port", "0", "--data", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Sign in as"):
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        ready.wait(STARTUP_TIMEOUT_S)
+        text = "".join(lines)
+        values = dict(re.findall(r"^(ENCLAVE_\w+)=(\S+)$", text, re.M))
+        login = re.search(r"Sign in as '([^']+)' with password '([^']+)'", text)
+        fingerprint = re.search(r"fingerprint[^:]*: ([0-9A-F:]{95})", text)
+        if proc.poll() is not None or login is None or fingerprint is None or "ENCLAVE_URL" not in values:
+            raise RuntimeError("enclave demo did not start:\n" + text[-3000:])
+        _enclave("user", "add", AUDITOR[0], "--role", "auditor", "--password-stdin", "--data", str(data_dir), stdin=AUDITOR[1])
+        _enclave("user", "add", ADMIN[0], "--role", "admin", "--password-stdin", "--data", str(data_dir), stdin=ADMIN[1])
+        yield RealAppliance(
+            url=values["ENCLAVE_URL"], ca_file=Path(values["ENCLAVE_CA"]), fingerprint=fingerprint.group(1),
+            token=values["ENCLAVE_TOKEN"], username=login.group(1), password=login.group(2), data_dir=data_dir,
+        )
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        reader.join(5)
