@@ -39,7 +39,7 @@ from appliance.db.datadir import load_data_dir
 from appliance.db.engine import UnitOfWork, make_engine
 from appliance.db.models import User
 from appliance.model.signing import init_model_trust
-from shared.errors import ConflictError
+from shared.errors import ConfigError, ConflictError
 
 __all__ = ["STEPS", "Step", "register"]
 
@@ -124,12 +124,18 @@ def _refuse_used_database(url: str) -> None:
 
 
 def _init(target: Path, *, admin_name: str, database_url: str | None) -> tuple[Settings, str]:
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        what = "an initialised data directory" if (target / SETTINGS_FILE).exists() else "not empty"
-        raise ConflictError(f"{target} already exists and is {what}; choose another --data")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        if not target.is_dir():
+            raise ConflictError(f"{target} exists and is not a directory; choose another --data")
+        if any(target.iterdir()):
+            what = "an initialised data directory" if (target / SETTINGS_FILE).exists() else "not empty"
+            raise ConflictError(f"{target} already exists and is {what}; choose another --data")
     admin.validate_username(admin_name)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        building = Path(tempfile.mkdtemp(prefix=f".{target.name}.init-", dir=target.parent))
+    except OSError as exc:
+        raise ConfigError(f"cannot create {target}: {exc.strerror or exc}") from None
     try:
         settings = load_settings(building)
         if database_url is not None:
@@ -141,6 +147,9 @@ def _init(target: Path, *, admin_name: str, database_url: str | None) -> tuple[S
         password = create_first_admin(settings, admin_name)
         # Replaces an empty directory; a non-empty one appeared meanwhile is an error (ENOTEMPTY).
         os.rename(building, target)
+    except OSError as exc:
+        shutil.rmtree(building, ignore_errors=True)
+        raise ConfigError(f"cannot initialise {target}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

@@ -70,6 +70,14 @@ def test_init_refuses_an_existing_data_dir(tmp_path: Path, capsys: pytest.Captur
     assert [p.name for p in other.iterdir()] == ["notes.txt"]
 
 
+def test_unusable_target_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert "not a directory" in one_line_error(run_cli(capsys, ["init", "--data", str(blocker)]))
+    assert "cannot create" in one_line_error(run_cli(capsys, ["init", "--data", str(blocker / "site")]))
+    assert blocker.read_text() == "x" and _leftovers(tmp_path) == []
+
+
 def test_init_into_an_empty_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "empty"
     data.mkdir()
