@@ -8,6 +8,7 @@ Each operation is called with a token whose role may use it (developer for gener
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -54,6 +55,16 @@ def _role_for(path: str) -> str:
     return "dev"
 
 
+def _fuzz(operation: Any, mode: GenerationMode, token: str) -> None:
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    def exercise(case: schemathesis.Case) -> None:
+        headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+        case.call_and_validate(headers=headers, checks=CHECKS)
+
+    exercise()
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_api_conforms_to_its_openapi_document(fuzzed: Appliance, mode: GenerationMode) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", fuzzed.app)
@@ -62,16 +73,8 @@ def test_api_conforms_to_its_openapi_document(fuzzed: Appliance, mode: Generatio
     assert len(operations) > 30
 
     for operation in operations:
-        token = fuzzed.tokens[_role_for(operation.path)]
-
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-        def exercise(case: schemathesis.Case) -> None:
-            headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
-            case.call_and_validate(headers=headers, checks=CHECKS)
-
         try:
-            exercise()
+            _fuzz(operation, mode, fuzzed.tokens[_role_for(operation.path)])
         except Unsatisfiable:
             # An operation without parameters has no invalid input to generate.
             assert mode is GenerationMode.NEGATIVE and not operation.path.startswith("/v1/")
