@@ -1,11 +1,13 @@
 """Alembic environment: targets the complete ``Base.metadata`` (via appliance.db.schema).
 
-The database URL comes from the Alembic config (``sqlalchemy.url``, set by appliance.db.migrate),
-or from an engine/connection the caller passes in ``config.attributes["connection"]``. SQLite runs
+appliance.db.migrate passes its connection in ``config.attributes["connection"]``; the ``alembic``
+command (see alembic.ini) takes the URL from ``ENCLAVE_DATABASE_URL`` or ``sqlalchemy.url``. SQLite runs
 in batch mode, because its ALTER TABLE cannot change constraints in place.
 """
 
 from __future__ import annotations
+
+import os
 
 from alembic import context
 from sqlalchemy import Connection
@@ -27,7 +29,7 @@ def _configure(connection: Connection) -> None:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=config.get_main_option("sqlalchemy.url"),
+        url=config.get_main_option("sqlalchemy.url") or os.environ.get("ENCLAVE_DATABASE_URL", ""),
         target_metadata=metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
@@ -42,9 +44,9 @@ def run_migrations_online() -> None:
     if connection is not None:
         run_on(connection)
         return
-    url = config.get_main_option("sqlalchemy.url")
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("ENCLAVE_DATABASE_URL", "")
     if not url:
-        raise RuntimeError("no database URL: set sqlalchemy.url or pass a connection")
+        raise RuntimeError("no database URL: set ENCLAVE_DATABASE_URL (or sqlalchemy.url)")
     engine = make_engine(url)
     try:
         with engine.connect() as conn:

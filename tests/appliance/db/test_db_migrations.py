@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -101,7 +107,29 @@ def test_unreachable_database_is_one_line_error() -> None:
     assert "\n" not in message
 
 
-def test_sqlite_unreadable_path_is_database_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_sqlite_unreadable_path_is_database_error(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
     with pytest.raises(DatabaseError, match="cannot reach database"):
         migrate.upgrade(url)
+
+
+def test_migrations_ship_in_the_distribution() -> None:
+    """The offline installer installs from wheels: migrations must be package data there."""
+    root = Path(__file__).resolve().parents[3]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "migrations*" in project["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert "*.mako" in project["tool"]["setuptools"]["package-data"]["*"]
+    shipped = migrate.script_directory()
+    assert (Path(shipped.dir) / "versions" / "__init__.py").is_file()
+    assert {rev.revision for rev in shipped.walk_revisions()} >= {"0001_foundation"}
+
+
+def test_alembic_command_line_for_developers(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    url = f"sqlite:///{tmp_path / 'dev.db'}"
+    alembic = Path(sys.executable).with_name("alembic")
+    env = {**os.environ, "ENCLAVE_DATABASE_URL": url}
+    for argv in (["upgrade", "head"], ["check"]):
+        done = subprocess.run([str(alembic), *argv], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+    assert migrate.current(url) == migrate.head()
