@@ -12,7 +12,8 @@ Public surface (everything else is private to the package)::
     require(principal, permission)                               raises PermissionDeniedError
     admin.*: create_user, disable_user, enable_user, set_role, reset_password, unlock_user,
              create_team, add_member, remove_member, set_policy, get_policy,
-             register_model, set_model_active, list_models, list_users
+             register_model, set_model_active, list_models, list_users, list_teams
+    maintenance.purge(session, *, now) -> counts                ended sessions, lapsed windows, old tokens
 
 Every function takes the caller's SQLAlchemy Session and never commits, so the caller records the
 audit event (``Change.old`` -> ``Change.new``) in the same transaction. Time is passed in
