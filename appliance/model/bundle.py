@@ -148,7 +148,8 @@ class ExternalData:
             self._fh.write(b"\0" * pad)
             self.nbytes += pad
         offset = self.nbytes
-        raw = array.tobytes()
+        # Write straight from the array's buffer: no bytes copy of a possibly large tensor.
+        raw = memoryview(array.reshape(-1).view(np.uint8))
         self._fh.write(raw)
         self.nbytes += len(raw)
         tensor = TensorProto()
