@@ -51,9 +51,9 @@ _LANG_BY_SUFFIX = {
     ".rb": "ruby",
 }
 
-# Unanchored on purpose: a ``^`` under re.M is tried at every character; the keyword is a literal the
-# engine finds fast, and the line's start is checked afterwards.
-_PY = re.compile(r"\b(def|class)[ \t]+([A-Za-z_]\w*)")
+# Anchored on a newline rather than ``^`` under re.M (tried at every character, and slower still with
+# ``\b``): the text is searched with a newline in front, so the first line counts too.
+_PY = re.compile(r"\n([ \t]*)(?:async[ \t]+)?(def|class)[ \t]+([A-Za-z_]\w*)")
 _BRACE_PATTERNS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
     "js": [
         ("function", re.compile(r"^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:async[ \t]+)?function\*?[ \t]+([A-Za-z_$][\w$]*)", re.M)),
@@ -107,24 +107,22 @@ def _block_end(indent: int) -> re.Pattern[str]:
 def _python_symbols(text: str) -> list[Symbol]:
     out: list[Symbol] = []
     line = 1
-    last = 0
+    last = 1  # skip the newline put in front
     # Line numbers come from counting newlines between matches, in C, instead of per-line Python.
-    for m in _PY.finditer(text):
-        line_start = text.rfind("\n", 0, m.start()) + 1
-        prefix = text[line_start : m.start()]
-        if prefix.strip() not in ("", "async"):
-            continue
-        line += text.count("\n", last, m.start())
-        last = m.start()
-        indent = len(prefix.expandtabs()) - len(prefix.lstrip().expandtabs())
-        stop = _block_end(indent).search(text, m.end())
-        body_end = len(text) if stop is None else stop.start()
-        while body_end > m.end() and text[body_end - 1] in " \t\r\n":
+    padded = "\n" + text
+    for m in _PY.finditer(padded):
+        start = m.start() + 1  # the definition's line start, in ``padded``
+        line += padded.count("\n", last, start)
+        last = start
+        indent = len(m.group(1).expandtabs())
+        stop = _block_end(indent).search(padded, m.end())
+        body_end = len(padded) if stop is None else stop.start()
+        while body_end > m.end() and padded[body_end - 1] in " \t\r\n":
             body_end -= 1
-        end = line + text.count("\n", m.start(), body_end)
+        end = line + padded.count("\n", start, body_end)
         end = min(end, line + _MAX_DEF_LINES - 1)
-        kind = "class" if m.group(1) == "class" else "function"
-        out.append(Symbol(m.group(2), kind, line, end))
+        kind = "class" if m.group(2) == "class" else "function"
+        out.append(Symbol(m.group(3), kind, line, end))
     return out
 
 

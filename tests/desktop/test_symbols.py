@@ -48,3 +48,8 @@ def test_names_in_view_use_the_ast_of_the_visible_statements() -> None:
     # A syntax error outside the view does not matter; inside it, the caller falls back.
     assert python_names_in_view(broken, 15, 16) == ["Store"]
     assert python_names_in_view(broken, 18, 18) is None
+
+
+def test_a_definition_on_the_first_line() -> None:
+    [sym] = extract_symbols("x.py", "def first():\n    pass\n")
+    assert (sym.name, sym.line, sym.end_line) == ("first", 1, 2)
