@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy import Connection, Engine, Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -41,16 +41,14 @@ _sealed = cast(Table, AuditSealedRow.__table__)
 
 def lock_head(conn: Connection) -> tuple[int, str]:
     """Lock the chain head for this transaction and return (seq, hash)."""
-    query = select(_head.c.seq, _head.c.hash).where(_head.c.id == 1)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+    lock = " FOR UPDATE" if conn.dialect.name == "postgresql" else ""
+    row = conn.exec_driver_sql(f"SELECT seq, hash FROM audit_chain_head WHERE id = 1{lock}").first()
     if row is None:
         # Only an empty database lacks the row (the migration creates it); ON CONFLICT keeps two
         # first appenders from both inserting it.
         dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         conn.execute(dialect_insert(_head).values(id=1, seq=0, hash=GENESIS_HASH).on_conflict_do_nothing())
-        row = conn.execute(query).first()
+        row = conn.exec_driver_sql(f"SELECT seq, hash FROM audit_chain_head WHERE id = 1{lock}").first()
         if row is None:
             raise AuditUnavailableError("audit chain head cannot be created")
         if row.seq == 0 and conn.execute(select(_events.c.seq).limit(1)).first() is not None:
@@ -58,17 +56,33 @@ def lock_head(conn: Connection) -> tuple[int, str]:
     return int(row.seq), str(row.hash)
 
 
+def _driver_sql(conn: Connection, sql: str) -> str:
+    return sql if conn.dialect.paramstyle == "qmark" else sql.replace("?", "%s")
+
+
+_INSERT_EVENTS = f"INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+_INSERT_SEALED = (
+    "INSERT INTO audit_sealed (ref, time, master_key_id, wrapped_key, ciphertext, purged_time) "
+    "VALUES (?, ?, ?, ?, ?, NULL)"
+)
+_MOVE_HEAD = "UPDATE audit_chain_head SET seq = ?, hash = ? WHERE id = 1"
+
+
 def append_prepared(
     conn: Connection, prepared: Sequence[PreparedEvent], now: Callable[[], str]
 ) -> tuple[list[int], int, str]:
-    """Chain and insert ``prepared`` in the caller's transaction; returns (seqs, head seq, head hash)."""
+    """Chain and insert ``prepared`` in the caller's transaction; returns (seqs, head seq, head hash).
+
+    The records of one call share one time: they commit together. Plain driver SQL, because this
+    runs once per group commit and SQLAlchemy's statement compilation would be most of its CPU.
+    """
     seq, head_hash = lock_head(conn)
-    rows: list[dict[str, Any]] = []
-    sealed: list[dict[str, Any]] = []
+    time = now()
+    rows: list[tuple[Any, ...]] = []
+    sealed: list[tuple[Any, ...]] = []
     seqs: list[int] = []
     for p in prepared:
         seq += 1
-        time = now()
         digest = record_hash_fast(
             seq,
             time,
@@ -83,38 +97,30 @@ def append_prepared(
             head_hash,
         )
         rows.append(
-            {
-                "seq": seq,
-                "time": time,
-                "actor": p.actor,
-                "action": p.action,
-                "target": p.target,
-                "outcome": p.outcome,
-                "request_id": p.request_id,
-                "client_address": p.client_address,
-                "details": p.details_json,
-                "content": p.content_json,
-                "prev_hash": head_hash,
-                "hash": digest,
-            }
+            (
+                seq,
+                time,
+                p.actor,
+                p.action,
+                p.target,
+                p.outcome,
+                p.request_id,
+                p.client_address,
+                p.details_json,
+                p.content_json,
+                head_hash,
+                digest,
+            )
         )
         if p.sealed is not None:
-            sealed.append(
-                {
-                    "ref": p.sealed.ref,
-                    "time": time,
-                    "master_key_id": p.sealed.master_key_id,
-                    "wrapped_key": p.sealed.wrapped_key,
-                    "ciphertext": p.sealed.ciphertext,
-                    "purged_time": None,
-                }
-            )
+            b = p.sealed
+            sealed.append((b.ref, time, b.master_key_id, b.wrapped_key, b.ciphertext))
         seqs.append(seq)
         head_hash = digest
     if sealed:
-        conn.execute(insert(_sealed), sealed)
-    conn.execute(insert(_events), rows)
-    conn.execute(update(_head).where(_head.c.id == 1).values(seq=seq, hash=head_hash))
+        conn.exec_driver_sql(_driver_sql(conn, _INSERT_SEALED), sealed)
+    conn.exec_driver_sql(_driver_sql(conn, _INSERT_EVENTS), rows)
+    conn.exec_driver_sql(_driver_sql(conn, _MOVE_HEAD), (seq, head_hash))
     return seqs, seq, head_hash
 
 

@@ -25,7 +25,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 
-from appliance.audit.chain import GENESIS_HASH, canonical_json, record_hash_fast
+from appliance.audit.chain import GENESIS_HASH, canonical_json, record_hash_fast, row_hash
 from appliance.audit.checkpoints import Checkpoint
 from appliance.audit.keys import AuditKeys
 from appliance.audit.query import cef_row
@@ -162,7 +162,7 @@ def verify_rows(
                 problems.append(Problem(expected, "missing", f"{gap} missing (next record is seq {seq})"))
             else:
                 problems.append(Problem(seq, "reordered", f"seq {seq} appears after seq {expected - 1}"))
-        elif record_hash_fast(seq, *row[1:11]) != row[11]:
+        elif row_hash(row) != row[11]:
             problems.append(_diagnose_contents(source, seq, row))
         elif row[10] != prev:
             if seq == first_seq:
