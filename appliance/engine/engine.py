@@ -184,7 +184,8 @@ class LLMEngine:
         params = seq.params
         detok = self._detok[seq.request_id]
         reason: FinishReason | None = None
-        if token in self._default_stop_ids or token in params.stop_token_ids:
+        ends = token in params.stop_token_ids or (not params.ignore_eos and token in self._default_stop_ids)
+        if ends:
             text = detok.flush()
             reason = "stop"
         else:

@@ -372,6 +372,9 @@ def _open_session(path: Path, device: tuple[str, int], threads: int) -> ort.Infe
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    # Spinning worker threads burn the cores that other stages, the sampler and the API need, and on
+    # a busy host they turn every one of the graph's ~1,000 small nodes into a scheduling wait.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     providers: list[Any] = ["CPUExecutionProvider"]
     if device[0] == "cuda":
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": device[1]}))

@@ -32,6 +32,8 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
+    # Keep generating past EOS (benchmarks that need a fixed number of tokens).
+    ignore_eos: bool = False
 
     @property
     def greedy(self) -> bool:
