@@ -27,7 +27,7 @@ class AttentionBuilder(CompressorBuilder):
         keys = Concat(past window, kv, [compressed entries]) ─ Unsqueeze
         q ─ MatMul(keysᵀ) ─ Add(mask) ─┬─ Softmax ─ MatMul(keys) ─ Mul ─ Transpose ─ RoPE⁻¹ ─ Reshape[B,T,G,.]
                                        └─ ReduceLogSumExp ─ Sub(sink) ─ Sigmoid ─┘
-          ─ Einsum(o_a per group) ─ Reshape ─ o_b_proj
+          ─ Unsqueeze ─ MatMul(o_a per group) ─ Reshape ─ o_b_proj
         """
         c = self.config
         kind = c.layer_types[layer]
@@ -119,12 +119,10 @@ class AttentionBuilder(CompressorBuilder):
         out = self.op("Reshape", f"{path}/o_a_proj/Reshape", [out, self.i64([0, 0, g, per_group])])
         o_a = self.tensor(f"{prefix}.o_a_proj.weight", (g * r, per_group))
         o_a = np.ascontiguousarray(o_a.reshape(g, r, per_group).transpose(0, 2, 1))
-        out = self.op(
-            "Einsum",
-            f"{path}/o_a_proj/Einsum",
-            [out, self.weight(f"{prefix}.o_a_proj.weight.grouped", o_a)],
-            equation="btgk,gkr->btgr",
-        )
+        # [B,T,G,1,K] @ [G,K,R] -> [B,T,G,1,R]: one batched GEMM per group, in any dtype.
+        out = self.op("Unsqueeze", f"{path}/o_a_proj/Unsqueeze", [out, self.i64([3])])
+        o_a_name = self.weight(f"{prefix}.o_a_proj.weight.grouped", o_a)
+        out = self.op("MatMul", f"{path}/o_a_proj/MatMul", [out, o_a_name])
         out = self.op("Reshape", f"{path}/o_b_proj/Reshape", [out, self.i64([0, 0, g * r])])
         return self.make_linear(f"{path}/o_b_proj", out, f"{prefix}.o_b_proj.weight", (c.hidden_size, g * r))
 

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from appliance.model.config import V4Config
 from shared.errors import ModelError
 
-__all__ = ["ACT_DTYPES", "Checkpoint", "GraphBuilder", "WeightSink"]
+__all__ = ["ACT_DTYPES", "QUANT_BITS", "Checkpoint", "GraphBuilder", "WeightSink"]
 
 OPSET = 23
 MS_DOMAIN = "com.microsoft"
@@ -29,6 +29,11 @@ ACT_DTYPES: dict[str, int] = {
     "fp16": TensorProto.FLOAT16,
     "bf16": TensorProto.BFLOAT16,
 }
+
+# --quant label -> weight bits (0: float weights). Quantized graphs use com.microsoft MatMulNBits for
+# the large projections and QMoE for the routed experts.
+QUANT_BITS: dict[str, int] = {"none": 0, "int8": 8, "int4": 4}
+QUANT_BLOCK = 32
 
 #: Turns a named numpy weight into the TensorProto the graph holds. The bundle writer passes one that
 #: writes the bytes to external data at once and returns a reference, so a build never holds more
@@ -64,10 +69,18 @@ class GraphBuilder:
     """Accumulates one ONNX graph; subclasses add ``make_*`` methods per concern."""
 
     def __init__(
-        self, ckpt: Checkpoint, *, dtype: str = "fp32", weight_sink: WeightSink | None = None
+        self,
+        ckpt: Checkpoint,
+        *,
+        dtype: str = "fp32",
+        quant: str = "none",
+        weight_sink: WeightSink | None = None,
     ) -> None:
         if dtype not in ACT_DTYPES:
             raise ModelError(f"unsupported dtype {dtype!r} (choose from {', '.join(ACT_DTYPES)})")
+        if quant not in QUANT_BITS:
+            raise ModelError(f"unsupported quant {quant!r} (choose from {', '.join(QUANT_BITS)})")
+        self.quant_bits = QUANT_BITS[quant]
         self.ckpt = ckpt
         self.config = ckpt.config
         self.dtype = dtype
@@ -189,14 +202,38 @@ class GraphBuilder:
             stash_type=1,
         )
 
-    def make_linear(self, path: str, x: str, name: str, shape: tuple[int, int]) -> str:
-        """``x @ W.T`` for the transformers ``[out, in]`` weight ``name`` (stored transposed, ``[in, out]``)."""
-        return self.make_matmul(path, x, name, self.tensor(name, shape))
+    def make_linear(
+        self, path: str, x: str, name: str, shape: tuple[int, int], *, quantize: bool = True
+    ) -> str:
+        """``x @ W.T`` for the transformers ``[out, in]`` weight ``name``."""
+        return self.make_matmul(path, x, name, self.tensor(name, shape), quantize=quantize)
 
-    def make_matmul(self, path: str, x: str, name: str, weight: np.ndarray) -> str:
-        """``x @ weight.T`` for an ``[out, in]`` array, stored as initializer ``name`` (transposed)."""
-        w = self.weight(name, np.ascontiguousarray(weight.T))
-        return self.op("MatMul", f"{path}/MatMul", [x, w])
+    def make_matmul(self, path: str, x: str, name: str, weight: np.ndarray, *, quantize: bool = True) -> str:
+        """``x @ weight.T`` for an ``[out, in]`` array: MatMul on the transposed weight, or — in a
+        quantized build, unless ``quantize=False`` (routers, compressors: precision-sensitive and
+        small) — MatMulNBits on the block-quantized weight (initializers ``name.qweight/.scales/.zp``).
+        """
+        if not (quantize and self.quant_bits):
+            w = self.weight(name, np.ascontiguousarray(weight.T))
+            return self.op("MatMul", f"{path}/MatMul", [x, w])
+        from appliance.model.quant import quantize_blocks
+
+        q = quantize_blocks(weight, bits=self.quant_bits, block_size=QUANT_BLOCK)
+        return self.op(
+            "MatMulNBits",
+            f"{path}/MatMulNBits",
+            [
+                x,
+                self.raw_weight(f"{name}.qweight", q.packed),
+                self.weight(f"{name}.scales", q.scales.reshape(-1)),
+                self.raw_weight(f"{name}.zp", q.zero_points.reshape(-1)),
+            ],
+            domain=MS_DOMAIN,
+            K=q.k,
+            N=q.n,
+            bits=q.bits,
+            block_size=q.block_size,
+        )
 
     def build_model(self, name: str) -> onnx.ModelProto:
         graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)

@@ -60,7 +60,7 @@ class CompressorBuilder(CacheBuilder):
         kv_w = self.tensor(f"{prefix}.kv_proj.weight", (series * width, hidden))
         gate_w = self.tensor(f"{prefix}.gate_proj.weight", (series * width, hidden))
         src = self.make_matmul(
-            f"{path}/src", x, f"{prefix}.kv_gate_proj.weight", np.concatenate([kv_w, gate_w])
+            f"{path}/src", x, f"{prefix}.kv_gate_proj.weight", np.concatenate([kv_w, gate_w]), quantize=False
         )
 
         ring_in = f"past.{layer}.{state}_src"
@@ -151,21 +151,27 @@ class CompressorBuilder(CacheBuilder):
         )
         q = self.op("Reshape", f"{path}/q/Reshape", [q, self.i64([0, 0, hi, di])])
         q = self.make_rope(f"{path}/q", q, self.make_head_tables("compress", self.pos_bt, "tokens", di), di)
+        # Scored in float32, as transformers scores (TopK also has no bf16 kernel).
+        q = self.to_f32(f"{path}/q/Cast", q)
         keys_t = self.op("Transpose", f"{path}/keys/Transpose", [keys], perm=[0, 2, 1])
+        keys_t = self.to_f32(f"{path}/keys/Cast", keys_t)
         keys_t = self.op("Unsqueeze", f"{path}/keys/Unsqueeze", [keys_t, self.i64([1])])
         scores = self.op("MatMul", f"{path}/scores/MatMul", [q, keys_t])
         scores = self.op("Relu", f"{path}/scores/Relu", [scores])
         # Relu(a) * s == Relu(a * s) for s > 0: both scalings fold into the head weights.
         head_w = self.tensor(f"{prefix}.scorer.weights_proj.weight", (hi, c.hidden_size))
         head_w = head_w * np.float32(di**-0.5 * hi**-0.5)
-        weights = self.make_matmul(f"{path}/weights_proj", x, f"{prefix}.scorer.weights_proj.weight", head_w)
+        weights = self.make_matmul(
+            f"{path}/weights_proj", x, f"{prefix}.scorer.weights_proj.weight", head_w, quantize=False
+        )
+        weights = self.to_f32(f"{path}/weights/Cast", weights)
         weights = self.op("Unsqueeze", f"{path}/weights/Unsqueeze", [weights, self.i64([2])])
         scores = self.op("MatMul", f"{path}/score/MatMul", [weights, scores])
         scores = self.op("Squeeze", f"{path}/score/Squeeze", [scores, self.i64([2])])
 
         capacity = self.op("Shape", f"{path}/capacity/Shape", [keys], start=1, end=2)
         visible, additive = self.make_entry_visibility(m, self.capacity_scalar(m, keys))
-        scores = self.op("Where", f"{path}/score/Where", [visible, scores, self.neg_inf()])
+        scores = self.op("Where", f"{path}/score/Where", [visible, scores, self.const(np.float32(-np.inf))])
         k = self.op("Min", f"{path}/k/Min", [capacity, self.i64([c.index_topk])])
         _, picks = self.op_n("TopK", f"{path}/TopK", [scores, k], 2, axis=-1, largest=1, sorted=1)
         keep = self.op("GatherElements", f"{path}/keep/GatherElements", [additive, picks], axis=-1)

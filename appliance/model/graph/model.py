@@ -25,11 +25,12 @@ class V4GraphBuilder(AttentionBuilder, MoEBuilder, HyperBuilder):
         *,
         layers: tuple[int, int],
         dtype: str = "fp32",
+        quant: str = "none",
         moe: str = "portable",
         logits: str = "last",
         weight_sink: WeightSink | None = None,
     ) -> None:
-        super().__init__(ckpt, dtype=dtype, weight_sink=weight_sink)
+        super().__init__(ckpt, dtype=dtype, quant=quant, weight_sink=weight_sink)
         self.first, self.last = layers
         self.moe_path = moe
         self.logits_mode = logits
@@ -111,7 +112,7 @@ class V4GraphBuilder(AttentionBuilder, MoEBuilder, HyperBuilder):
         x = self.make_rms_norm("/model/norm", x, c.hidden_size, weight="model.norm.weight")
         head = "model.embed_tokens.weight" if c.tie_word_embeddings else "lm_head.weight"
         logits = self.make_matmul(
-            "/lm_head", x, "lm_head.weight", self.tensor(head, (c.vocab_size, c.hidden_size))
+            "/lm_head", x, "lm_head.weight", self.tensor(head, (c.vocab_size, c.hidden_size)), quantize=False
         )
         if self.logits_mode == "last":
             logits = self.op("Squeeze", "/lm_head/Squeeze", [logits, self.i64([1])])

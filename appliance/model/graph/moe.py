@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.model.graph.builder import MS_DOMAIN, GraphBuilder
+from appliance.model.graph.builder import MS_DOMAIN, QUANT_BLOCK, GraphBuilder
 from shared.errors import ModelError
 
 __all__ = ["MOE_PATHS", "MoEBuilder"]
@@ -48,7 +48,7 @@ class MoEBuilder(GraphBuilder):
         path = f"/model/layers.{layer}/moe"
 
         flat = self.op("Reshape", f"{path}/flat/Reshape", [x, self.const([-1, dim], np.int64)])
-        logits = self.make_linear(f"{path}/gate", flat, f"{prefix}.gate.weight", (e, dim))
+        logits = self.make_linear(f"{path}/gate", flat, f"{prefix}.gate.weight", (e, dim), quantize=False)
         logits = self.to_f32(f"{path}/gate/Cast", logits)
         if c.scoring_func == "sqrtsoftplus":
             scores = self.op("Softplus", f"{path}/scores/Softplus", [logits])
@@ -78,7 +78,9 @@ class MoEBuilder(GraphBuilder):
         gate_up = self.tensor(f"{prefix}.experts.gate_up_proj", (e, 2 * c.moe_intermediate_size, dim))
         down = self.tensor(f"{prefix}.experts.down_proj", (e, dim, c.moe_intermediate_size))
         down = down * np.float32(c.routed_scaling_factor)
-        if self.moe_path == "ort":
+        if self.quant_bits:
+            routed = self._experts_qmoe(path, prefix, x, scores, chosen, weights, gate_up, down)
+        elif self.moe_path == "ort":
             routed = self._experts_ort(path, prefix, x, scores, chosen, weights, gate_up, down)
         else:
             routed = self._experts_portable(path, prefix, x, flat, chosen, weights, gate_up, down)
@@ -128,6 +130,68 @@ class MoEBuilder(GraphBuilder):
         shape = self.op("Shape", f"{path}/combine/Shape", [x])
         return self.op("Reshape", f"{path}/combine/Reshape", [y, shape])
 
+    def _router_logits(self, path: str, scores: str, chosen: str, weights: str) -> str:
+        """log(chosen score) on the chosen experts, -inf elsewhere: the fused ops' router input.
+
+        weights ─ Log ─ ScatterElements(Expand(-inf, [N,E]), chosen)
+        """
+        logs = self.op("Log", f"{path}/route/Log", [weights])
+        shape = self.op("Shape", f"{path}/route/Shape", [scores])
+        floor = self.op("Expand", f"{path}/route/Expand", [self.const(np.float32(-np.inf)), shape])
+        router = self.op("ScatterElements", f"{path}/route/ScatterElements", [floor, chosen, logs], axis=1)
+        return self.to_act(f"{path}/route/Cast", router)
+
+    def _experts_qmoe(
+        self,
+        path: str,
+        prefix: str,
+        x: str,
+        scores: str,
+        chosen: str,
+        weights: str,
+        gate_up: np.ndarray,
+        down: np.ndarray,
+    ) -> str:
+        """com.microsoft.QMoE on block-quantized experts (quant.py's layout, gate/up interleaved)."""
+        from appliance.model.quant import interleave_gate_up, quantize_experts
+
+        c = self.config
+        bits = self.quant_bits
+        fc1 = quantize_experts(interleave_gate_up(gate_up), bits=bits, block_size=QUANT_BLOCK)
+        fc2 = quantize_experts(down, bits=bits, block_size=QUANT_BLOCK)
+        w1, w2 = f"{prefix}.experts.gate_up_proj", f"{prefix}.experts.down_proj"
+        inputs = [
+            x,
+            self._router_logits(path, scores, chosen, weights),
+            self.raw_weight(f"{w1}.qweight", fc1.flat_packed()),
+            self.weight(f"{w1}.scales", fc1.scales),
+            "",
+            self.raw_weight(f"{w2}.qweight", fc2.flat_packed()),
+            self.weight(f"{w2}.scales", fc2.scales),
+            "",
+            "",
+            "",
+            "",
+            self.raw_weight(f"{w1}.zp", fc1.zero_points),
+            self.raw_weight(f"{w2}.zp", fc2.zero_points),
+        ]
+        return self.op(
+            "QMoE",
+            f"{path}/experts/QMoE",
+            inputs,
+            domain=MS_DOMAIN,
+            k=c.num_experts_per_tok,
+            expert_weight_bits=bits,
+            block_size=QUANT_BLOCK,
+            quant_type="int",
+            activation_type="swiglu",
+            swiglu_fusion=1,
+            swiglu_limit=float(c.swiglu_limit),
+            activation_alpha=1.0,
+            activation_beta=0.0,
+            normalize_routing_weights=1,
+        )
+
     def _experts_ort(
         self,
         path: str,
@@ -145,11 +209,7 @@ class MoEBuilder(GraphBuilder):
         """
         c = self.config
         e, inter = c.n_routed_experts, c.moe_intermediate_size
-        logs = self.op("Log", f"{path}/route/Log", [weights])
-        shape = self.op("Shape", f"{path}/route/Shape", [scores])
-        floor = self.op("Expand", f"{path}/route/Expand", [self.const(np.float32(-np.inf)), shape])
-        router = self.op("ScatterElements", f"{path}/route/ScatterElements", [floor, chosen, logs], axis=1)
-        router = self.to_act(f"{path}/route/Cast", router)
+        router = self._router_logits(path, scores, chosen, weights)
         # ORT's CPU kernel wants gate and up rows interleaved (swiglu_fusion=1).
         interleaved = np.stack([gate_up[:, :inter], gate_up[:, inter:]], axis=2).reshape(e, 2 * inter, -1)
         w13 = self.weight(f"{prefix}.experts.gate_up_proj.interleaved", interleaved)

@@ -7,7 +7,7 @@ from typing import Any
 import onnx
 
 from appliance.model.config import CSA, SLIDING, V4Config
-from appliance.model.graph.builder import ACT_DTYPES, Checkpoint, WeightSink
+from appliance.model.graph.builder import ACT_DTYPES, QUANT_BITS, Checkpoint, WeightSink
 from appliance.model.graph.model import LOGITS_MODES, V4GraphBuilder
 from appliance.model.graph.moe import MOE_PATHS
 from shared.errors import ModelError
@@ -15,7 +15,6 @@ from shared.errors import ModelError
 __all__ = ["build_graphs", "graph_io", "stage_files", "stage_layers", "state_shape"]
 
 _DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-QUANT_MODES = ("none",)
 
 
 def stage_layers(n_layers: int, stages: int) -> list[tuple[int, int]]:
@@ -51,14 +50,14 @@ def build_graphs(
     the bytes in external data at once keeps the build's memory near one layer's weights.
     """
     _check_choice("dtype", dtype, tuple(ACT_DTYPES))
-    _check_choice("quant", quant, QUANT_MODES)
+    _check_choice("quant", quant, tuple(QUANT_BITS))
     _check_choice("moe", moe, MOE_PATHS)
     _check_choice("logits", logits, LOGITS_MODES)
     bounds = stage_layers(ckpt.config.num_hidden_layers, stages)
     graphs = []
     for k, layers in enumerate(bounds):
         builder = V4GraphBuilder(
-            ckpt, layers=layers, dtype=dtype, moe=moe, logits=logits, weight_sink=weight_sink
+            ckpt, layers=layers, dtype=dtype, quant=quant, moe=moe, logits=logits, weight_sink=weight_sink
         )
         graphs.append(builder.build(f"deepseek_v4_stage{k}"))
     return graphs

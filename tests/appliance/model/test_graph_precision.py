@@ -1,0 +1,76 @@
+"""Reduced-precision graphs: fp16/bf16 activations, int8/int4 weights (MatMulNBits + QMoE).
+
+Random tiny models are a harsh bench for precision: their logit margins are small and discrete
+choices (expert routing, the indexer's top-k) amplify rounding, so these tests compare against what
+the same precision does to the reference itself, and bench/graph_quality.py prints the figures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from appliance.model.graph import build_graphs, graph_io
+from tests.helpers.v4_onnx import StageRunner
+from tests.helpers.v4_reference import StateDictCheckpoint, lowest_index_ties, reference_model, tiny_config
+
+LEN = 60
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[Any, StateDictCheckpoint, np.ndarray, np.ndarray]:
+    model = reference_model(tiny_config(), seed=9)
+    ids = np.random.default_rng(9).integers(0, 256, LEN)
+    with lowest_index_ties(), torch.no_grad():
+        ref = model(torch.tensor(ids)[None], use_cache=False).logits[0].numpy()
+    return model, StateDictCheckpoint(model), ids, ref
+
+
+def _logits(ckpt: StateDictCheckpoint, ids: np.ndarray, **options: Any) -> np.ndarray:
+    graphs = build_graphs(ckpt, logits="all", **options)
+    io = graph_io(ckpt.config, logits="all", dtype=options.get("dtype", "fp32"))
+    return StageRunner(graphs, io, max_context=64).step(ids[None], np.array([0]))[0]
+
+
+def test_fp16_graph_is_as_close_to_fp32_as_the_fp16_reference(
+    setup: tuple[Any, StateDictCheckpoint, np.ndarray, np.ndarray],
+) -> None:
+    model, ckpt, ids, ref = setup
+    ours = _logits(ckpt, ids, dtype="fp16")
+    with lowest_index_ties(), torch.no_grad():
+        half = model.half()(torch.tensor(ids)[None], use_cache=False).logits[0].float().numpy()
+        model.float()
+    ours_err = np.abs(ours - ref).mean()
+    ref_err = np.abs(half - ref).mean()
+    assert ours_err <= 2 * ref_err + 1e-3
+    assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+
+
+def test_bf16_graph_is_well_typed(setup: tuple[Any, StateDictCheckpoint, np.ndarray, np.ndarray]) -> None:
+    """ONNX Runtime's CPU provider has no bf16 kernels for most ops; the graph itself must type-check."""
+    _, ckpt, _, _ = setup
+    for moe in ("portable", "ort"):
+        graph = build_graphs(ckpt, dtype="bf16", moe=moe)[0]
+        inferred = onnx.shape_inference.infer_shapes(graph, check_type=True, strict_mode=True)
+        onnx.checker.check_model(inferred)
+        weights = [i for i in graph.graph.initializer if i.name.endswith("q_a_proj.weight")]
+        assert weights and all(w.data_type == onnx.TensorProto.BFLOAT16 for w in weights)
+
+
+@pytest.mark.parametrize(("quant", "min_cosine"), [("int8", 0.9), ("int4", 0.5)])
+def test_quantized_graphs_use_nbits_ops_and_track_fp32(
+    setup: tuple[Any, StateDictCheckpoint, np.ndarray, np.ndarray], quant: str, min_cosine: float
+) -> None:
+    _, ckpt, ids, ref = setup
+    ops = Counter(n.op_type for n in build_graphs(ckpt, quant=quant)[0].graph.node)
+    assert ops["QMoE"] == ckpt.config.num_hidden_layers
+    assert ops["MatMulNBits"] >= 4 * ckpt.config.num_hidden_layers
+    ours = _logits(ckpt, ids, quant=quant)
+    cosine = (ours * ref).sum(-1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(ref, axis=-1)
+    assert cosine.mean() >= min_cosine
+    assert np.abs(ours - ref).max() > 1e-4  # the weights really are quantized
