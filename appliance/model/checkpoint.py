@@ -247,7 +247,7 @@ def _stored_shape(source: _Source) -> tuple[int, ...]:
     shape = source.info.shape
     if source.scale is not None and source.info.dtype in ("I8", "U8"):
         return (*shape[:-1], 2 * shape[-1])
-    return shape
+    return shape  # F4's header shape already counts values
 
 
 def _check_source(source: _Source, want: tuple[int, ...], name: str, is_index: bool) -> None:
@@ -260,7 +260,7 @@ def _check_source(source: _Source, want: tuple[int, ...], name: str, is_index: b
         return
     if source.scale is None and info.dtype not in _FLOAT_CODES:
         raise ModelError(f"tensor {info.name} ({name}) has dtype {info.dtype} and no scale tensor")
-    if source.scale is not None and info.dtype not in ("F8_E4M3", "I8", "U8"):
+    if source.scale is not None and info.dtype not in ("F8_E4M3", "I8", "U8", "F4"):
         raise ModelError(f"tensor {info.name} ({name}) has a scale but dtype {info.dtype} (expected FP8 or packed FP4)")
 
 

@@ -59,9 +59,17 @@ DTYPES: dict[str, np.dtype] = {
     "F8_E4M3": np.dtype("u1"),
     "F8_E5M2": np.dtype("u1"),
     "F8_E8M0": np.dtype("u1"),
+    # Two e2m1 values per byte; the header's shape counts values, so the last dimension is packed.
+    "F4": np.dtype("u1"),
 }
+_PACKED_PAIRS = {"F4"}
 
 _MAX_HEADER = 100 * 1024 * 1024  # the format's own limit; a larger "length" means a corrupt file
+
+
+def _nbytes(dtype: str, shape: Sequence[int]) -> int:
+    count = int(np.prod(shape, dtype=np.int64))
+    return count // 2 if dtype in _PACKED_PAIRS else count * DTYPES[dtype].itemsize
 
 
 @dataclass(frozen=True)
@@ -177,7 +185,9 @@ class SafetensorsFile:
             and 0 <= offsets[0] <= offsets[1]
         ):
             raise self._fail(f"tensor {name}: bad data_offsets {offsets!r}")
-        expected = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+        if dtype in _PACKED_PAIRS and (not shape or shape[-1] % 2):
+            raise self._fail(f"tensor {name}: {dtype} needs an even last dimension, got shape {shape}")
+        expected = _nbytes(dtype, shape)
         if offsets[1] - offsets[0] != expected:
             raise self._fail(
                 f"tensor {name}: shape {shape} {dtype} needs {expected} bytes, header gives {offsets[1] - offsets[0]}"
@@ -208,8 +218,11 @@ class SafetensorsFile:
         """
         info = self.info(name)
         dtype = DTYPES[info.dtype]
+        shape = info.shape
+        if info.dtype in _PACKED_PAIRS:
+            shape = (*shape[:-1], shape[-1] // 2)
         if info.nbytes == 0:
-            empty = np.zeros(info.shape, dtype=dtype)
+            empty = np.zeros(shape, dtype=dtype)
             return convert(empty) if convert else empty
         # mmap offsets must be page-aligned; map from the page holding the first byte.
         start = info.start - info.start % mmap.ALLOCATIONGRANULARITY
@@ -221,7 +234,7 @@ class SafetensorsFile:
             raise self._fail(f"tensor {name}: cannot map: {exc}") from None
         try:
             view = np.frombuffer(mapped, dtype=dtype, count=info.nbytes // dtype.itemsize, offset=lead)
-            view = view.reshape(info.shape)
+            view = view.reshape(shape)
             out = convert(view) if convert else view.copy()
             if np.shares_memory(out, view):
                 out = out.copy()
@@ -331,7 +344,7 @@ def write_file(
     for spec in specs:
         if spec.dtype not in DTYPES:
             raise ModelError(f"tensor {spec.name}: unsupported dtype {spec.dtype!r}")
-        nbytes = int(np.prod(spec.shape, dtype=np.int64)) * DTYPES[spec.dtype].itemsize
+        nbytes = _nbytes(spec.dtype, spec.shape)
         header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -342,7 +355,8 @@ def write_file(
         for spec in specs:
             array = np.ascontiguousarray(produce(spec))
             storage = DTYPES[spec.dtype]
-            if array.shape != spec.shape or array.dtype.itemsize != storage.itemsize:
+            stored = (*spec.shape[:-1], spec.shape[-1] // 2) if spec.dtype in _PACKED_PAIRS else spec.shape
+            if array.shape != stored or array.dtype.itemsize != storage.itemsize:
                 raise ModelError(
                     f"tensor {spec.name}: produced {array.dtype}{array.shape}, spec says {spec.dtype}{spec.shape}"
                 )
@@ -361,7 +375,7 @@ def save_file(
     metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Write tensors held in memory. Pairs take their code from the numpy dtype; triples name it
-    (for storage-only formats: ``("w", uint8_array, "F8_E4M3")``)."""
+    (for storage-only formats: ``("w", uint8_array, "F8_E4M3")``; for "F4" pass the packed bytes)."""
     items: list[tuple[str, np.ndarray, str]] = []
     source: Iterator[tuple[str, np.ndarray]] | Iterable[tuple[str, np.ndarray, str]]
     if isinstance(tensors, Mapping):
@@ -374,5 +388,8 @@ def save_file(
     else:
         items = [(n, np.asarray(a), c) for n, a, c in tensors]
     by_name = {name: array for name, array, _ in items}
-    specs = [TensorSpec(name, code, tuple(array.shape)) for name, array, code in items]
+    specs = [
+        TensorSpec(name, code, (*array.shape[:-1], 2 * array.shape[-1]) if code in _PACKED_PAIRS else tuple(array.shape))
+        for name, array, code in items
+    ]
     write_file(path, specs, lambda spec: by_name[spec.name], metadata=metadata)

@@ -181,8 +181,12 @@ def write_release(
     shards: int = 2,
     with_mtp: bool = True,
     tokenizer_src: Path | None = None,
+    fp4_dtype: str = "I8",
 ) -> dict[str, np.ndarray]:
-    """Write ``model`` in the release layout; returns the stored tensors (name -> array) written."""
+    """Write ``model`` in the release layout; returns the stored tensors (name -> array) written.
+
+    ``fp4_dtype`` is how packed experts are typed in the file: "I8" (DeepSeek's files) or "F4"
+    (safetensors' own two-values-per-byte type, whose header shape counts values)."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     entries: list[tuple[str, np.ndarray, str]] = []
@@ -193,7 +197,7 @@ def write_release(
             return
         base = name.removesuffix(".weight")
         q, s, code = quantize_fp4(w, ue8m0) if fp4 else quantize_fp8(w, block, ue8m0)
-        entries.append((name, q, "I8" if fp4 else "F8_E4M3"))
+        entries.append((name, q, fp4_dtype if fp4 else "F8_E4M3"))
         entries.append((base + ".scale", s, code))
 
     for name, value in state.items():

@@ -77,9 +77,9 @@ def _transformers_dequant(weight: np.ndarray, scale: np.ndarray, scale_code: str
     return out.numpy()
 
 
-@pytest.mark.parametrize("ue8m0", [True, False])
-def test_fp8_and_fp4_dequantize_as_transformers_does(model, state, tmp_path: Path, ue8m0: bool) -> None:  # type: ignore[no-untyped-def]
-    stored = write_release(model, tmp_path, quantize=True, ue8m0=ue8m0, block=(16, 16))
+@pytest.mark.parametrize(("ue8m0", "fp4_dtype"), [(True, "I8"), (False, "I8"), (True, "F4")])
+def test_fp8_and_fp4_dequantize_as_transformers_does(model, state, tmp_path: Path, ue8m0: bool, fp4_dtype: str) -> None:  # type: ignore[no-untyped-def]
+    stored = write_release(model, tmp_path, quantize=True, ue8m0=ue8m0, block=(16, 16), fp4_dtype=fp4_dtype)
     ckpt = open_checkpoint(tmp_path)
     code = "F8_E8M0" if ue8m0 else "F32"
     # A dense FP8 matrix with several 16x16 blocks.
