@@ -149,7 +149,7 @@ class ExternalData:
             self.nbytes += pad
         offset = self.nbytes
         # Write straight from the array's buffer: no bytes copy of a possibly large tensor.
-        raw = memoryview(array.reshape(-1).view(np.uint8))
+        raw = array.reshape(-1).view(np.uint8).data
         self._fh.write(raw)
         self.nbytes += len(raw)
         tensor = TensorProto()
