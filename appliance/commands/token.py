@@ -37,12 +37,19 @@ def _create(args: argparse.Namespace) -> int:
             now=utcnow(),
         )
         record_change(settings, engine, session, change)
+        must_change = user.must_change_password
     print(raw)
     print(
         f"token {info.id} for {info.username} ({', '.join(info.scopes)}), expires {format_time(info.expires_at)};"
         " shown only now",
         file=sys.stderr,
     )
+    if must_change:
+        print(
+            f"note: {info.username} still has a one-time password; until they change it, this token"
+            " allows nothing else",
+            file=sys.stderr,
+        )
     return 0
 
 
