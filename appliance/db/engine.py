@@ -73,7 +73,9 @@ class UnitOfWork:
             session.commit()
         except OperationalError as exc:
             session.rollback()
-            raise DatabaseError(f"database unavailable: {exc.orig}") from exc
+            # Driver messages can span lines (psycopg adds DETAIL/HINT); the CLI shows one.
+            first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            raise DatabaseError(f"database unavailable: {first}") from exc
         except BaseException:
             session.rollback()
             raise
