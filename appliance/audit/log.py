@@ -53,11 +53,19 @@ _STOP = object()
 class _Pending:
     event: PreparedEvent
     future: Future[int]
+    # False once the caller gave up (cancelled its future): the event is still recorded — what
+    # happened stays on the record — but there is no one left to tell.
+    live: bool = True
+
+    def take(self) -> _Pending:
+        self.live = self.future.set_running_or_notify_cancel()
+        return self
 
 
 def _unavailable(exc: BaseException) -> AuditUnavailableError:
     reason = getattr(exc, "orig", None) or exc
-    return AuditUnavailableError(f"audit store cannot commit: {str(reason).splitlines()[0]}")
+    first_line = (str(reason).strip().splitlines() or [type(reason).__name__])[0]
+    return AuditUnavailableError(f"audit store cannot commit: {first_line}")
 
 
 class AuditLog:
@@ -112,7 +120,10 @@ class AuditLog:
         return future
 
     def append(self, event: AuditEvent) -> int:
-        """Append and wait until durable; returns the seq. Raises AuditUnavailableError."""
+        """Append and wait until durable; returns the seq. Raises AuditUnavailableError.
+
+        After a timeout the event may still commit later; the caller has refused its action by
+        then, so the log can hold one record too many, never one too few."""
         future = self.submit(event)
         try:
             return future.result(timeout=self._timeout)
@@ -181,7 +192,7 @@ class AuditLog:
         """``first`` plus what else is queued. If fewer appenders are waiting than joined the last
         batch, linger briefly for the rest: they are usually just waking from the last commit,
         and one short wait costs less than a commit (fsync) of its own."""
-        batch = [first]
+        batch = [first.take()]
         deadline = time.monotonic() + self._linger
         while len(batch) < self._max_batch:
             try:
@@ -193,7 +204,7 @@ class AuditLog:
                 break
             if item is _STOP:
                 return batch, True
-            batch.append(item)
+            batch.append(item.take())
         self._last_batch_size = len(batch)
         return batch, False
 
@@ -206,16 +217,19 @@ class AuditLog:
         except SQLAlchemyError as exc:
             error = _unavailable(exc)
             for p in batch:
-                p.future.set_exception(error)
+                if p.live:
+                    p.future.set_exception(error)
             return
         except Exception as exc:  # a bug: hand it to the callers instead of killing the writer
             for p in batch:
-                p.future.set_exception(exc)
+                if p.live:
+                    p.future.set_exception(exc)
             return
         if made is not None:
             self._last_cp_seq = made.seq
         for p, seq in zip(batch, seqs, strict=True):
-            p.future.set_result(seq)
+            if p.live:
+                p.future.set_result(seq)
 
     # -- checkpoints -------------------------------------------------------------------------
 

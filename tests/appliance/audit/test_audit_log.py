@@ -140,3 +140,25 @@ def test_append_only_guards_refuse_updates_and_deletes(log: AuditLog, engine: En
         with pytest.raises(Exception, match="append-only"), engine.begin() as conn:
             conn.execute(text(statement))
     assert log.verify().ok
+
+
+def test_a_caller_that_gives_up_is_still_recorded_and_breaks_nothing(
+    sqlite_engine: Engine, keys: AuditKeys
+) -> None:
+    with AuditLog(sqlite_engine, keys) as audit:
+        blocker = sqlite_engine.connect()
+        blocker.exec_driver_sql("SELECT 1")  # make_engine begins with BEGIN IMMEDIATE: the write lock
+        first = audit.submit(_event(1))  # the writer takes it and waits for the lock
+        deadline = time.monotonic() + 20
+        while not first.running() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        abandoned = audit.submit(_event(2))  # still queued behind the blocked commit
+        kept = audit.submit(_event(3))
+        assert abandoned.cancel()
+        blocker.rollback()
+        blocker.close()
+        assert first.result(timeout=30) == 1
+        assert kept.result(timeout=30) == 3
+        assert audit.append(_event(4)) == 4
+        report = audit.verify()
+        assert report.ok and report.total == 4
