@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
+from types import FrameType
 
 from appliance.config import default_data_dir
 
@@ -73,9 +75,20 @@ def _key(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_private_key(args.signing_key) if args.signing_key else default_signing_key()
 
 
+def _interrupt_on_sigterm() -> None:
+    """A killed build unwinds like Ctrl-C, so its temporary directory is removed (see bundle.staged_directory)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _build(args: argparse.Namespace) -> int:
     from appliance.model.bundle import build_bundle
     from appliance.model.progress import TextProgress
+
+    _interrupt_on_sigterm()
 
     out = build_bundle(
         args.checkpoint, args.out, dtype=args.dtype, quant=args.quant, stages=args.stages, moe=args.moe,
@@ -89,6 +102,7 @@ def _demo(args: argparse.Namespace) -> int:
     from appliance.model.demo import build_demo
     from appliance.model.progress import TextProgress
 
+    _interrupt_on_sigterm()
     paths = build_demo(args.out, signing_key=_key(args), progress=TextProgress())
     print(f"demo checkpoint: {paths.checkpoint}")
     print(f"demo bundle: {paths.bundle}")

@@ -100,12 +100,19 @@ def import_bundle(bundle_dir: Path | str, data_dir: Path | str) -> Bundle:
     tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=models))
     try:
         staged = tmp / "bundle"
-        shutil.copytree(source.path, staged, symlinks=True)
+        try:
+            shutil.copytree(source.path, staged, symlinks=True)
+        except OSError as exc:
+            raise ModelError(f"cannot copy {bundle_dir} into {models}: {exc}") from None
         # Verify the copy, not only the source: the source may change under us while copying.
         installed = load_bundle(staged, trusted_keys=keys)
         if (installed.name, installed.version) != (source.name, source.version):
             raise IntegrityError(f"{bundle_dir}: bundle changed while it was being imported")
-        staged.rename(target)
+        try:
+            staged.rename(target)
+        except OSError:
+            # Another import of the same version won the race.
+            raise ConflictError(f"bundle {source.name} version {source.version} is already installed") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     _activate(models, source.name, source.version, target)

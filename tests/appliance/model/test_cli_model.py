@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +121,27 @@ def test_init_pins_the_local_signing_key(release_ckpt: Path, tmp_path: Path, mon
     assert main(["model", "build", str(release_ckpt), str(tmp_path / "b"), "--version", "5"]) == 0
     assert main(["model", "import", str(tmp_path / "b"), "--data", str(data)]) == 0
     assert "installed tiny-v4 version 5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_interrupted_build_leaves_nothing(keys: tuple[Path, Path], tmp_path: Path, sig: signal.Signals) -> None:
+    from appliance.model.demo import DEMO_CONFIG, write_random_checkpoint
+
+    kinds = ["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"]
+    big = {**DEMO_CONFIG, "hidden_size": 256, "moe_intermediate_size": 256, "n_routed_experts": 16,
+           "num_hidden_layers": 12, "layer_types": [kinds[i % 3] for i in range(12)],
+           "mlp_layer_types": ["hash_moe"] + ["moe"] * 11}  # fmt: skip
+    ckpt = write_random_checkpoint(tmp_path / "ckpt", big)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance", "model", "build", str(ckpt), str(out), "--signing-key", str(keys[0])],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the progress bar's first line: the build has started
+    assert "tensors" in first
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "enclave: interrupted" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "signing.pem", "signing.pub"]
