@@ -11,8 +11,9 @@ of ``num_slots`` rows, one row per cache slot:
   lowest free slot, so this is the running count unless a low slot just finished). Idle rows inside
   the prefix run at position 0 and are ignored. Everything is bound by address with IO binding, so
   cache state never leaves the device; bindings are built once per (n, parity) and reused.
-- Prefill runs one sequence (rows in a call share T): ``past`` is bound to a row of zeros that is
-  never written, ``present`` straight into the slot's row of the current set. No copy, no clearing.
+- Prefill runs one sequence (rows in a call share T), in chunks: the first chunk's ``past`` is a row
+  of zeros that is never written, and the chunks' outputs alternate between the two sets so that the
+  last one lands in the slot's row of the current set. No copy, no clearing.
 """
 
 from __future__ import annotations
@@ -185,11 +186,15 @@ class OrtRunner:
         provider: Literal["cpu", "cuda"] = "cpu",
         device_ids: Seq[int] = (0,),
         intra_op_threads: int = 0,
+        prefill_chunk: int = 1024,
     ) -> None:
-        if num_slots < 1 or max_context < 2:
+        if num_slots < 1 or max_context < 2 or prefill_chunk < 1:
             raise ConfigError("the runner needs at least one slot and a context of at least 2 tokens")
         self._num_slots = num_slots
         self._max_context = max_context
+        # Long prompts go in pieces: bounded activation memory (the portable MoE path materialises
+        # tokens x top-k expert matrices in a prefill).
+        self._prefill_chunk = prefill_chunk
         self._act_dtype, specs = read_io(io, max_context=max_context)
         if provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ConfigError("execution_provider is 'cuda' but this ONNX Runtime has no CUDA provider")
@@ -318,34 +323,69 @@ class OrtRunner:
     # Prefill -----------------------------------------------------------------------------------
 
     def _prefill(self, seq: Sequence) -> npt.NDArray[np.float32]:
+        """Feed the whole sequence in chunks of at most ``prefill_chunk`` tokens; logits after the last.
+
+        Chunk ``i`` reads the state chunk ``i - 1`` wrote (zeros for the first) and writes the other
+        set's row; the sets alternate backwards from the last chunk, which writes the current set,
+        so the state ends where decode expects it without a copy.
+        """
         slot = _slot(seq)
         if seq.num_cached != 0:
             raise EngineError("prefill continues a cached sequence; this runner prefills from scratch")
-        ids = np.asarray(seq.pending_ids, dtype=np.int64)[None, :]
-        positions = np.zeros((1,), dtype=np.int64)
-        hidden: ort.OrtValue | None = None
+        ids = seq.pending_ids
+        chunks = [ids[i : i + self._prefill_chunk] for i in range(0, len(ids), self._prefill_chunk)]
         logits = np.empty((1, self.vocab_size), dtype=np.float32)
+        for i, chunk in enumerate(chunks):
+            writes_current = (len(chunks) - 1 - i) % 2 == 0
+            self._run_chunk(
+                chunk,
+                i * self._prefill_chunk,
+                slot,
+                first=i == 0,
+                writes_current=writes_current,
+                logits=logits,
+            )
+        return logits[0]
+
+    def _run_chunk(
+        self,
+        chunk: list[int],
+        position: int,
+        slot: int,
+        *,
+        first: bool,
+        writes_current: bool,
+        logits: npt.NDArray[np.float32],
+    ) -> None:
+        ids = np.asarray(chunk, dtype=np.int64)[None, :]
+        positions = np.full((1,), position, dtype=np.int64)
+        hidden: ort.OrtValue | None = None
+        hidden_device: tuple[str, int] | None = None
         for k, stage in enumerate(self._stages):
             kind, dev = stage.device
             binding = stage.session.io_binding()
             binding.bind_ortvalue_input("input_ids", ort.OrtValue.ortvalue_from_numpy(ids, kind, dev))
             binding.bind_ortvalue_input("positions", ort.OrtValue.ortvalue_from_numpy(positions, kind, dev))
             if hidden is not None:
-                if hidden.device_name().lower() != kind:
+                if hidden_device != stage.device:
                     hidden = ort.OrtValue.ortvalue_from_numpy(hidden.numpy(), kind, dev)
                 binding.bind_ortvalue_input("hidden_streams_in", hidden)
             last = k + 1 == len(self._stages)
+            # The hidden/logits output is bound first: get_outputs()[0] is then that output.
             if last:
                 binding.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
             else:
                 binding.bind_output("hidden_streams", kind, dev)
+            target, source = (stage.current, stage.other) if writes_current else (stage.other, stage.current)
             for spec in stage.spec.state:
-                stage.bind(binding, spec.name, stage.zeros[spec.name], 0, 1, out=False)
-                stage.bind(binding, spec.output, stage.current[spec.name], slot, 1, out=True)
+                if first:
+                    stage.bind(binding, spec.name, stage.zeros[spec.name], 0, 1, out=False)
+                else:
+                    stage.bind(binding, spec.name, source[spec.name], slot, 1, out=False)
+                stage.bind(binding, spec.output, target[spec.name], slot, 1, out=True)
             stage.session.run_with_iobinding(binding)
             if not last:
-                hidden = binding.get_outputs()[0]
-        return logits[0]
+                hidden, hidden_device = binding.get_outputs()[0], stage.device
 
 
 def _slot(seq: Sequence) -> int:

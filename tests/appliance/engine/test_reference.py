@@ -64,11 +64,13 @@ def write_bundle_dir(directory: Path, graphs: list[onnx.ModelProto], io: dict[st
     return directory
 
 
-def engine_for(tmp: Path, model: DeepseekV4ForCausalLM, *, stages: int = 1, slots: int = 3) -> LLMEngine:
+def engine_for(
+    tmp: Path, model: DeepseekV4ForCausalLM, *, stages: int = 1, slots: int = 3, chunk: int = 1024
+) -> LLMEngine:
     ckpt = StateDictCheckpoint(model)
     io = graph_io(ckpt.config, stages=stages)
     bundle_dir = write_bundle_dir(tmp / f"stages{stages}", build_graphs(ckpt, stages=stages), io)
-    runner = OrtRunner(bundle_dir, io, num_slots=slots, max_context=96)
+    runner = OrtRunner(bundle_dir, io, num_slots=slots, max_context=96, prefill_chunk=chunk)
     # The parity configs' vocabulary is ids only; any tokenizer serves the detokenizer.
     return LLMEngine(runner, build_tokenizer(), stop_ids=())
 
@@ -96,3 +98,6 @@ def test_real_graphs_two_stages_and_batching_give_the_same_seeded_tokens(tmp_pat
     assert two.generate(batch, params) == one
     alone = engine_for(tmp_path / "alone", model, stages=1, slots=1)
     assert [alone.generate([p], params)[0] for p in batch] == one
+    # Prefill in chunks of 5: across the window (8) and the compression rates (4, 8).
+    chunked = engine_for(tmp_path / "chunked", model, stages=2, slots=3, chunk=5)
+    assert chunked.generate(batch, params) == one

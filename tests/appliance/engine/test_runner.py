@@ -30,8 +30,12 @@ def toy2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_toy_bundle(tmp_path_factory.mktemp("toy2") / "bundle", stages=2)
 
 
-def engine(bundle: Path, *, num_slots: int = 4, max_context: int = 64) -> LLMEngine:
-    runner = OrtRunner.from_bundle_dir(bundle, num_slots=num_slots, max_context=max_context)
+def engine(
+    bundle: Path, *, num_slots: int = 4, max_context: int = 64, prefill_chunk: int = 1024
+) -> LLMEngine:
+    runner = OrtRunner.from_bundle_dir(
+        bundle, num_slots=num_slots, max_context=max_context, prefill_chunk=prefill_chunk
+    )
     tok = Tokenizer.from_file(bundle / "tokenizer.json")
     return LLMEngine(runner, tok)
 
@@ -76,6 +80,13 @@ def test_a_hole_in_the_slots_does_not_disturb_the_others(toy: Path) -> None:
     while eng.has_work:
         eng.step()
     assert newcomer.completion_ids == alone[0] and late.completion_ids == alone[1]
+
+
+@pytest.mark.parametrize("chunk", [2, 3])
+def test_chunked_prefill_gives_the_same_tokens(toy2: Path, chunk: int) -> None:
+    # Prompts of 1..6 tokens: one chunk, an even and an odd number of chunks, a ragged last chunk.
+    whole = engine(toy2, num_slots=3).generate(PROMPTS, SEEDED)
+    assert engine(toy2, num_slots=3, prefill_chunk=chunk).generate(PROMPTS, SEEDED) == whole
 
 
 def test_two_stages_give_the_same_tokens_as_one(toy: Path, toy2: Path) -> None:
