@@ -6,11 +6,15 @@ no server-side counterpart and get their own subclasses here:
 
     EnclaveError
     ├── UnreachableError (EnclaveError)        no TCP/TLS connection to the appliance at all
+    ├── InputError
+    │   └── ContextTooLongError                prompt + max_tokens exceed the model's context
     └── IntegrityError
         └── CertificateMismatchError           the server's certificate is not from the pinned CA
 """
 
 from __future__ import annotations
+
+import re
 
 from shared.errors import (
     AuditUnavailableError,
@@ -26,7 +30,10 @@ from shared.errors import (
     ThrottledError,
 )
 
-__all__ = ["CertificateMismatchError", "UnreachableError", "error_for_status"]
+__all__ = ["CertificateMismatchError", "ContextTooLongError", "UnreachableError", "error_for_status"]
+
+# OpenAI's wording, which the appliance keeps: "...maximum context length is 4096 tokens; the prompt has 7930 tokens..."
+_CONTEXT_NUMBERS = re.compile(r"context length is (\d+) tokens.*?has (\d+) tokens")
 
 
 class UnreachableError(EnclaveError):
@@ -35,6 +42,13 @@ class UnreachableError(EnclaveError):
 
 class CertificateMismatchError(IntegrityError):
     pass
+
+
+class ContextTooLongError(InputError):
+    def __init__(self, message: str, *, limit: int | None, prompt_tokens: int | None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
 
 
 def error_for_status(status: int, message: str, code: str | None, retry_after: float | None) -> EnclaveError:
@@ -51,6 +65,11 @@ def error_for_status(status: int, message: str, code: str | None, retry_after: f
         if code == "too_many_attempts":
             return ThrottledError(message, retry_after=retry_after or 0.0)
         return QuotaError(message, retry_after=retry_after)
+    if status == 400 and code == "context_length_exceeded":
+        m = _CONTEXT_NUMBERS.search(message)
+        return ContextTooLongError(
+            message, limit=int(m.group(1)) if m else None, prompt_tokens=int(m.group(2)) if m else None
+        )
     if status in (400, 413, 422):
         return InputError(message)
     if status == 503 and code == "audit_unavailable":

@@ -78,6 +78,16 @@ class Context:
     def without(self, index: int) -> Context:
         return Context(self.budget, [it for i, it in enumerate(self.items) if i != index])
 
+    def fit(self, budget: int) -> Context:
+        """The items that fit in ``budget``, highest priority first (the order they were chosen in)."""
+        kept: list[ContextItem] = []
+        used = 0
+        for item in self.items:
+            if used + item.tokens <= budget:
+                kept.append(item)
+                used += item.tokens
+        return Context(budget, kept)
+
     def render(self) -> str:
         """The context as a prompt section, one fenced block per item."""
         parts = []

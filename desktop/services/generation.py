@@ -101,6 +101,10 @@ class GenerationService(QObject):
         self.started.emit()
         submit(self._pool, work, on_done=self._done, on_failed=self._failed, on_item=self.delta.emit, parent=self)
 
+    @property
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
     def cancel(self) -> None:
         if self._cancel is not None:
             self._cancel.set()

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from desktop.project.context import Context, ContextRequest
+from desktop.client.errors import ContextTooLongError
+from desktop.project.context import Context, ContextRequest, estimate_tokens
 from desktop.project.edits import Conflict, Proposal, code_blocks
 from desktop.project.history import HistoryEntry
 from desktop.project.index import IndexStats
@@ -28,7 +29,12 @@ from desktop.qt import (
 )
 from desktop.services.connection import Session
 from desktop.services.edits import EditService
-from desktop.services.generation import CompletionService, GenerationService, HistoryService
+from desktop.services.generation import (
+    CompletionService,
+    GenerationService,
+    HistoryService,
+    build_chat_request,
+)
 from desktop.services.project import ProjectService
 from desktop.ui.dialogs import explain
 from desktop.ui.editor import CodeEditor
@@ -67,6 +73,11 @@ class Workspace(QWidget):
         self._request_no = 0
         self._send_after_context = False
         self._proposal_code = ""
+        self._question = ""
+        self._refitted = False
+        # Estimated tokens of context per question; shrinks when the model says a prompt was too
+        # long (our four-characters-a-token estimate can be far off for a small tokenizer).
+        self.budget = 3000
 
         self.tree_model = QStandardItemModel(self)
         self.tree = QTreeView()
@@ -218,7 +229,7 @@ class Workspace(QWidget):
         self._request_no += 1
         self._context_for = question
         self._context_selection = self.editor.selected_lines()
-        self.project.assemble(self._request_no, self._request(question))
+        self.project.assemble(self._request_no, self._request(question), self.budget)
 
     def _context_ready(self, number: int, context: Context) -> None:
         if number != self._request_no:
@@ -247,6 +258,8 @@ class Workspace(QWidget):
             self.panel.show_error("Sign in to an appliance first; your question is kept.")
             return
         assert self.context is not None
+        self._question = question
+        self._refitted = False
         self.generation.ask(self.session.models[0], question, self.context, self.project.project_id)
 
     def _answered(self, answer: str, usage: Any) -> None:
@@ -254,8 +267,32 @@ class Workspace(QWidget):
         self.history.load(self.project.project_id)
 
     def _generation_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, ContextTooLongError) and self._refit(exc):
+            return
         self.panel.show_error(explain(exc))
         self.errorOccurred.emit(exc)
+
+    def _refit(self, exc: ContextTooLongError) -> bool:
+        """Trim the context to what the model can take and send once more; False if that cannot help."""
+        if self._refitted or self.context is None or not exc.limit or not exc.prompt_tokens or self.session is None:
+            return False
+        room = exc.limit - self.generation.max_tokens - 16
+        # How far off our estimate was for the whole prompt (instructions, file headers, question
+        # included), then the context budget that makes the whole prompt fit, with a margin.
+        request = build_chat_request(self.session.models[0], self._question, self.context, self.project.project_id)
+        estimated = sum(estimate_tokens(m.text()) + 4 for m in request.messages)
+        ratio = exc.prompt_tokens / max(1, estimated)
+        overhead = estimated - self.context.tokens
+        budget = int((room / ratio - overhead) * 0.9)
+        if budget < 50:
+            return False
+        self.budget = min(self.budget, budget)
+        self.context = self.context.fit(budget)
+        self.panel.show_context(self.context)
+        self._refitted = True
+        self.panel.status.setText(f"The model takes {exc.limit} tokens: context trimmed to fit, sending again…")
+        self.generation.ask(self.session.models[0], self._question, self.context, self.project.project_id)
+        return True
 
     def _error(self, exc: BaseException) -> None:
         self.panel.status.setText(explain(exc))

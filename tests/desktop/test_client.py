@@ -156,3 +156,17 @@ def test_export_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
     with pytest.raises(PermissionDeniedError):
         ApplianceClient("https://f", transport=httpx.MockTransport(denied)).audit_export("cef", dest2)
     assert not dest2.exists() and not list(tmp_path.glob("*.part"))
+
+
+def test_context_too_long_carries_the_numbers() -> None:
+    from desktop.client.errors import ContextTooLongError
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json={"error": {
+            "message": "This model's maximum context length is 4096 tokens; the prompt has 7930 tokens plus max_tokens 48.",
+            "type": "invalid_request_error", "code": "context_length_exceeded"}})
+
+    client = ApplianceClient("https://f", transport=httpx.MockTransport(handler))
+    with pytest.raises(ContextTooLongError) as caught:
+        list(client.stream_chat(ChatCompletionRequest(model="m", messages=[ChatMessageIn(role="user", content="x")])))
+    assert (caught.value.limit, caught.value.prompt_tokens) == (4096, 7930)

@@ -13,6 +13,7 @@ from pytestqt.qtbot import QtBot
 from desktop.app import App
 from desktop.client.tls import ca_fingerprint
 from desktop.qt import QKeyEvent, Qt, QTableWidget
+from desktop.services.generation import build_chat_request
 from desktop.ui.dialogs import SignInDialog
 from tests.helpers.desktop_fake_appliance import FakeAppliance
 from tests.helpers.desktop_flows import (
@@ -384,3 +385,41 @@ def test_index_is_kept_current_by_polling(qtbot: QtBot, make_app: Callable[..., 
     (fixture_project / "web" / "app.js").unlink()
     qtbot.waitUntil(lambda: "web/app.js" not in app.project.paths, timeout=10_000)
     assert app.project.index is not None and app.project.index.definitions(["vat"])
+
+
+def test_a_context_too_long_for_the_model_is_trimmed_and_sent_again(
+    qtbot: QtBot, signed_in: App, fake: FakeAppliance, fixture_project: Path
+) -> None:
+    app = signed_in
+    ws = app.window.workspace
+    open_project(qtbot, app, fixture_project)
+    open_file(qtbot, app, "src/shop/cart.py")
+    select_lines(app, 13, 14)
+    ws.panel.question.setPlainText("unit_price Cart renderCart total")
+    with qtbot.waitSignal(app.project.contextReady, timeout=5000):
+        qtbot.mouseClick(ws.panel.prepare, Qt.MouseButton.LeftButton)
+    assert ws.context is not None
+    full = list(ws.context.items)
+    # The model takes 150 tokens less than this prompt needs (the fake counts two characters a token).
+    request = build_chat_request("m", "unit_price Cart renderCart total", ws.context, app.project.project_id)
+    fake.context_limit = 512 + sum(len(m.text()) for m in request.messages) // 2 - 150
+    with qtbot.waitSignal(app.generation.finished, timeout=5000):
+        qtbot.mouseClick(ws.panel.send, Qt.MouseButton.LeftButton)
+    first, second = fake.requests[-2:]
+    assert len(second["messages"][1]["content"]) < len(first["messages"][1]["content"])
+    kept = ws.context.items
+    assert kept and kept[0] == full[0]  # the selection, first in priority, stays
+    assert len(kept) < len(full) and ws.budget < 3000
+    assert ws.panel.answer_text == fake.answer
+
+
+def test_a_context_that_cannot_fit_is_reported(qtbot: QtBot, signed_in: App, fake: FakeAppliance, fixture_project: Path) -> None:
+    app = signed_in
+    ws = app.window.workspace
+    open_project(qtbot, app, fixture_project)
+    fake.context_limit = 100  # less than max_tokens alone
+    ws.panel.question.setPlainText("unit_price")
+    with qtbot.waitSignal(app.generation.failed, timeout=5000):
+        qtbot.mouseClick(ws.panel.send, Qt.MouseButton.LeftButton)
+    assert "maximum context length is 100 tokens" in ws.panel.status.text()
+    assert ws.panel.question.toPlainText() == "unit_price"

@@ -34,6 +34,9 @@ class FakeAppliance:
         self.tokens: dict[str, str] = {}  # token -> user
         self.requests: list[dict[str, Any]] = []  # bodies of generation requests
         self.reachable = True
+        # Tokens the fake model takes; it counts two characters a token (a worse tokenizer than the
+        # client's estimate of four), as the demo model's small vocabulary does.
+        self.context_limit: int | None = None
         self.events: list[dict[str, Any]] = []
         self.users: list[dict[str, Any]] = [
             {"id": i + 1, "username": u, "role": r, "teams": ["default"], "disabled": False,
@@ -95,7 +98,16 @@ class FakeAppliance:
         if path == "/v1/models":
             return httpx.Response(200, json={"object": "list", "data": [{"id": "deepseek-v4-demo", "object": "model", "created": 1, "owned_by": "enclave"}]})
         if path == "/v1/chat/completions":
-            self.requests.append(json.loads(request.content))
+            body = json.loads(request.content)
+            self.requests.append(body)
+            prompt = sum(len(m["content"]) for m in body["messages"]) // 2
+            if self.context_limit is not None and prompt + body.get("max_tokens", 0) > self.context_limit:
+                return _err(
+                    400,
+                    f"This model's maximum context length is {self.context_limit} tokens; the prompt has "
+                    f"{prompt} tokens plus max_tokens {body.get('max_tokens')}.",
+                    "context_length_exceeded",
+                )
             return self._stream_chat()
         if path == "/v1/completions":
             self.requests.append(json.loads(request.content))
