@@ -29,6 +29,7 @@ from shared.errors import ModelError
 from .config import CSA, HCA, V4Config
 from .release import (
     EXPERT_RE,
+    FP4_GROUP,
     SCALE_SUFFIXES,
     canonical_name,
     decode_scale,
@@ -250,7 +251,9 @@ def _stored_shape(source: _Source) -> tuple[int, ...]:
     return shape  # F4's header shape already counts values
 
 
-def _check_source(source: _Source, want: tuple[int, ...], name: str, is_index: bool) -> None:
+def _check_source(
+    source: _Source, want: tuple[int, ...], name: str, is_index: bool, block: tuple[int, int]
+) -> None:
     info = source.info
     if _stored_shape(source) != want:
         raise ModelError(f"tensor {info.name} ({name}) has shape {list(_stored_shape(source))}, expected {list(want)}")
@@ -262,6 +265,18 @@ def _check_source(source: _Source, want: tuple[int, ...], name: str, is_index: b
         raise ModelError(f"tensor {info.name} ({name}) has dtype {info.dtype} and no scale tensor")
     if source.scale is not None and info.dtype not in ("F8_E4M3", "I8", "U8", "F4"):
         raise ModelError(f"tensor {info.name} ({name}) has a scale but dtype {info.dtype} (expected FP8 or packed FP4)")
+    if source.scale is not None:
+        rows, cols = want[-2:]
+        if info.dtype == "F8_E4M3":
+            grid = (*want[:-2], -(-rows // block[0]), -(-cols // block[1]))
+            what = f"{block[0]}x{block[1]} blocks"
+        else:
+            grid = (*want[:-2], rows, -(-cols // FP4_GROUP))
+            what = f"one per row per {FP4_GROUP} inputs"
+        if source.scale.shape != grid:
+            raise ModelError(
+                f"tensor {source.scale.name} has shape {list(source.scale.shape)}, expected {list(grid)} ({what})"
+            )
 
 
 def open_checkpoint(path: Path | str) -> Checkpoint:
@@ -275,6 +290,7 @@ def open_checkpoint(path: Path | str) -> Checkpoint:
     _check_tokenizer(tokenizer_path)
     files = ShardedSafetensors(root)
     plan = expected_tensors(config)
+    fp8_block = _fp8_block(raw_config)
 
     keys = [k for k in files.names() if not is_ignored(k)]
     weights = set(keys)
@@ -310,7 +326,7 @@ def open_checkpoint(path: Path | str) -> Checkpoint:
     stacked: dict[str, list[list[_Source]]] = {}
     for name, want in plan.items():
         if name in by_name:
-            _check_source(by_name[name], want, name, name.endswith("tid2eid"))
+            _check_source(by_name[name], want, name, name.endswith("tid2eid"), fp8_block)
             direct[name] = by_name[name]
             continue
         if name not in experts:
@@ -323,7 +339,7 @@ def open_checkpoint(path: Path | str) -> Checkpoint:
             for part, maybe in zip(parts, slot[: len(parts)], strict=True):
                 if maybe is None:
                     raise ModelError(f"missing tensor {name.replace('.' + kind, '')}.{index}.{part}.weight")
-                _check_source(maybe, (want[1] // len(parts), want[2]), name, False)
+                _check_source(maybe, (want[1] // len(parts), want[2]), name, False, fp8_block)
                 sources.append(maybe)
             stacked[name].append(sources)
     unused = [n for n in by_name if n not in direct]
@@ -338,6 +354,6 @@ def open_checkpoint(path: Path | str) -> Checkpoint:
         plan=plan,
         direct=direct,
         experts=stacked,
-        fp8_block=_fp8_block(raw_config),
+        fp8_block=fp8_block,
     )
 

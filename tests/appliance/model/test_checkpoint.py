@@ -149,6 +149,5 @@ def test_bad_scale_shape_is_named(release_dir: Path, tmp_path: Path) -> None:
     config = json.loads((ckpt / "config.json").read_text())
     config["quantization_config"]["weight_block_size"] = [8, 8]
     (ckpt / "config.json").write_text(json.dumps(config))
-    opened = open_checkpoint(ckpt)
-    with pytest.raises(ModelError, match=r"q_a_proj\.weight: FP8 scale has shape"):
-        opened.tensor("model.layers.0.self_attn.q_a_proj.weight")
+    with pytest.raises(ModelError, match=r"tensor layers\.0\.attn\.wq_a\.scale has shape \[2, 4\], expected \[4, 8\] \(8x8 blocks\)"):
+        open_checkpoint(ckpt)
