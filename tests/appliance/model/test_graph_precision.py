@@ -74,3 +74,33 @@ def test_quantized_graphs_use_nbits_ops_and_track_fp32(
     cosine = (ours * ref).sum(-1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(ref, axis=-1)
     assert cosine.mean() >= min_cosine
     assert np.abs(ours - ref).max() > 1e-4  # the weights really are quantized
+
+
+class _Dequantized:
+    """The checkpoint with every weight an int4 bundle quantizes replaced by its dequantized value."""
+
+    _FLOAT_KEPT = ("gate.weight", "compressor.kv_proj", "compressor.gate_proj", "indexer.kv_proj",
+                   "indexer.gate_proj", "weights_proj", "lm_head", "embed_tokens", "o_a_proj", "_hc.", "hc_head",
+                   "position_bias")  # fmt: skip
+
+    def __init__(self, ckpt: StateDictCheckpoint) -> None:
+        self.config = ckpt.config
+        self._ckpt = ckpt
+
+    def tensor(self, name: str) -> np.ndarray:
+        from appliance.model.quant import dequantize, quantize_blocks
+
+        value = self._ckpt.tensor(name)
+        if value.ndim < 2 or value.dtype != np.float32 or any(k in name for k in self._FLOAT_KEPT):
+            return value
+        return dequantize(quantize_blocks(value, bits=4, block_size=32))
+
+
+def test_int4_graph_computes_the_fp32_graph_of_its_dequantized_weights(
+    setup: tuple[Any, StateDictCheckpoint, np.ndarray, np.ndarray],
+) -> None:
+    """MatMulNBits and QMoE (fp32 activations at 4 bits) multiply by exactly quant.dequantize's weights."""
+    _, ckpt, ids, _ = setup
+    quantized = _logits(ckpt, ids, quant="int4")
+    simulated = _logits(_Dequantized(ckpt), ids)  # type: ignore[arg-type]
+    assert np.abs(quantized - simulated).max() <= 1e-4
