@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -75,8 +75,14 @@ def _keys(username: str, address: str) -> _Keys:
     return _Keys(account=name, pair=f"{name}\x1f{addr}", address=addr)
 
 
-def _row(session: Session, scope: str, key: str) -> LoginThrottle | None:
-    return session.scalar(select(LoginThrottle).where(LoginThrottle.scope == scope, LoginThrottle.key == key))
+def _row(session: Session, scope: str, key: str, *, lock: bool = False) -> LoginThrottle | None:
+    query = select(LoginThrottle).where(LoginThrottle.scope == scope, LoginThrottle.key == key)
+    if lock:
+        # PostgreSQL: hold the counter until commit, so parallel attempts on other replicas wait
+        # for this one's verdict instead of all slipping through one check. (SQLite already
+        # serialises writers: every transaction begins IMMEDIATE.)
+        query = query.with_for_update()
+    return session.scalar(query)
 
 
 def _trusted(session: Session, user_id: int | None, address: str) -> bool:
@@ -103,7 +109,10 @@ def _consecutive_wait(row: LoginThrottle | None, now: dt.datetime, what: str) ->
 def check(session: Session, username: str, address: str, *, user_id: int | None, now: dt.datetime) -> None:
     """Raise ThrottledError if this attempt must not be tried now (it is then not counted)."""
     keys = _keys(username, address)
-    addr_row = _row(session, ADDRESS, keys.address)
+    # Always address, pair, account: one lock order for every login, so no two can deadlock.
+    addr_row = _row(session, ADDRESS, keys.address, lock=True)
+    pair_row = _row(session, PAIR, keys.pair, lock=True)
+    account_row = _row(session, ACCOUNT, keys.account, lock=True)
     if addr_row is not None and addr_row.failures >= ADDRESS_MAX_FAILURES:
         until = addr_row.window_start + dt.timedelta(seconds=ADDRESS_WINDOW_S)
         if now < until:
@@ -111,9 +120,9 @@ def check(session: Session, username: str, address: str, *, user_id: int | None,
             raise ThrottledError(
                 f"too many failed logins from this address: retry in {wait:.0f} s", retry_after=wait
             )
-    _consecutive_wait(_row(session, PAIR, keys.pair), now, "from this address")
+    _consecutive_wait(pair_row, now, "from this address")
     if not _trusted(session, user_id, keys.address):
-        _consecutive_wait(_row(session, ACCOUNT, keys.account), now, "for this account")
+        _consecutive_wait(account_row, now, "for this account")
 
 
 def _bump(session: Session, scope: str, key: str, now: dt.datetime, *, window_s: float | None) -> None:
@@ -129,8 +138,13 @@ def _bump(session: Session, scope: str, key: str, now: dt.datetime, *, window_s:
             assert row is not None
     elif window_s is not None and now >= row.window_start + dt.timedelta(seconds=window_s):
         row.failures, row.window_start = 0, now
-    row.failures += 1
-    row.last_failure_at = now
+        session.flush()
+    # Incremented in SQL, not in Python, so concurrent failures on several replicas all count.
+    session.execute(
+        update(LoginThrottle)
+        .where(LoginThrottle.id == row.id)
+        .values(failures=LoginThrottle.failures + 1, last_failure_at=now)
+    )
     session.flush()
 
 

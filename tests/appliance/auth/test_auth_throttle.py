@@ -6,7 +6,9 @@ The clock is injected (``now``): nothing sleeps, and no assertion is about elaps
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import select
@@ -134,3 +136,20 @@ def test_per_address_limit_across_accounts(uow: UnitOfWork) -> None:
     with uow() as s:
         row = s.scalar(select(LoginThrottle).where(LoginThrottle.scope == "address"))
         assert row is not None and row.failures == throttle.ADDRESS_MAX_FAILURES
+
+
+def test_parallel_failures_all_count(uow: UnitOfWork) -> None:
+    """Replicas share the counters: simultaneous failures are neither lost nor double-counted."""
+    n = throttle.FREE_ATTEMPTS - 1
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> str:
+        barrier.wait()
+        return attempt(uow, f"parallel-guess-{i:04d}", f"203.0.113.{i}", at(0))
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        results = list(pool.map(one, range(n)))
+    assert results == ["bad_password"] * n
+    with uow() as s:
+        account = s.scalar(select(LoginThrottle).where(LoginThrottle.scope == "account"))
+        assert account is not None and account.failures == n
