@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from importlib import resources
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.auth import passwords
 from appliance.auth.passwords import (
@@ -112,3 +115,22 @@ def test_shipped_blocklist_is_real_and_small() -> None:
     assert {"password", "123456", "qwerty", "iloveyou", "letmein", "dragon", "monkey"} <= words
     assert len(words) > 10_000
     assert is_blocklisted("password") and is_blocklisted("QWERTY")
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.text(min_size=1, max_size=60), st.text(min_size=1, max_size=60))
+def test_any_text_round_trips_and_others_do_not_verify(password: str, other: str) -> None:
+    encoded = hash_password(password)
+    assert verify_password(password, encoded)
+    same = unicodedata.normalize("NFKC", other) == unicodedata.normalize("NFKC", password)
+    assert verify_password(other, encoded) == same
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_policy_check_is_total(password: str) -> None:
+    """Any input gets a verdict: accepted, or an InputError that never echoes the password."""
+    try:
+        check_password(password)
+    except InputError as exc:
+        assert len(password) < 4 or password not in str(exc)
