@@ -79,6 +79,7 @@ def main() -> int:
         cursor.setPosition(end.position() + end.length() - 1, QTextCursor.MoveMode.KeepAnchor)
         ws.editor.setTextCursor(cursor)
         ws.editor.centerCursor()
+        ws.editor.horizontalScrollBar().setValue(0)
         ws.panel.question.setPlainText("Why does assemble() resolve absolute paths first?")
         ws.panel.send.click()
         wait(app.generation.finished)
