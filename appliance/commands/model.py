@@ -7,8 +7,6 @@ import signal
 from pathlib import Path
 from types import FrameType
 
-from appliance.config import default_data_dir
-
 __all__ = ["register"]
 
 
@@ -116,7 +114,9 @@ def _verify(args: argparse.Namespace) -> int:
     if args.key:
         keys = [load_public_key(path) for path in args.key]
     else:
-        keys = trusted_keys(args.data or default_data_dir())
+        from appliance.db.datadir import load_data_dir
+
+        keys = trusted_keys(load_data_dir(args.data).data_dir)
     bundle = load_bundle(args.bundle, trusted_keys=keys)
     print(
         f"bundle {bundle.name} version {bundle.version} OK: {len(bundle.manifest.files)} files match the manifest "
@@ -126,17 +126,41 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from appliance.auth import admin
+    from appliance.commands._local_admin import record_change
+    from appliance.db.base import utcnow
+    from appliance.db.datadir import load_data_dir, open_database
+    from appliance.model.bundle import Bundle
+    from appliance.model.manifest import MANIFEST, sha256_file
     from appliance.model.store import import_bundle
 
-    bundle = import_bundle(args.bundle, args.data or default_data_dir())
+    settings = load_data_dir(args.data)
+    with open_database(settings) as (engine, uow), uow() as session:
+
+        def register(bundle: Bundle) -> None:
+            # Recorded (with its audit event) in the transaction that commits only if the copy succeeds.
+            change = admin.register_model(
+                session,
+                name=bundle.name,
+                version=str(bundle.version),
+                path=str(settings.models_dir / bundle.name / str(bundle.version)),
+                manifest_sha256=sha256_file(bundle.path / MANIFEST),
+                now=utcnow(),
+                details={"key_id": bundle.manifest.key_id, "quant": bundle.info.get("quant"),
+                         "dtype": bundle.info.get("dtype"), "stages": bundle.info.get("stages")},
+            )  # fmt: skip
+            record_change(settings, engine, session, change)
+
+        bundle = import_bundle(args.bundle, settings.data_dir, before_install=register)
     print(f"installed {bundle.name} version {bundle.version} at {bundle.path} (active)")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
+    from appliance.db.datadir import load_data_dir
     from appliance.model.store import list_models
 
-    models = list_models(args.data or default_data_dir())
+    models = list_models(load_data_dir(args.data).data_dir)
     if not models:
         print("no models installed")
     for m in models:
@@ -145,10 +169,11 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _trust(args: argparse.Namespace) -> int:
+    from appliance.db.datadir import load_data_dir
     from appliance.model.signing import key_id, load_public_key, pin_public_key
 
     key = load_public_key(args.pubkey)
-    path = pin_public_key(args.data or default_data_dir(), key, args.name)
+    path = pin_public_key(load_data_dir(args.data).data_dir, key, args.name)
     print(f"trusting model-signing key {key_id(key)} ({path})")
     return 0
 

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,15 @@ def active_bundle_path(data_dir: Path | str, name: str = "") -> Path:
     raise NotFoundError(f"no active model in {_models_dir(data_dir)}; run `enclave model import`")
 
 
-def import_bundle(bundle_dir: Path | str, data_dir: Path | str) -> Bundle:
-    """Verify, install and activate a bundle; returns the installed (re-verified) copy."""
+def import_bundle(
+    bundle_dir: Path | str, data_dir: Path | str, *, before_install: Callable[[Bundle], None] | None = None
+) -> Bundle:
+    """Verify, install and activate a bundle; returns the installed (re-verified) copy.
+
+    ``before_install`` runs once the source has verified and passed the rollback check, before
+    anything is copied (the CLI records the installation in the database there, in a transaction
+    that an exception from the copy rolls back).
+    """
     keys = trusted_keys(data_dir)
     source = load_bundle(bundle_dir, trusted_keys=keys)
     models = _models_dir(data_dir)
@@ -95,6 +103,8 @@ def import_bundle(bundle_dir: Path | str, data_dir: Path | str) -> Bundle:
         )
     if newest is not None and source.version == newest:
         raise ConflictError(f"bundle {source.name} version {source.version} is already installed")
+    if before_install is not None:
+        before_install(source)
     target = models / source.name / str(source.version)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=models))

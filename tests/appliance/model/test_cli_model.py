@@ -35,7 +35,8 @@ def release_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_build_verify_import_list(release_ckpt: Path, keys: tuple[Path, Path], tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                  capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_MODEL_SIGNING_KEY", str(tmp_path / "local-key.pem"))
     private, public = keys
     out = tmp_path / "bundle"
     assert main(["model", "build", str(release_ckpt), str(out), "--signing-key", str(private), "--version", "3"]) == 0
@@ -47,9 +48,13 @@ def test_build_verify_import_list(release_ckpt: Path, keys: tuple[Path, Path], t
     assert "bundle tiny-v4 version 3 OK" in capsys.readouterr().out
 
     data = tmp_path / "data"
-    # Nothing pinned yet: the appliance refuses it.
     assert main(["model", "import", str(out), "--data", str(data)]) == 1
-    assert "no trusted model-signing keys" in capsys.readouterr().err
+    assert "is not an Enclave data directory" in capsys.readouterr().err
+    assert main(["init", "--data", str(data)]) == 0
+    capsys.readouterr()
+    # Only this machine's own key is pinned: a bundle from another builder is refused.
+    assert main(["model", "import", str(out), "--data", str(data)]) == 1
+    assert "not a trusted model-signing key" in capsys.readouterr().err
     assert main(["model", "pubkey", "--signing-key", str(private)]) == 0
     exported = tmp_path / "exported.pub"
     exported.write_text(capsys.readouterr().out)
@@ -58,6 +63,22 @@ def test_build_verify_import_list(release_ckpt: Path, keys: tuple[Path, Path], t
     assert main(["model", "import", str(out), "--data", str(data)]) == 0
     assert main(["model", "list", "--data", str(data)]) == 0
     assert "* tiny-v4  version 3" in capsys.readouterr().out
+    # Recorded in the database, with its audit event, for the admin API and policies.
+    from sqlalchemy import select
+
+    from appliance.audit.models import AuditEventRow
+    from appliance.auth import admin
+    from appliance.db.datadir import load_data_dir, open_database
+
+    settings = load_data_dir(data)
+    with open_database(settings) as (_, uow), uow() as session:
+        (row,) = [m for m in admin.list_models(session) if m.name == "tiny-v4"]
+        assert (row.version, row.path) == ("3", str(data / "models" / "tiny-v4" / "3"))
+        actions = list(session.scalars(select(AuditEventRow.action)))
+    assert "admin.model.installed" in actions
+    # A second import of the same version is refused and records nothing more.
+    assert main(["model", "import", str(out), "--data", str(data)]) == 1
+    assert "already installed" in capsys.readouterr().err
 
 
 def test_default_signing_key_is_created_once(release_ckpt: Path, tmp_path: Path,
