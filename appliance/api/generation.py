@@ -78,8 +78,13 @@ class Generation:
     first_token_at: float | None = None
 
     async def deltas(self) -> AsyncGenerator[Delta, None]:
-        """The engine's deltas. Always iterate to the end or close it (``aclose``)."""
-        status = "cancelled"
+        """The engine's deltas. Always iterate to the end or close it (``aclose``).
+
+        The closing audit record is written when the generator finishes, so a consumer that has
+        already sent the last chunk (and ``[DONE]``) before closing it keeps that commit off the
+        client's critical path. Which record it is depends on how far the engine got: a final
+        delta with ``stop``/``length`` is a completion even if the consumer closes right after it.
+        """
         error: str | None = None
         stream = self.engine.stream(self.prompt_ids, self.params, request_id=self.info.request_id)
         self.metrics.active_streams.add(1)
@@ -97,14 +102,10 @@ class Generation:
                 yield delta
                 if delta.finish_reason is not None:
                     break
-            if self.outcome.finish_reason in ("stop", "length"):
-                status = "completed"
-            elif self.outcome.finish_reason == "cancelled":
-                status = "cancelled"
             else:
-                status, error = "failed", f"engine ended the stream with {self.outcome.finish_reason!r}"
+                error = "engine stream ended without a finish reason"
         except EngineError as exc:
-            status, error = "failed", str(exc)
+            error = str(exc)
             raise
         finally:
             self.metrics.active_streams.add(-1)
@@ -113,7 +114,15 @@ class Generation:
                 if aclose is not None:
                     await aclose()
                 self.outcome.text = "".join(pieces)
-                await self._finish(status, error)
+                await self._finish(self._status(error), error)
+
+    def _status(self, error: str | None) -> str:
+        reason = self.outcome.finish_reason
+        if reason in ("stop", "length"):
+            return "completed"
+        if error is not None or reason == "error":
+            return "failed"
+        return "cancelled"
 
     async def _finish(self, status: str, error: str | None) -> None:
         out = self.outcome

@@ -120,7 +120,10 @@ async def _chat_events(gen: Generation, rid: str, created: int, include_usage: b
                 )
                 if include_usage:
                     yield sse_event({**base, "choices": [], "usage": usage})
-        yield DONE
+                # [DONE] before the closing audit record (written when deltas closes).
+                yield DONE
+                return
+        raise EngineError("generation ended without a finish reason")
     except EngineError as exc:
         yield _stream_error(exc)
     finally:
@@ -144,9 +147,12 @@ async def _completion_events(
             if finish is not None:
                 chunk["usage"] = _usage(delta.prompt_tokens, delta.completion_tokens)
             yield sse_event(chunk)
-            if finish is not None and include_usage:
-                yield sse_event({**base, "choices": [], "usage": chunk["usage"]})
-        yield DONE
+            if finish is not None:
+                if include_usage:
+                    yield sse_event({**base, "choices": [], "usage": chunk["usage"]})
+                yield DONE
+                return
+        raise EngineError("generation ended without a finish reason")
     except EngineError as exc:
         yield _stream_error(exc)
     finally:

@@ -130,3 +130,20 @@ async def test_generation_is_audited_before_and_after(
     content: Any = completed[0]["content"]
     assert content["mode"] == "digest" and set(content["hmac"]) == {"completion"}
     assert "w0" not in json.dumps(completed[0])
+
+
+async def test_engine_failure_mid_stream_is_an_error_event_and_audited_failed(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    appliance.engine.fail_after = 2
+    r = await client.post(
+        "/v1/chat/completions", json={**CHAT, "stream": True}, headers=appliance.headers("dev")
+    )
+    payloads = sse_payloads(r.text)
+    assert "[DONE]" not in payloads
+    assert json.loads(payloads[-1])["error"]["code"] == "engine_error"
+    failed = appliance.records("generation.failed")
+    assert len(failed) == 1 and failed[0]["outcome"] == "failed"
+    assert failed[0]["details"]["error"] == "fake engine failure"  # type: ignore[index]
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=appliance.headers("dev"))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unavailable"
