@@ -58,8 +58,7 @@ class AttentionBuilder(CompressorBuilder):
         tail = self.op(
             "Slice", f"{path}/window/Slice", [kv, start, self.i64([np.iinfo(np.int64).max]), self.i64([1])]
         )
-        slots = self.op("Unsqueeze", f"{path}/window/Unsqueeze", [slots, self.i64([2])])
-        slots = self.op("Expand", f"{path}/window/Expand", [slots, self.i64([1, 1, d])])
+        slots = self.make_row_index(f"ring{w}_write", slots, d)
         window_out = self.op(
             "ScatterElements", f"{path}/window/ScatterElements", [window_in, slots, tail], axis=1
         )

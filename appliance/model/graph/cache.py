@@ -35,6 +35,21 @@ class CacheBuilder(RopeBuilder):
     def zero(self) -> str:
         return self.const_act(0.0)
 
+    def make_row_index(self, key: str, index: str, width: int) -> str:
+        """``[B, N]`` row indices broadcast to ``[B, N, width]`` for Gather/ScatterElements on axis 1.
+
+        Shared by every layer that indexes the same rows at the same width.
+        index ─ Unsqueeze ─ Expand[1, 1, width]
+        """
+
+        def make() -> str:
+            path = f"/model/cache/{key}_x{width}"
+            out = self.op("Unsqueeze", f"{path}/Unsqueeze", [index, self.i64([2])])
+            return self.op("Expand", f"{path}/Expand", [out, self.i64([1, 1, width])])
+
+        result: str = self.shared(("row_index", key, width), make)
+        return result
+
     def make_window_mask(self) -> str:
         """Additive mask ``[B, 1, T, W + T]`` over [window ring | new tokens] (0 visible, -inf not).
 

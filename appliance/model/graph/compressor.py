@@ -68,15 +68,13 @@ class CompressorBuilder(CacheBuilder):
         self.add_input(ring_in, self.act, ["batch", ring, feat])
         self.add_input(entries_in, self.act, ["batch", f"capacity{m}", width])
 
-        order = self.make_ring_order(ring)
-        order = self.op("Unsqueeze", f"{path}/order/Unsqueeze", [order, self.i64([2])])
-        order = self.op("Expand", f"{path}/order/Expand", [order, self.i64([1, 1, feat])])
+        order = self.make_row_index(f"ring{ring}_order", self.make_ring_order(ring), feat)
         old = self.op("GatherElements", f"{path}/order/GatherElements", [ring_in, order], axis=1)
         sources = self.op("Concat", f"{path}/sources/Concat", [old, src], axis=1)
 
-        where = self.make_window_sources(m, ring, span)
-        where = self.op("Unsqueeze", f"{path}/gather/Unsqueeze", [where, self.i64([2])])
-        where = self.op("Expand", f"{path}/gather/Expand", [where, self.i64([1, 1, feat])])
+        where = self.make_row_index(
+            f"windows{m}_sources{span}", self.make_window_sources(m, ring, span), feat
+        )
         picked = self.op("GatherElements", f"{path}/gather/GatherElements", [sources, where], axis=1)
         if overlap:
             picked = self.op(
@@ -118,8 +116,7 @@ class CompressorBuilder(CacheBuilder):
         tables = self.make_rope_tables("compress", starts, f"windows{m}", width)
         entries = self.make_rope(f"{path}/entries", normed, tables, width)
 
-        at = self.op("Unsqueeze", f"{path}/write/Unsqueeze", [self.make_candidate_windows(m), self.i64([2])])
-        at = self.op("Expand", f"{path}/write/Expand", [at, self.i64([1, 1, width])])
+        at = self.make_row_index(f"windows{m}", self.make_candidate_windows(m), width)
         entries_out = self.op(
             "ScatterElements", f"{path}/write/ScatterElements", [entries_in, at, entries], axis=1
         )
@@ -131,8 +128,7 @@ class CompressorBuilder(CacheBuilder):
         tail = self.op(
             "Slice", f"{path}/ring/Slice", [src, start, self.i64([np.iinfo(np.int64).max]), self.i64([1])]
         )
-        slots = self.op("Unsqueeze", f"{path}/ring/Unsqueeze", [slots, self.i64([2])])
-        slots = self.op("Expand", f"{path}/ring/Expand", [slots, self.i64([1, 1, feat])])
+        slots = self.make_row_index(f"ring{ring}_write", slots, feat)
         ring_out = self.op("ScatterElements", f"{path}/ring/ScatterElements", [ring_in, slots, tail], axis=1)
         self.add_output(f"present.{layer}.{state}_src", ring_out, self.act, ["batch", ring, feat])
         return entries_out
