@@ -93,6 +93,8 @@ class AuditLog:
         self._linger = linger_s
         self._last_batch_size = 1
         self._lock = threading.Lock()
+        # Held by whoever is committing a group: the writer thread or an appending thread.
+        self._commit_lock = threading.Lock()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -122,13 +124,37 @@ class AuditLog:
     def append(self, event: AuditEvent) -> int:
         """Append and wait until durable; returns the seq. Raises AuditUnavailableError.
 
-        After a timeout the event may still commit later; the caller has refused its action by
-        then, so the log can hold one record too many, never one too few."""
-        future = self.submit(event)
+        When no commit is in progress the calling thread commits itself (with whatever else is
+        queued), sparing a lone writer two thread hand-offs; otherwise it queues for the writer
+        thread's next group commit. After a timeout the event may still commit later; the caller
+        has refused its action by then, so the log can hold one record too many, never one too few.
+        """
+        pending = _Pending(prepare_event(event, self.keys), Future())
+        self._ensure_writer()
+        if self._commit_lock.acquire(blocking=False):
+            try:
+                self._commit([pending.take(), *self._drain()])
+            finally:
+                self._commit_lock.release()
+        else:
+            self._queue.put(pending)
         try:
-            return future.result(timeout=self._timeout)
+            return pending.future.result(timeout=self._timeout)
         except TimeoutError:
             raise AuditUnavailableError(f"audit store did not commit within {self._timeout:g}s") from None
+
+    def _drain(self) -> list[_Pending]:
+        taken: list[_Pending] = []
+        while len(taken) < self._max_batch - 1:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:  # close() is waiting for the writer: leave it its signal
+                self._queue.put(_STOP)
+                break
+            taken.append(item.take())
+        return taken
 
     async def append_async(self, event: AuditEvent) -> int:
         """``append`` for asyncio callers: waits without blocking the event loop."""
@@ -180,8 +206,9 @@ class AuditLog:
             if first is _STOP:
                 return
             if first is not None:
-                batch, stop = self._gather(q, first)
-                self._commit(batch)
+                with self._commit_lock:
+                    batch, stop = self._gather(q, first)
+                    self._commit(batch)
                 if stop:
                     return
             if time.monotonic() >= next_check:
