@@ -4,6 +4,7 @@ and context assembly off the GUI thread."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class ProjectService(QObject):
         self.recent: list[str] = []
         # Polling by stat is what keeps the index current: it needs no OS watch limits and sees
         # changes made by any program, including while the app was closed.
+        self._poll_ms = poll_ms
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
         self._timer.timeout.connect(self.refresh)
@@ -81,16 +83,19 @@ class ProjectService(QObject):
             return
         self._refreshing = True
 
-        def work(job: Job) -> tuple[IndexStats, list[str]]:
+        def work(job: Job) -> tuple[IndexStats, list[str], float]:
+            started = time.monotonic()
             stats = index.refresh(lambda done, total: job.progress.emit(done, total))
-            return stats, index.paths()
+            return stats, index.paths(), time.monotonic() - started
 
         submit(self._pool, work, on_done=self._refreshed, on_failed=self._refresh_failed,
                on_progress=self.indexProgress.emit, parent=self)
 
-    def _refreshed(self, result: tuple[IndexStats, list[str]]) -> None:
+    def _refreshed(self, result: tuple[IndexStats, list[str], float]) -> None:
         self._refreshing = False
-        stats, paths = result
+        stats, paths, seconds = result
+        # A big tree takes a while to stat; polling then backs off so it stays a small share of a core.
+        self._timer.setInterval(max(self._poll_ms, int(seconds * 10_000)))
         if paths != self.paths:
             self.paths = paths
             self.pathsChanged.emit(paths)

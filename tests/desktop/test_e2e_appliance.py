@@ -208,6 +208,20 @@ def test_audit_console_lists_filters_verifies_exports(
             assert all(line.startswith("CEF:0|Enclave|") for line in lines)
 
 
+def test_sign_in_with_the_demo_api_token(
+    qtbot: QtBot, real_app: Callable[..., App], appliance: RealAppliance, memory_keyring: MemoryKeyring
+) -> None:
+    app = real_app()
+    _connect(qtbot, app, appliance)
+    dialog = app.window.show_sign_in()
+    dialog.tabs.setCurrentIndex(1)
+    dialog.token.setText(appliance.token)
+    with qtbot.waitSignal(app.connection.signedIn, timeout=30_000):
+        qtbot.mouseClick(dialog.sign_in, Qt.MouseButton.LeftButton)
+    assert app.connection.session is not None and app.connection.session.models
+    assert list(memory_keyring.secrets.values()) == [appliance.token]
+
+
 def test_admin_pages_against_the_appliance(qtbot: QtBot, real_app: Callable[..., App], appliance: RealAppliance) -> None:
     app = real_app()
     _connect(qtbot, app, appliance)

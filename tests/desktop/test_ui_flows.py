@@ -423,3 +423,21 @@ def test_a_context_that_cannot_fit_is_reported(qtbot: QtBot, signed_in: App, fak
         qtbot.mouseClick(ws.panel.send, Qt.MouseButton.LeftButton)
     assert "maximum context length is 100 tokens" in ws.panel.status.text()
     assert ws.panel.question.toPlainText() == "unit_price"
+
+
+def test_sign_in_with_an_api_token(
+    qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    fake.tokens["encl_pasted"] = "dev"
+    app = make_app(client_factory=fake.client_factory)
+    confirm_and_connect(qtbot, app, connect(qtbot, app, URL, str(make_ca().write(tmp_path / "ca.pem"))))
+    dialog = app.window.show_sign_in()
+    dialog.tabs.setCurrentIndex(1)
+    dialog.token.setText("encl_nonsense")
+    with qtbot.waitSignal(app.connection.failed, timeout=5000):
+        qtbot.mouseClick(dialog.sign_in, Qt.MouseButton.LeftButton)
+    assert "token expired or revoked" in dialog.error.text() and memory_keyring.secrets == {}
+    dialog.token.setText("encl_pasted")
+    with qtbot.waitSignal(app.connection.signedIn, timeout=5000):
+        qtbot.mouseClick(dialog.sign_in, Qt.MouseButton.LeftButton)
+    assert list(memory_keyring.secrets.values()) == ["encl_pasted"]
