@@ -92,7 +92,7 @@ def _read_chat(path: Path) -> list[ChatMessage]:
 def run(args: argparse.Namespace) -> int:
     params = _params(args)
     chat = _read_chat(args.chat) if args.chat is not None else None
-    if args.suffix is not None and args.thinking:
+    if args.thinking and chat is None:
         raise InputError("--thinking applies to --chat only")
     try:
         device_ids = tuple(int(p) for p in str(args.device_ids).split(",") if p.strip())

@@ -132,6 +132,14 @@ def test_max_tokens_and_context_limit_end_with_length(tok: Tokenizer) -> None:
     assert ends == {"short": ("length", 3), "ctx": ("length", 7)}
 
 
+def test_ignore_eos_generates_past_it(tok: Tokenizer) -> None:
+    engine = scripted_engine(tok, "ab", [5])
+    engine.add_request("r", [5], SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True))
+    deltas = collect(engine, "r")
+    assert deltas[-1].finish_reason == "length" and deltas[-1].completion_tokens == 6
+    assert tok.eos_id in [t for d in deltas for t in d.token_ids]
+
+
 def test_stop_token_ids(tok: Tokenizer) -> None:
     engine = scripted_engine(tok, "abc def", [5])
     stop_id = tok.encode("abc def")[1]

@@ -75,6 +75,8 @@ def test_seeded_sampling_repeats(bundle: Path, capsys: pytest.CaptureFixture[str
         (["--prompt", "a", "--seed", "1"], "--seed needs --temperature"),
         (["--prompt", "a", "--max-tokens", "0"], "max_tokens must be at least 1"),
         (["--chat", "/nonexistent/chat.json"], "cannot read the chat file"),
+        (["--prompt", "a", "--thinking"], "--thinking applies to --chat only"),
+        (["--prompt", "a", "--device-ids", "x"], "--device-ids must be comma-separated integers"),
     ],
 )
 def test_bad_input_is_one_line(
