@@ -204,12 +204,19 @@ def staged_directory(out_dir: Path) -> Iterator[Path]:
     """A temporary sibling of ``out_dir`` renamed to it on success and removed on any failure."""
     if out_dir.exists():
         raise ModelError(f"{out_dir} already exists; choose a new output directory")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as exc:
+        raise ModelError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     try:
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle holds no secrets and services read it
         yield tmp
         tmp.rename(out_dir)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        # A full disk or a vanished directory is the user's to fix: one line, not a traceback.
+        raise ModelError(f"cannot write {out_dir}: {exc.strerror or exc}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

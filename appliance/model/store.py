@@ -106,8 +106,11 @@ def import_bundle(
     if before_install is not None:
         before_install(source)
     target = models / source.name / str(source.version)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=models))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=models))
+    except OSError as exc:
+        raise ModelError(f"cannot install into {models}: {exc.strerror or exc}") from None
     try:
         staged = tmp / "bundle"
         try:
@@ -125,7 +128,10 @@ def import_bundle(
             raise ConflictError(f"bundle {source.name} version {source.version} is already installed") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    _activate(models, source.name, source.version, target)
+    try:
+        _activate(models, source.name, source.version, target)
+    except OSError as exc:
+        raise ModelError(f"installed {target} but cannot make it active: {exc.strerror or exc}") from None
     return load_bundle(target, trusted_keys=keys)
 
 

@@ -156,3 +156,14 @@ def test_failed_build_leaves_nothing(tmp_path: Path, tokenizer: Path) -> None:
     make_bundle(out, tokenizer)
     with pytest.raises(ModelError, match="already exists"):
         make_bundle(out, tokenizer)
+
+
+def test_write_errors_are_one_line_and_leave_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(ModelError, match=r"cannot write .*out: No space left on device"), staged_directory(out) as root:
+        (root / "model.onnx.data").write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelError, match="cannot create"), staged_directory(tmp_path / "file" / "b"):
+        pass
