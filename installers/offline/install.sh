@@ -112,7 +112,7 @@ entry = json.loads((root / "manifest.json").read_text(encoding="utf-8")).get("fi
 ok = isinstance(entry, dict) and hashlib.sha256((root / rel).read_bytes()).hexdigest() == entry.get("sha256")
 sys.exit(0 if ok else 1)' "$BUNDLE" "$rel" 2>/dev/null \
         || die "file changed: $rel (sha256 does not match the manifest); bundle refused, nothing was changed"
-    PYTHONPATH="$WHEEL" "$PY" -m installers.offline.precheck "$BUNDLE" || die "bundle refused; nothing was changed"
+    PYTHONPATH="$WHEEL" "$PY" -m installers.offline.precheck "$BUNDLE" "$FINGERPRINT" || die "bundle refused; nothing was changed"
 fi
 
 # 2. The new release, in a virtual environment of its own (the running one is not touched).

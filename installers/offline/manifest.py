@@ -21,6 +21,7 @@ signature needs ``cryptography``, imported where it is used.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -49,6 +50,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "parse_manifest",
+    "pem_fingerprint",
     "read_manifest",
     "version_key",
     "write_manifest",
@@ -233,6 +235,24 @@ def check_files(root: Path, manifest: Manifest) -> None:
             )
         if _digest(path)[0] != want_sha:
             raise IntegrityError(f"file changed: {rel} (sha256 does not match the manifest)")
+
+
+# DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32-byte raw key follows it.
+_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
+
+
+def pem_fingerprint(pem: bytes) -> str:
+    """:func:`fingerprint` of a PEM Ed25519 public key, with the standard library only (for precheck)."""
+    lines = pem.decode("ascii", "replace").strip().splitlines()
+    if len(lines) < 3 or lines[0] != "-----BEGIN PUBLIC KEY-----" or lines[-1] != "-----END PUBLIC KEY-----":
+        raise IntegrityError("the signer's key is not a PEM public key")
+    try:
+        der = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except ValueError:
+        raise IntegrityError("the signer's key is not a PEM public key") from None
+    if len(der) != len(_ED25519_SPKI_PREFIX) + 32 or not der.startswith(_ED25519_SPKI_PREFIX):
+        raise IntegrityError("the signer's key is not an Ed25519 public key")
+    return hashlib.sha256(der[len(_ED25519_SPKI_PREFIX) :]).hexdigest()
 
 
 def fingerprint(public_key: Ed25519PublicKey) -> str:

@@ -12,6 +12,7 @@ import os
 import queue
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -104,7 +105,9 @@ class Server:
 
     def client(self, token: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, verify=self.ca, headers=headers, timeout=120)
+        return httpx.Client(
+            base_url=self.url, verify=ssl.create_default_context(cafile=self.ca), headers=headers, timeout=120
+        )
 
 
 @contextmanager

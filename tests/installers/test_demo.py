@@ -6,6 +6,7 @@ import importlib.util
 import os
 import queue
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -102,7 +103,7 @@ def _run_demo(args: list[str], env: dict[str, str], want: set[str]) -> None:
         assert set(pids) == want, "".join(output)
         response = httpx.get(
             f"{seen['ENCLAVE_URL']}/v1/models",
-            verify=seen["ENCLAVE_CA"],
+            verify=ssl.create_default_context(cafile=seen["ENCLAVE_CA"]),
             headers={"Authorization": f"Bearer {seen['ENCLAVE_TOKEN']}"},
             timeout=30,
         )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,14 +22,17 @@ from installers.offline.manifest import (
     fingerprint,
     generate_signing_key,
     load_private_key,
+    pem_fingerprint,
     read_manifest,
     version_key,
     write_manifest,
 )
 from installers.offline.verify import normalize_fingerprint, verify_bundle
 from shared.errors import InputError, IntegrityError
+from tests.helpers.offline_site import BASE_PYTHON
 
 CREATED = "2026-11-28T00:00:00Z"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _populate(root: Path) -> None:
@@ -310,3 +315,54 @@ def test_cli_keygen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"fingerprint: {fp}" in capsys.readouterr().out
     assert enclave(["bundle", "keygen", str(path)]) == 1
     assert "already exists" in capsys.readouterr().err
+
+
+def test_pem_fingerprint_needs_no_cryptography_and_agrees_with_it(
+    bundle: Path, key: Ed25519PrivateKey
+) -> None:
+    assert pem_fingerprint((bundle / PUBLIC_KEY).read_bytes()) == fingerprint(key.public_key())
+    with pytest.raises(IntegrityError, match="not a PEM public key"):
+        pem_fingerprint(b"junk")
+    rsa_like = b"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VxAyEA\n-----END PUBLIC KEY-----\n"
+    with pytest.raises(IntegrityError, match="not an Ed25519 public key"):
+        pem_fingerprint(rsa_like)
+
+
+def _run_precheck(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Precheck as install.sh runs it: base interpreter, no site-packages (-S), code from a zip."""
+    archive = tmp_path / "enclave_codegen-0.1.0-py3-none-any.whl"
+    if not archive.exists():
+        with zipfile.ZipFile(archive, "w") as zf:
+            for rel in (
+                "installers/__init__.py",
+                "installers/offline/__init__.py",
+                "installers/offline/manifest.py",
+                "installers/offline/precheck.py",
+                "shared/__init__.py",
+                "shared/errors.py",
+            ):
+                zf.write(ROOT / rel, rel)
+    return subprocess.run(
+        [str(BASE_PYTHON), "-S", "-m", "installers.offline.precheck", *args],
+        env={"PYTHONPATH": str(archive), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_precheck_runs_with_the_standard_library_alone(
+    bundle: Path, key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    fp = fingerprint(key.public_key())
+    ok = _run_precheck(tmp_path, str(bundle), fp)
+    assert ok.returncode == 0, ok.stderr
+    assert "files match the manifest" in ok.stdout
+    wrong = _run_precheck(tmp_path, str(bundle), "ab" * 32)
+    assert wrong.returncode == 1
+    assert wrong.stderr == f"precheck: error: bundle is signed by key {fp}, not the expected {'ab' * 32}\n"
+    (bundle / "install.sh").write_text("changed\n")
+    changed = _run_precheck(tmp_path, str(bundle))
+    assert changed.returncode == 1 and "file changed: install.sh" in changed.stderr

@@ -189,7 +189,9 @@ def test_tampered_bundle_is_refused_before_anything_is_installed(
         reason = "file changed: models/"
     elif kind == "changed wheel":
         target = next((bad / "wheels").glob("onnxruntime-*.whl"))
-        replace_file(target, target.read_bytes()[:-1] + b"\0")
+        data = bytearray(target.read_bytes())
+        data[len(data) // 3] ^= 0x01
+        replace_file(target, bytes(data))
         reason = "file changed: wheels/onnxruntime-"
     elif kind == "extra file":
         (bad / "wheels" / "backdoor-1.0-py3-none-any.whl").write_bytes(b"PK\x05\x06" + b"\0" * 18)
@@ -260,7 +262,7 @@ def test_upgrade_in_place_then_older_and_tampered_bundles_are_refused(
     assert "migrating the database" in proc.stdout
     assert "model deepseek-v4-demo version 1 is already installed" in proc.stdout
     after_release = site.enclave.resolve()
-    assert after_release != before_release and after_release.name.startswith("0.1.0.1-")
+    assert after_release != before_release and after_release.parents[1].name.startswith("0.1.0.1-")
     models = site.run([site.enclave, "model", "list", "--data", site.data])
     assert re.search(r"^\* deepseek-v4-demo\s+version 2", models.stdout, re.M), models.stdout
     # The audit chain continued: the log still verifies against the checkpoint taken before.

@@ -68,5 +68,5 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     raise ConnectionRefusedError(f"netguard: outbound connection attempt to {host!r} ({event}) refused")
 
 
-_write({"event": "netguard.active", "pid": os.getpid(), "argv": sys.argv[:2]})
+_write({"event": "netguard.active", "pid": os.getpid(), "argv": sys.orig_argv[:4]})
 sys.addaudithook(_hook)
