@@ -30,7 +30,7 @@ def test_serve_and_generate_attempt_no_outbound_connection(tmp_path: Path) -> No
     site = _site(tmp_path)
     model_key = tmp_path / "model-signing.pem"
     generate_signing_key(model_key)
-    steps = [
+    steps: list[list[str | Path]] = [
         [site.enclave, "init", "--data", site.data],
         [site.enclave, "model", "demo", tmp_path / "demo", "--signing-key", model_key],
     ]
