@@ -153,7 +153,7 @@ class MainWindow(QMainWindow):
         self.connection_label.setText(f"{profile.url} · not signed in")
         self.action_sign_in.setEnabled(True)
         self.banner.hide()
-        if self.connection.session is None and self.dialog is None:
+        if self.connection.session is None:
             self.show_banner(f"Connected to {profile.url}.", "Sign in…", self.show_sign_in)
 
     def _signed_in(self, session: Session) -> None:

@@ -379,7 +379,10 @@ def test_admin_pages(qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppli
 
 def test_index_is_kept_current_by_polling(qtbot: QtBot, make_app: Callable[..., App], fixture_project: Path) -> None:
     app = make_app(poll_ms=100)
+    progress: list[tuple[int, int]] = []
+    app.project.indexProgress.connect(lambda done, total: progress.append((done, total)))
     open_project(qtbot, app, fixture_project)
+    assert progress and progress[-1][0] == progress[-1][1]  # the progress bar ran to the end
     (fixture_project / "src" / "shop" / "tax.py").write_text("def vat(x):\n    return x\n")
     qtbot.waitUntil(lambda: "src/shop/tax.py" in app.project.paths, timeout=10_000)
     (fixture_project / "web" / "app.js").unlink()
