@@ -193,6 +193,10 @@ class Row:
     ort_over_torch_speed: float | None
     max_abs_diff: float | None
     ort_error: str | None = None
+    # The same graph in a session with CUDA-graph capture (static shapes, fixed addresses).
+    graph_us: float | None = None
+    graph_tbps: float | None = None
+    graph_error: str | None = None
 
 
 def timed(fn: Callable[[], Any], sync: Callable[[], None], iters: int) -> float:
@@ -218,6 +222,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, help="override the number of layers")
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--no-cuda-graph", action="store_true", help="skip the CUDA-graph variant")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -255,15 +260,32 @@ def main() -> int:
     expert_bytes = sum(t.nbytes for t in (weights[0]["we_13"][0], weights[0]["we_2"][0]))
     setup_s = time.perf_counter() - t0
 
-    model = build_graph(dims, elem)
-    options = ort.SessionOptions()
-    providers: list[Any] = ["CPUExecutionProvider"]
-    if cuda:
-        providers.insert(0, ("CUDAExecutionProvider", {"device_id": 0}))
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    model_bytes = build_graph(dims, elem).SerializeToString()
+
+    def open_session(cuda_graph: bool) -> Any:
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if cuda:
+            cuda_options = {"device_id": 0, **({"enable_cuda_graph": "1"} if cuda_graph else {})}
+            providers.insert(0, ("CUDAExecutionProvider", cuda_options))
+        return ort.InferenceSession(model_bytes, ort.SessionOptions(), providers=providers)
+
+    session = open_session(False)
     dev_kind, dev_id = ("cuda", 0) if cuda else ("cpu", 0)
     np_elem = np.float16 if cuda else np.float32
     out_names = [o.name for o in session.get_outputs()]
+
+    def bind(sess: Any, x: torch.Tensor, outs: list[torch.Tensor]) -> Any:
+        """Everything by address: the weights torch allocated, x, and preallocated outputs."""
+        binding = sess.io_binding()
+        binding.bind_input("x", dev_kind, dev_id, np_elem, tuple(x.shape), x.data_ptr())
+        for layer, w in enumerate(weights):
+            for name, t in w.items():
+                binding.bind_input(
+                    f"l{layer}.{name}", dev_kind, dev_id, np_elem, tuple(t.shape), t.data_ptr()
+                )
+        for name, t in zip(out_names, outs, strict=True):
+            binding.bind_output(name, dev_kind, dev_id, np_elem, tuple(t.shape), t.data_ptr())
+        return binding
 
     rows: list[Row] = []
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -274,24 +296,26 @@ def main() -> int:
         weight_bytes = dense_bytes + touched * expert_bytes
         ort_us = diff = None
         error = None
+        outs = [torch.empty(batch, dims.hidden, device=device, dtype=dtype)]
+        outs += [torch.empty(batch, dims.kv_dim, device=device, dtype=dtype) for _ in range(dims.layers)]
         try:
-            binding = session.io_binding()
-            binding.bind_input("x", dev_kind, dev_id, np_elem, tuple(x.shape), x.data_ptr())
-            for layer, w in enumerate(weights):
-                for name, t in w.items():
-                    binding.bind_input(
-                        f"l{layer}.{name}", dev_kind, dev_id, np_elem, tuple(t.shape), t.data_ptr()
-                    )
-            outs = [torch.empty(batch, dims.hidden, device=device, dtype=dtype)]
-            outs += [torch.empty(batch, dims.kv_dim, device=device, dtype=dtype) for _ in range(dims.layers)]
-            for name, t in zip(out_names, outs, strict=True):
-                binding.bind_output(name, dev_kind, dev_id, np_elem, tuple(t.shape), t.data_ptr())
+            binding = bind(session, x, outs)
             session.run_with_iobinding(binding)
             sync()
             diff = float((outs[0].float() - ref.float()).abs().max())
             ort_us = timed(lambda: session.run_with_iobinding(binding), sync, args.iters)  # noqa: B023
         except Exception as exc:  # a bench reports what failed and carries on with the peer's figure
             error = f"{type(exc).__name__}: {exc}"[:500]
+        graph_us = graph_error = None
+        if cuda and not args.no_cuda_graph:
+            try:
+                graph_session = open_session(True)
+                graph_binding = bind(graph_session, x, outs)
+                graph_session.run_with_iobinding(graph_binding)  # captures the graph
+                graph_us = timed(lambda: graph_session.run_with_iobinding(graph_binding), sync, args.iters)  # noqa: B023
+                del graph_session
+            except Exception as exc:
+                graph_error = f"{type(exc).__name__}: {exc}"[:500]
         rows.append(
             Row(
                 batch=batch,
@@ -304,6 +328,9 @@ def main() -> int:
                 ort_over_torch_speed=None if ort_us is None else torch_us / ort_us,
                 max_abs_diff=diff,
                 ort_error=error,
+                graph_us=graph_us,
+                graph_tbps=None if graph_us is None else weight_bytes / graph_us / 1e6,
+                graph_error=graph_error,
             )
         )
         print(_line(rows[-1]), flush=True)
@@ -335,8 +362,10 @@ def _line(r: Row) -> str:
         f"batch {r.batch:>3}: experts {r.experts_touched:>4}  bytes {r.weight_bytes / 1e9:7.3f} GB  "
         f"ORT {_fmt(r.ort_us, '9.1f')} us {_fmt(r.ort_tbps, '6.3f')} TB/s  "
         f"torch {r.torch_us:9.1f} us {r.torch_tbps:6.3f} TB/s  "
-        f"ORT/torch speed {_fmt(r.ort_over_torch_speed, '5.2f')}x  max|diff| {_fmt(r.max_abs_diff, '.3g')}"
+        f"ORT/torch speed {_fmt(r.ort_over_torch_speed, '5.2f')}x  max|diff| {_fmt(r.max_abs_diff, '.3g')}  "
+        f"ORT+CUDA graph {_fmt(r.graph_us, '.1f')} us {_fmt(r.graph_tbps, '.3f')} TB/s"
         + (f"  ORT error: {r.ort_error}" if r.ort_error else "")
+        + (f"  CUDA graph error: {r.graph_error}" if r.graph_error else "")
     )
 
 
@@ -349,17 +378,20 @@ def _markdown(result: dict[str, Any], rows: list[Row]) -> str:
         f"{d['expert_width']}, {result['dtype']}; onnxruntime {result['onnxruntime']}, torch {result['torch']}. "
         f"Bandwidth = weight bytes the step must read / time; HBM peak {HBM_PEAK_TBPS} TB/s.",
         "",
-        "| batch | experts touched | weight GB | ORT us | ORT TB/s (% peak) | torch us | torch TB/s | ORT/torch speed | max abs diff |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| batch | experts touched | weight GB | ORT us | ORT TB/s (% peak) | ORT+CUDA graph us (TB/s) "
+        "| torch us | torch TB/s | ORT/torch speed | max abs diff |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         peak = "" if r.ort_tbps is None else f" ({100 * r.ort_tbps / HBM_PEAK_TBPS:.0f}%)"
         lines.append(
             f"| {r.batch} | {r.experts_touched} | {r.weight_bytes / 1e9:.3f} | {_fmt(r.ort_us, '.1f')} | "
-            f"{_fmt(r.ort_tbps, '.3f')}{peak} | {r.torch_us:.1f} | {r.torch_tbps:.3f} | "
+            f"{_fmt(r.ort_tbps, '.3f')}{peak} | {_fmt(r.graph_us, '.1f')} ({_fmt(r.graph_tbps, '.3f')}) | "
+            f"{r.torch_us:.1f} | {r.torch_tbps:.3f} | "
             f"{_fmt(r.ort_over_torch_speed, '.2f')}x | {_fmt(r.max_abs_diff, '.3g')} |"
         )
     errors = [f"- batch {r.batch}: {r.ort_error}" for r in rows if r.ort_error]
+    errors += [f"- batch {r.batch} (CUDA graph): {r.graph_error}" for r in rows if r.graph_error]
     if errors:
         lines += ["", "ORT errors:", *errors]
     return "\n".join(lines) + "\n"
