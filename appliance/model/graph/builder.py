@@ -162,6 +162,43 @@ class GraphBuilder:
             raise ModelError(f"tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(shape)}")
         return value
 
+    def expert_stack(
+        self, name: str, shape: tuple[int, ...], transform: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    ) -> tuple[np.ndarray, ...]:
+        """Stack ``transform(expert)`` over the routed experts of the stacked tensor ``name``.
+
+        Reads one expert at a time when the checkpoint offers ``expert(name, index)`` (the bundle
+        reader does), so a layer's experts are held once, already in their stored form (activation
+        dtype or packed), instead of as float32 plus transposed copies.
+        """
+        n = self.config.n_routed_experts
+        read = getattr(self.ckpt, "expert", None)
+        full = None if read is not None else self.tensor(name, (n, *shape))
+        stacks: list[np.ndarray] = []
+        for index in range(n):
+            if full is not None:
+                part = full[index]
+            else:
+                assert read is not None
+                try:
+                    part = read(name, index)
+                except KeyError:
+                    raise ModelError(f"checkpoint is missing tensor {name!r}") from None
+                if tuple(part.shape) != tuple(shape):
+                    raise ModelError(
+                        f"tensor {name!r} expert {index} has shape {tuple(part.shape)}, expected {shape}"
+                    )
+            outs = transform(np.asarray(part, dtype=np.float32))
+            if not stacks:
+                stacks = [np.empty((n, *o.shape), o.dtype) for o in outs]
+            for stack, out in zip(stacks, outs, strict=True):
+                stack[index] = out
+        return tuple(stacks)
+
+    def stored(self, array: np.ndarray) -> np.ndarray:
+        """``array`` in the activation dtype's storage form (for ``raw_weight``)."""
+        return to_onnx_dtype(array, self.act)
+
     # ---- graph I/O -----------------------------------------------------------------------------
     def add_input(self, name: str, elem_type: int, shape: Sequence[int | str]) -> str:
         self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))

@@ -19,6 +19,8 @@ Two interchangeable expert paths, chosen at build time:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from appliance.model.graph.builder import MS_DOMAIN, QUANT_BLOCK, GraphBuilder
@@ -75,29 +77,16 @@ class MoEBuilder(GraphBuilder):
             )
         weights = self.op("GatherElements", f"{path}/route/GatherElements", [scores, chosen], axis=1)
 
-        gate_up = self.tensor(f"{prefix}.experts.gate_up_proj", (e, 2 * c.moe_intermediate_size, dim))
-        down = self.tensor(f"{prefix}.experts.down_proj", (e, dim, c.moe_intermediate_size))
-        down = down * np.float32(c.routed_scaling_factor)
         if self.quant_bits:
-            routed = self._experts_qmoe(path, prefix, x, scores, chosen, weights, gate_up, down)
+            routed = self._experts_qmoe(path, prefix, x, scores, chosen, weights)
         elif self.moe_path == "ort":
-            routed = self._experts_ort(path, prefix, x, scores, chosen, weights, gate_up, down)
+            routed = self._experts_ort(path, prefix, x, scores, chosen, weights)
         else:
-            routed = self._experts_portable(path, prefix, x, flat, chosen, weights, gate_up, down)
+            routed = self._experts_portable(path, prefix, x, flat, chosen, weights)
         shared = self._shared_expert(f"{path}/shared_experts", f"{prefix}.shared_experts", x)
         return self.op("Add", f"{path}/Add", [routed, shared])
 
-    def _experts_portable(
-        self,
-        path: str,
-        prefix: str,
-        x: str,
-        flat: str,
-        chosen: str,
-        weights: str,
-        gate_up: np.ndarray,
-        down: np.ndarray,
-    ) -> str:
+    def _experts_portable(self, path: str, prefix: str, x: str, flat: str, chosen: str, weights: str) -> str:
         """Gather the chosen experts' matrices per token and run them batched.
 
         weights ─ ReduceSum ─ Add(1e-20) ─ Div ─ normalised
@@ -113,10 +102,10 @@ class MoEBuilder(GraphBuilder):
         weights = self.op("Div", f"{path}/route/Div", [weights, total])
         weights = self.to_act(f"{path}/route/Cast", weights)
 
-        w13 = self.weight(
-            f"{prefix}.experts.gate_up_proj.T", np.ascontiguousarray(gate_up.transpose(0, 2, 1))
-        )
-        w2 = self.weight(f"{prefix}.experts.down_proj.T", np.ascontiguousarray(down.transpose(0, 2, 1)))
+        (w13_data,) = self._gate_up(prefix, lambda w: (self.stored(w.T),))
+        (w2_data,) = self._down(prefix, lambda w: (self.stored(w.T),))
+        w13 = self.raw_weight(f"{prefix}.experts.gate_up_proj.T", w13_data)
+        w2 = self.raw_weight(f"{prefix}.experts.down_proj.T", w2_data)
         rows = self.op("Unsqueeze", f"{path}/experts/Unsqueeze", [flat, self.const([1, 2], np.int64)])
         w13_t = self.op("Gather", f"{path}/experts/gate_up/Gather", [w13, chosen], axis=0)
         h = self.op("MatMul", f"{path}/experts/gate_up/MatMul", [rows, w13_t])
@@ -141,39 +130,37 @@ class MoEBuilder(GraphBuilder):
         router = self.op("ScatterElements", f"{path}/route/ScatterElements", [floor, chosen, logs], axis=1)
         return self.to_act(f"{path}/route/Cast", router)
 
-    def _experts_qmoe(
-        self,
-        path: str,
-        prefix: str,
-        x: str,
-        scores: str,
-        chosen: str,
-        weights: str,
-        gate_up: np.ndarray,
-        down: np.ndarray,
-    ) -> str:
+    def _experts_qmoe(self, path: str, prefix: str, x: str, scores: str, chosen: str, weights: str) -> str:
         """com.microsoft.QMoE on block-quantized experts (quant.py's layout, gate/up interleaved)."""
-        from appliance.model.quant import interleave_gate_up, quantize_experts
+        from appliance.model.quant import interleave_gate_up, quantize_blocks
 
         c = self.config
         bits = self.quant_bits
-        fc1 = quantize_experts(interleave_gate_up(gate_up), bits=bits, block_size=QUANT_BLOCK)
-        fc2 = quantize_experts(down, bits=bits, block_size=QUANT_BLOCK)
+        for width in (c.hidden_size, c.moe_intermediate_size):
+            if width % QUANT_BLOCK:
+                raise ModelError(f"QMoE needs expert widths that are multiples of {QUANT_BLOCK}; got {width}")
+
+        def pack(weight: np.ndarray) -> tuple[np.ndarray, ...]:
+            q = quantize_blocks(weight, bits=bits, block_size=QUANT_BLOCK)
+            return q.flat_packed(), self.stored(q.scales), q.zero_points
+
+        fc1 = self._gate_up(prefix, lambda w: pack(interleave_gate_up(w)))
+        fc2 = self._down(prefix, pack)
         w1, w2 = f"{prefix}.experts.gate_up_proj", f"{prefix}.experts.down_proj"
         inputs = [
             x,
             self._router_logits(path, scores, chosen, weights),
-            self.raw_weight(f"{w1}.qweight", fc1.flat_packed()),
-            self.weight(f"{w1}.scales", fc1.scales),
+            self.raw_weight(f"{w1}.qweight", fc1[0]),
+            self.raw_weight(f"{w1}.scales", fc1[1]),
             "",
-            self.raw_weight(f"{w2}.qweight", fc2.flat_packed()),
-            self.weight(f"{w2}.scales", fc2.scales),
-            "",
-            "",
+            self.raw_weight(f"{w2}.qweight", fc2[0]),
+            self.raw_weight(f"{w2}.scales", fc2[1]),
             "",
             "",
-            self.raw_weight(f"{w1}.zp", fc1.zero_points),
-            self.raw_weight(f"{w2}.zp", fc2.zero_points),
+            "",
+            "",
+            self.raw_weight(f"{w1}.zp", fc1[2]),
+            self.raw_weight(f"{w2}.zp", fc2[2]),
         ]
         return self.op(
             "QMoE",
@@ -192,28 +179,20 @@ class MoEBuilder(GraphBuilder):
             normalize_routing_weights=1,
         )
 
-    def _experts_ort(
-        self,
-        path: str,
-        prefix: str,
-        x: str,
-        scores: str,
-        chosen: str,
-        weights: str,
-        gate_up: np.ndarray,
-        down: np.ndarray,
-    ) -> str:
+    def _experts_ort(self, path: str, prefix: str, x: str, scores: str, chosen: str, weights: str) -> str:
         """com.microsoft.MoE fed log(chosen score) / -inf router logits.
 
         weights ─ Log ─ ScatterElements(-inf [N,E], chosen) ─ MoE(x, ., w13 interleaved, w2)
         """
+        from appliance.model.quant import interleave_gate_up
+
         c = self.config
-        e, inter = c.n_routed_experts, c.moe_intermediate_size
         router = self._router_logits(path, scores, chosen, weights)
         # ORT's CPU kernel wants gate and up rows interleaved (swiglu_fusion=1).
-        interleaved = np.stack([gate_up[:, :inter], gate_up[:, inter:]], axis=2).reshape(e, 2 * inter, -1)
-        w13 = self.weight(f"{prefix}.experts.gate_up_proj.interleaved", interleaved)
-        w2 = self.weight(f"{prefix}.experts.down_proj.scaled", down)
+        (w13_data,) = self._gate_up(prefix, lambda w: (self.stored(interleave_gate_up(w)),))
+        (w2_data,) = self._down(prefix, lambda w: (self.stored(w),))
+        w13 = self.raw_weight(f"{prefix}.experts.gate_up_proj.interleaved", w13_data)
+        w2 = self.raw_weight(f"{prefix}.experts.down_proj.scaled", w2_data)
         return self.op(
             "MoE",
             f"{path}/experts/MoE",
@@ -227,6 +206,23 @@ class MoEBuilder(GraphBuilder):
             activation_beta=0.0,
             normalize_routing_weights=1,
         )
+
+    def _gate_up(
+        self, prefix: str, transform: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    ) -> tuple[np.ndarray, ...]:
+        """Per-expert [gate | up] ``[2I, D]`` through ``transform``, stacked."""
+        c = self.config
+        shape = (2 * c.moe_intermediate_size, c.hidden_size)
+        return self.expert_stack(f"{prefix}.experts.gate_up_proj", shape, transform)
+
+    def _down(
+        self, prefix: str, transform: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+    ) -> tuple[np.ndarray, ...]:
+        """Per-expert down ``[D, I]`` times routed_scaling_factor, through ``transform``, stacked."""
+        c = self.config
+        scale = np.float32(c.routed_scaling_factor)
+        shape = (c.hidden_size, c.moe_intermediate_size)
+        return self.expert_stack(f"{prefix}.experts.down_proj", shape, lambda w: transform(w * scale))
 
     def _shared_expert(self, path: str, prefix: str, x: str) -> str:
         """x ─ MatMul([gate|up]) ─ Split ─ clamps ─ silu·up ─ MatMul(down)"""

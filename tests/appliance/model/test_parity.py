@@ -9,6 +9,7 @@ appliance/model/graph/compressor.py for why that is the only change it needs).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,3 +132,24 @@ def test_reference_decode_disagrees_only_by_tie_breaking() -> None:
         pinned = np.abs(reference_stepwise_logits(model, ids, 8) - reference_logits(model, ids)[7:]).max()
     assert loose > 1e-2
     assert pinned <= 1e-5
+
+
+def test_save_pretrained_directory_builds_to_reference_logits(tmp_path: Path) -> None:
+    """End to end through the real reader: save_pretrained (DeepSeek's names on disk) -> open_checkpoint
+    (renames back, reads one expert at a time) -> graphs -> the reference's logits."""
+    from tokenizers import Tokenizer, models
+
+    from appliance.model.checkpoint import open_checkpoint
+
+    model = reference_model(tiny_config(), seed=4)
+    model.save_pretrained(tmp_path)
+    Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")).save(str(tmp_path / "tokenizer.json"))
+    ids = np.random.default_rng(4).integers(0, 256, 70)
+    ckpt = open_checkpoint(tmp_path)
+    graphs = build_graphs(ckpt, logits="all", moe="ort")
+    out = StageRunner(graphs, graph_io(ckpt.config, logits="all"), max_context=128).step(
+        ids[None], np.array([0])
+    )[0]
+    with lowest_index_ties():
+        ref = reference_logits(model, ids)
+    assert np.abs(out - ref).max() <= TOL
