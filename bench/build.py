@@ -6,8 +6,9 @@ same), builds each to a bundle in a fresh subprocess, and reports:
 * build throughput, MB of checkpoint weights per second;
 * peak resident memory of the build process (``ru_maxrss``), and the part above the process's own
   baseline after imports;
-* the same peak for a peer measured in the same run: loading the whole checkpoint with
-  ``safetensors.numpy.load_file`` (what a non-streaming builder starts with), and the ratio.
+* the same peak (and its read speed) for a peer measured in the same run: loading the whole
+  checkpoint with ``safetensors.numpy.load_file`` (what a non-streaming builder starts with), and
+  the ratio of peaks.
 
 The claim it checks: the builder's memory follows the largest tensor, not the checkpoint — the
 peer's grows with the checkpoint, ours stays flat.
@@ -131,13 +132,15 @@ def _memory_report(args: argparse.Namespace) -> None:
             rows.append((layers, size, largest, ours, peer))
 
     print(f"{'layers':>6} {'ckpt MB':>8} {'largest MB':>10} {'build s':>8} {'MB/s':>7} "
-          f"{'peak MB':>8} {'+base MB':>8} | {'peer peak':>9} {'+base MB':>8} {'ours/peer':>9}")
+          f"{'peak MB':>8} {'+base MB':>8} | {'peer MB/s':>9} {'peer peak':>9} {'+base MB':>8} "
+          f"{'peak ours/peer':>14}")
     for layers, size, largest, ours, peer in rows:
         print(
             f"{layers:>6} {size / MB:>8.1f} {largest / MB:>10.1f} {ours['seconds']:>8.2f} "
             f"{size / MB / ours['seconds']:>7.1f} {ours['peak'] / MB:>8.1f} "
-            f"{(ours['peak'] - ours['baseline']) / MB:>8.1f} | {peer['peak'] / MB:>9.1f} "
-            f"{(peer['peak'] - peer['baseline']) / MB:>8.1f} {ours['peak'] / peer['peak']:>9.2f}"
+            f"{(ours['peak'] - ours['baseline']) / MB:>8.1f} | {size / MB / peer['seconds']:>9.1f} "
+            f"{peer['peak'] / MB:>9.1f} {(peer['peak'] - peer['baseline']) / MB:>8.1f} "
+            f"{ours['peak'] / peer['peak']:>14.2f}"
         )
     (l0, s0, _, o0, p0), (l1, s1, _, o1, p1) = rows[0], rows[-1]
     grow_ours = (o1["peak"] - o1["baseline"]) / max(o0["peak"] - o0["baseline"], 1)
