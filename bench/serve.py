@@ -2,7 +2,7 @@
 engine called in-process, in the same run.
 
     .venv/bin/python bench/serve.py [--clients 128] [--requests-per-client 1] [--max-tokens 32]
-                                    [--slots 16] [--sequential 16]
+                                    [--slots 16] [--threads 0] [--sequential 16]
 
 It prepares what ``enclave demo`` prepares (a data directory, the demo model installed, a developer
 token; the team's quotas lifted so the load is not refused), then runs two phases on the real engine
@@ -202,10 +202,10 @@ async def run_api(
 # --- set-up -------------------------------------------------------------------------------------
 
 
-def prepare(root: Path, slots: int) -> tuple[Settings, str]:
+def prepare(root: Path, slots: int, threads: int = 0) -> tuple[Settings, str]:
     settings, account = prepare_demo(root / "data")
     with settings.settings_file.open("a", encoding="utf-8") as fh:
-        fh.write(f"max_batch = {slots}\nmax_waiting = 4096\n")
+        fh.write(f"max_batch = {slots}\nmax_waiting = 4096\nintra_op_threads = {threads}\n")
     db = make_engine(settings.db_url)
     try:
         with UnitOfWork(db)() as session:
@@ -250,13 +250,13 @@ async def main_async(args: argparse.Namespace) -> int:
     # The same interpreter setting `enclave serve` uses, so the in-process peer runs as the server does.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     with tempfile.TemporaryDirectory(prefix="enclave-bench-serve-") as tmp:
-        settings, token = prepare(Path(tmp), args.slots)
+        settings, token = prepare(Path(tmp), args.slots, args.threads)
         n = args.clients * args.requests_per_client
         engine = load_engine(settings)
         model = engine.model_id
         print(
             f"engine: real AsyncEngine (ONNX Runtime, {settings.execution_provider}) on {model}, "
-            f"{args.slots} slots; {args.clients} concurrent streaming clients x {args.requests_per_client}, "
+            f"{args.slots} slots, {args.threads or 'default'} intra-op threads; {args.clients} concurrent streaming clients x {args.requests_per_client}, "
             f"{args.max_tokens} max tokens, greedy; then {args.sequential} sequential requests; CPUs: {os.cpu_count()}"
         )
         try:
@@ -303,6 +303,9 @@ def main() -> int:
     parser.add_argument("--requests-per-client", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--slots", type=int, default=16, help="engine slots (settings.max_batch)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: ORT decides)"
+    )
     parser.add_argument(
         "--sequential", type=int, default=16, help="requests sent one at a time after the load"
     )
