@@ -170,3 +170,22 @@ def test_context_too_long_carries_the_numbers() -> None:
     with pytest.raises(ContextTooLongError) as caught:
         list(client.stream_chat(ChatCompletionRequest(model="m", messages=[ChatMessageIn(role="user", content="x")])))
     assert (caught.value.limit, caught.value.prompt_tokens) == (4096, 7930)
+
+
+def test_file_based_keyring_backends_are_refused() -> None:
+    class PlaintextKeyring(MemoryKeyring):
+        pass
+
+    PlaintextKeyring.__module__ = "keyrings.alt.file"
+    backend = PlaintextKeyring()
+    store = CredentialStore(backend)
+    with pytest.raises(ConfigError, match="stores secrets in a file"):
+        store.save("https://a:1", "encl_x")
+    assert backend.secrets == {}
+
+
+def test_no_keyring_at_all_is_a_clear_error() -> None:
+    from keyring.backends.fail import Keyring as NoKeyring
+
+    with pytest.raises(ConfigError, match="cannot store the token in the system keyring"):
+        CredentialStore(NoKeyring()).save("https://a:1", "encl_x")

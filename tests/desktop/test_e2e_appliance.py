@@ -17,7 +17,7 @@ from pytestqt.qtbot import QtBot
 
 from desktop.app import App
 from desktop.client.api import ApplianceClient
-from desktop.qt import Qt
+from desktop.qt import QDateTime, Qt
 from desktop.ui.dialogs import SignInDialog
 from tests.helpers.desktop_flows import (
     ask,
@@ -192,6 +192,25 @@ def test_audit_console_lists_filters_verifies_exports(
     assert all(r["actor"] == AUDITOR[0] and r["outcome"] == "success" for r in console.records)
     console.table.selectRow(0)
     assert f"actor: {AUDITOR[0]}" in console.detail.toPlainText()
+
+    # Time range: the last hour has these events; from an hour ahead on there are none.
+    console.actor.clear()
+    console.outcome.setCurrentText("")
+    now = QDateTime.currentDateTimeUtc()
+    console.use_since.setChecked(True)
+    console.since.setDateTime(now.addSecs(-3600))
+    console.use_until.setChecked(True)
+    console.until.setDateTime(now.addSecs(3600))
+    with qtbot.waitSignal(app.audit.page, timeout=30_000):
+        qtbot.mouseClick(console.search, Qt.MouseButton.LeftButton)
+    assert console.records
+    console.since.setDateTime(now.addSecs(3600))
+    console.until.setDateTime(now.addSecs(7200))
+    with qtbot.waitSignal(app.audit.page, timeout=30_000):
+        qtbot.mouseClick(console.search, Qt.MouseButton.LeftButton)
+    assert console.records == [] and "No events match" in console.status.text()
+    console.use_since.setChecked(False)
+    console.use_until.setChecked(False)
 
     with qtbot.waitSignal(app.audit.verified, timeout=60_000):
         qtbot.mouseClick(console.verify, Qt.MouseButton.LeftButton)

@@ -444,3 +444,22 @@ def test_sign_in_with_an_api_token(
     with qtbot.waitSignal(app.connection.signedIn, timeout=5000):
         qtbot.mouseClick(dialog.sign_in, Qt.MouseButton.LeftButton)
     assert list(memory_keyring.secrets.values()) == ["encl_pasted"]
+
+
+def test_audit_time_range_filter(qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, tmp_path: Path) -> None:
+    from desktop.qt import QDateTime, QTimeZone
+
+    app = make_app(client_factory=fake.client_factory)
+    confirm_and_connect(qtbot, app, connect(qtbot, app, URL, str(make_ca().write(tmp_path / "ca.pem"))))
+    console = app.window.audit_console
+    with qtbot.waitSignal(app.audit.page, timeout=5000):
+        sign_in(qtbot, app, "aud", "pw")
+    utc = QTimeZone.utc()
+    console.use_since.setChecked(True)
+    console.since.setDateTime(QDateTime.fromString("2026-11-21T00:00:00Z", "yyyy-MM-ddTHH:mm:ssZ").toTimeZone(utc))
+    console.use_until.setChecked(True)
+    console.until.setDateTime(QDateTime.fromString("2026-11-21T12:00:00Z", "yyyy-MM-ddTHH:mm:ssZ").toTimeZone(utc))
+    with qtbot.waitSignal(app.audit.page, timeout=5000):
+        qtbot.mouseClick(console.search, Qt.MouseButton.LeftButton)
+    times = [r["time"] for r in console.records]
+    assert len(times) == 12 and min(times) == "2026-11-21T00:00:00Z" and max(times) == "2026-11-21T11:00:00Z"
