@@ -18,6 +18,7 @@ for use: it verifies the signature against pinned keys and every file against th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -140,17 +141,19 @@ class ExternalData:
         self.path = path
         self._fh = path.open("wb")
         self.nbytes = 0
+        # Hashed as written, so the manifest need not read the largest file of the bundle again.
+        self._digest = hashlib.sha256()
 
     def add(self, name: str, array: np.ndarray) -> TensorProto:
         array = np.ascontiguousarray(array)
         pad = -self.nbytes % _ALIGN
         if pad:
-            self._fh.write(b"\0" * pad)
+            self._write(b"\0" * pad)
             self.nbytes += pad
         offset = self.nbytes
         # Write straight from the array's buffer: no bytes copy of a possibly large tensor.
         raw = array.reshape(-1).view(np.uint8).data
-        self._fh.write(raw)
+        self._write(raw)
         self.nbytes += len(raw)
         tensor = TensorProto()
         tensor.name = name
@@ -161,6 +164,14 @@ class ExternalData:
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
         return tensor
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._fh.write(data)
+        self._digest.update(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
 
     def sink(self, name: str, array: np.ndarray) -> TensorProto:
         """The graph builder's WeightSink: large weights to the file, small constants inline."""
@@ -182,10 +193,10 @@ class ExternalData:
             raw = tensor.raw_data
             pad = -self.nbytes % _ALIGN
             if pad:
-                self._fh.write(b"\0" * pad)
+                self._write(b"\0" * pad)
                 self.nbytes += pad
             offset = self.nbytes
-            self._fh.write(raw)
+            self._write(raw)
             self.nbytes += len(raw)
             tensor.ClearField("raw_data")
             tensor.data_location = TensorProto.EXTERNAL
@@ -302,11 +313,13 @@ def write_bundle_files(
         if own and sink.nbytes == 0:
             sink.path.unlink()
         (root / filename).write_bytes(model.SerializeToString())
+    known: dict[str, str] = {}
     if data is not None:
         data.close()
+        known[data.path.name] = data.sha256
     shutil.copyfile(tokenizer_path, root / "tokenizer.json")
     (root / "bundle.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return write_manifest(root, signing_key, name=str(info["name"]), version=int(info["version"]))
+    return write_manifest(root, signing_key, name=str(info["name"]), version=int(info["version"]), known=known)
 
 
 def build_bundle(

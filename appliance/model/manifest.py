@@ -17,7 +17,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,10 +64,17 @@ def _bundle_files(root: Path) -> dict[str, Path]:
     return found
 
 
-def write_manifest(root: Path, key: Ed25519PrivateKey, *, name: str, version: int) -> Manifest:
-    """Hash every file under ``root`` and write manifest.json and manifest.sig."""
+def write_manifest(
+    root: Path, key: Ed25519PrivateKey, *, name: str, version: int, known: Mapping[str, str] | None = None
+) -> Manifest:
+    """Hash every file under ``root`` and write manifest.json and manifest.sig.
+
+    ``known`` maps files the caller hashed while writing them to their sha256 (not read again).
+    """
+    known = known or {}
     files = {
-        rel: {"sha256": sha256_file(path), "size": path.stat().st_size} for rel, path in _bundle_files(root).items()
+        rel: {"sha256": known.get(rel) or sha256_file(path), "size": path.stat().st_size}
+        for rel, path in _bundle_files(root).items()
     }
     document = {"format": _FORMAT, "format_version": 1, "name": name, "version": version, "files": files}
     raw = json.dumps(document, indent=1, sort_keys=True).encode("utf-8")
