@@ -198,6 +198,7 @@ async def admit(
     stop: tuple[str, ...],
     stream: bool,
     metadata: EnclaveMetadata | None,
+    end_user: str | None = None,
     prompt_content: Any,
     started: float,
 ) -> Generation:
@@ -216,6 +217,8 @@ async def admit(
         "prompt_tokens": n_prompt,
         "project_id": metadata.project_id if metadata else None,
         "context_files": [f.model_dump() for f in metadata.context_files] if metadata else [],
+        # OpenAI's `user`: the calling tool's own end-user id, kept for the auditor as given.
+        "end_user": end_user,
     }
     try:
         await auditor.record(

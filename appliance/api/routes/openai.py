@@ -209,6 +209,7 @@ async def chat_completions(
         stop=body.stop_list(),
         stream=body.stream,
         metadata=body.enclave,
+        end_user=body.user,
         prompt_content=[{"role": m.role, "content": m.content} for m in messages],
         started=started,
     )
@@ -265,6 +266,7 @@ async def completions(
         stop=body.stop_list(),
         stream=body.stream,
         metadata=body.enclave,
+        end_user=body.user,
         prompt_content=content,
         started=started,
     )

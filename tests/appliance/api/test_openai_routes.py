@@ -112,6 +112,7 @@ async def test_generation_is_audited_before_and_after(
 ) -> None:
     body = {
         **CHAT,
+        "user": "ide-user-7",
         "enclave": {"project_id": "proj-1", "context_files": [{"path": "src/a.py", "sha256": "ab" * 32}]},
     }
     r = await client.post("/v1/chat/completions", json=body, headers=appliance.headers("dev"))
@@ -125,6 +126,7 @@ async def test_generation_is_audited_before_and_after(
     assert details["context_files"] == [{"path": "src/a.py", "sha256": "ab" * 32}]
     assert details["completion_tokens"] == 8 and details["finish_reason"] == "stop"
     assert details["model"] == "fake-model"
+    assert details["end_user"] == "ide-user-7"
     assert completed[0]["actor"] == "dev"
     # The default policy captures digests: HMACs of prompt and completion, never the text.
     content: Any = completed[0]["content"]
