@@ -102,6 +102,9 @@ class MainWindow(QMainWindow):
         audit.failed.connect(lambda what, exc: self.handle_error(exc))
         admin.failed.connect(lambda what, exc: self.handle_error(exc))
         self.dialog: ConnectDialog | SignInDialog | None = None
+        # An API token handed over by whoever started us (``scripts/demo`` sets ENCLAVE_TOKEN):
+        # offered in the sign-in dialog, stored in the keyring only once the user signs in with it.
+        self.suggested_token = ""
 
     # -- banner ----------------------------------------------------------------------------------
 
@@ -127,6 +130,9 @@ class MainWindow(QMainWindow):
     def show_sign_in(self, message: str = "") -> SignInDialog:
         profile = self.connection.profile
         dialog = SignInDialog(self.connection, self, message=message, username=profile.username if profile else "")
+        if self.suggested_token:
+            dialog.token.setText(self.suggested_token)
+            dialog.tabs.setCurrentIndex(1)
         self._open_dialog(dialog)
         return dialog
 

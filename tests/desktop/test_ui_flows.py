@@ -463,3 +463,18 @@ def test_audit_time_range_filter(qtbot: QtBot, make_app: Callable[..., App], fak
         qtbot.mouseClick(console.search, Qt.MouseButton.LeftButton)
     times = [r["time"] for r in console.records]
     assert len(times) == 12 and min(times) == "2026-11-21T00:00:00Z" and max(times) == "2026-11-21T11:00:00Z"
+
+
+def test_a_handed_over_token_is_offered_not_stored(
+    qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, memory_keyring: MemoryKeyring, tmp_path: Path
+) -> None:
+    fake.tokens["encl_from_demo"] = "dev"
+    app = make_app(client_factory=fake.client_factory)
+    app.window.suggested_token = "encl_from_demo"
+    confirm_and_connect(qtbot, app, connect(qtbot, app, URL, str(make_ca().write(tmp_path / "ca.pem"))))
+    dialog = app.window.show_sign_in()
+    assert dialog.tabs.currentIndex() == 1 and dialog.token.text() == "encl_from_demo"
+    assert memory_keyring.secrets == {}
+    with qtbot.waitSignal(app.connection.signedIn, timeout=5000):
+        qtbot.mouseClick(dialog.sign_in, Qt.MouseButton.LeftButton)
+    assert list(memory_keyring.secrets.values()) == ["encl_from_demo"]
