@@ -182,11 +182,14 @@ def write_release(
     with_mtp: bool = True,
     tokenizer_src: Path | None = None,
     fp4_dtype: str = "I8",
+    scale_suffix: str = ".weight_scale_inv",
 ) -> dict[str, np.ndarray]:
     """Write ``model`` in the release layout; returns the stored tensors (name -> array) written.
 
     ``fp4_dtype`` is how packed experts are typed in the file: "I8" (DeepSeek's files) or "F4"
-    (safetensors' own two-values-per-byte type, whose header shape counts values)."""
+    (safetensors' own two-values-per-byte type, whose header shape counts values). Scales are
+    ``<name>.weight_scale_inv`` as in DeepSeek's Hugging Face releases (``scale_suffix=".scale"``:
+    the name DeepSeek's own inference code uses)."""
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     entries: list[tuple[str, np.ndarray, str]] = []
@@ -198,7 +201,7 @@ def write_release(
         base = name.removesuffix(".weight")
         q, s, code = quantize_fp4(w, ue8m0) if fp4 else quantize_fp8(w, block, ue8m0)
         entries.append((name, q, fp4_dtype if fp4 else "F8_E4M3"))
-        entries.append((base + ".scale", s, code))
+        entries.append((base + scale_suffix, s, code))
 
     for name, value in state.items():
         match = re.match(r"model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)$", name)

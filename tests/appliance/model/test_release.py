@@ -77,22 +77,29 @@ def _transformers_dequant(weight: np.ndarray, scale: np.ndarray, scale_code: str
     return out.numpy()
 
 
-@pytest.mark.parametrize(("ue8m0", "fp4_dtype"), [(True, "I8"), (False, "I8"), (True, "F4")])
-def test_fp8_and_fp4_dequantize_as_transformers_does(model, state, tmp_path: Path, ue8m0: bool, fp4_dtype: str) -> None:  # type: ignore[no-untyped-def]
-    stored = write_release(model, tmp_path, quantize=True, ue8m0=ue8m0, block=(16, 16), fp4_dtype=fp4_dtype)
+@pytest.mark.parametrize(
+    ("ue8m0", "fp4_dtype", "suffix"),
+    [(True, "I8", ".weight_scale_inv"), (False, "I8", ".weight_scale_inv"), (True, "F4", ".scale")],
+)
+def test_fp8_and_fp4_dequantize_as_transformers_does(  # type: ignore[no-untyped-def]
+    model, state, tmp_path: Path, ue8m0: bool, fp4_dtype: str, suffix: str
+) -> None:
+    stored = write_release(
+        model, tmp_path, quantize=True, ue8m0=ue8m0, block=(16, 16), fp4_dtype=fp4_dtype, scale_suffix=suffix
+    )
     ckpt = open_checkpoint(tmp_path)
     code = "F8_E8M0" if ue8m0 else "F32"
     # A dense FP8 matrix with several 16x16 blocks.
     name = "model.layers.1.self_attn.q_b_proj.weight"
     base = release_name(name).removesuffix(".weight")
-    expected = _transformers_dequant(stored[base + ".weight"], stored[base + ".scale"], code)
+    expected = _transformers_dequant(stored[base + ".weight"], stored[base + suffix], code)
     np.testing.assert_array_equal(ckpt.tensor(name), expected)
     # FP4 experts, reassembled into transformers' stacked gate_up layout.
     gate_up = ckpt.tensor("model.layers.2.mlp.experts.gate_up_proj")
     for e in range(gate_up.shape[0]):
         parts = [
             _transformers_dequant(stored[f"layers.2.ffn.experts.{e}.{w}.weight"],
-                                  stored[f"layers.2.ffn.experts.{e}.{w}.scale"], code)
+                                  stored[f"layers.2.ffn.experts.{e}.{w}{suffix}"], code)
             for w in ("w1", "w3")
         ]
         np.testing.assert_array_equal(gate_up[e], np.concatenate(parts))
@@ -102,3 +109,18 @@ def test_fp8_and_fp4_dequantize_as_transformers_does(model, state, tmp_path: Pat
         value, ref = ckpt.tensor(name), state[name]
         tolerance = 0.2 if ".experts." in name else 0.07  # FP4 has 3 bits of value, FP8 e4m3 has 4
         assert np.abs(value - ref).max() <= tolerance * max(np.abs(ref).max(), 1e-6), name
+
+
+@pytest.mark.parametrize("ue8m0", [True, False])
+def test_transformers_fp8_loader_reads_our_release_files_as_we_do(model, tmp_path: Path, ue8m0: bool) -> None:  # type: ignore[no-untyped-def]
+    """transformers' own FP8/FP4 checkpoint loader (dequantizing) and open_checkpoint agree on every tensor."""
+    pytest.importorskip("accelerate")  # transformers' quantized loading needs it
+    from transformers import DeepseekV4ForCausalLM, FineGrainedFP8Config
+
+    write_release(model, tmp_path, quantize=True, ue8m0=ue8m0, block=(16, 16), with_mtp=False)
+    config = FineGrainedFP8Config(dequantize=True, weight_block_size=(16, 16))
+    loaded = DeepseekV4ForCausalLM.from_pretrained(tmp_path, quantization_config=config).state_dict()
+    ckpt = open_checkpoint(tmp_path)
+    assert set(loaded) == set(ckpt.names())
+    for name, value in loaded.items():
+        np.testing.assert_allclose(value.float().numpy(), ckpt.tensor(name), rtol=0, atol=1e-6, err_msg=name)
