@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import ssl
@@ -13,6 +14,8 @@ import httpx
 import pytest
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+ROOT = Path(__file__).resolve().parents[3]
+NETGUARD = ROOT / "tests" / "helpers" / "netguard"
 
 
 def enclave(*args: str) -> subprocess.CompletedProcess[str]:
@@ -36,12 +39,19 @@ def read_announcement(proc: subprocess.Popen[str], keys: set[str]) -> tuple[dict
 
 
 def test_demo_serves_the_demo_model_and_cleans_up(tmp_path: Path) -> None:
+    # The network guard refuses (and logs) any non-loopback connection the demo process attempts.
+    netlog = tmp_path / "netguard.log"
+    guarded = {
+        **ENV,
+        "PYTHONPATH": os.pathsep.join([str(NETGUARD), str(ROOT), ENV.get("PYTHONPATH", "")]),
+        "ENCLAVE_NETGUARD_LOG": str(netlog),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "demo", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=ENV,
+        env=guarded,
     )
     try:
         found, lines = read_announcement(proc, {"ENCLAVE_URL", "ENCLAVE_CA", "ENCLAVE_TOKEN"})
@@ -64,6 +74,9 @@ def test_demo_serves_the_demo_model_and_cleans_up(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     assert not Path(data_dir).exists()
+    records = [json.loads(line) for line in netlog.read_text().splitlines()]
+    assert any(r["event"] == "netguard.active" and r["pid"] == proc.pid for r in records)
+    assert [r for r in records if r["event"] != "netguard.active"] == []
 
 
 def test_serve_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
