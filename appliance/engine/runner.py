@@ -18,7 +18,6 @@ of ``num_slots`` rows, one row per cache slot:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
@@ -200,8 +199,9 @@ class OrtRunner:
             raise ConfigError("execution_provider is 'cuda' but this ONNX Runtime has no CUDA provider")
         devices = _stage_devices(provider, device_ids, len(specs))
         self._stages: list[_Stage] = []
-        for spec, device in zip(specs, devices, strict=True):
+        for k, (spec, device) in enumerate(zip(specs, devices, strict=True)):
             session = _open_session(bundle_dir / spec.file, device, intra_op_threads)
+            _check_names(bundle_dir / spec.file, session, spec, last=k == len(specs) - 1)
             self._stages.append(_Stage(spec, session, device, num_slots=num_slots))
         logits_meta = next((o for o in self._stages[-1].session.get_outputs() if o.name == "logits"), None)
         if logits_meta is None or not isinstance(logits_meta.shape[-1], int):
@@ -219,17 +219,6 @@ class OrtRunner:
             else None
             for st in self._stages
         ]
-
-    @classmethod
-    def from_bundle_dir(cls, bundle_dir: Path | str, **options: Any) -> OrtRunner:
-        path = Path(bundle_dir)
-        try:
-            document = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{path}: cannot read bundle.json: {exc}") from None
-        if not isinstance(document, dict) or "io" not in document:
-            raise ModelError(f"{path}/bundle.json has no 'io' object")
-        return cls(path, document["io"], **options)
 
     @property
     def num_slots(self) -> int:
@@ -392,6 +381,21 @@ def _slot(seq: Sequence) -> int:
     if seq.slot is None:
         raise EngineError(f"request {seq.request_id} has no cache slot")
     return seq.slot
+
+
+def _check_names(path: Path, session: ort.InferenceSession, spec: StageSpec, *, last: bool) -> None:
+    """The graph's inputs and outputs are the ones bundle.json's io describes (docs/bundle.md)."""
+    want_in = {"input_ids", "positions", *(s.name for s in spec.state)}
+    if spec.hidden_dims is not None:
+        want_in.add("hidden_streams_in")
+    want_out = {"logits" if last else "hidden_streams", *(s.output for s in spec.state)}
+    have_in = {i.name for i in session.get_inputs()}
+    have_out = {o.name for o in session.get_outputs()}
+    missing = sorted((want_in - have_in) | (want_out - have_out))
+    extra = sorted(have_in - want_in)
+    if missing or extra:
+        detail = f"missing {', '.join(missing)}" if missing else f"unexpected inputs {', '.join(extra)}"
+        raise ModelError(f"{path.name}: graph does not match bundle.json io ({detail})")
 
 
 def _stage_devices(provider: str, device_ids: Seq[int], stages: int) -> list[tuple[str, int]]:

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from appliance.engine.runner import OrtRunner
 from tests.helpers.engine_tokenizer import build_hf_tokenizer
 
 HIDDEN = 16
@@ -158,6 +160,12 @@ def write_toy_bundle(directory: Path, *, stages: int = 1, layers: int = 2, seed:
     }
     (directory / "bundle.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
     return directory
+
+
+def toy_runner(directory: Path, **options: Any) -> OrtRunner:
+    """An OrtRunner straight from a toy bundle's bundle.json (the toy is unsigned: no load_bundle)."""
+    document = json.loads((directory / "bundle.json").read_text(encoding="utf-8"))
+    return OrtRunner(directory, document["io"], **options)
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:

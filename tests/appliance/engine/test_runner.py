@@ -13,7 +13,7 @@ from appliance.engine.runner import OrtRunner
 from appliance.engine.tokenizer import Tokenizer
 from appliance.engine.types import SamplingParams
 from shared.errors import ModelError
-from tests.helpers.engine_toy_bundle import toy_logits, write_toy_bundle
+from tests.helpers.engine_toy_bundle import toy_logits, toy_runner, write_toy_bundle
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10)
 SEEDED = SamplingParams(temperature=1.0, top_k=40, seed=99, max_tokens=10)
@@ -33,9 +33,7 @@ def toy2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def engine(
     bundle: Path, *, num_slots: int = 4, max_context: int = 64, prefill_chunk: int = 1024
 ) -> LLMEngine:
-    runner = OrtRunner.from_bundle_dir(
-        bundle, num_slots=num_slots, max_context=max_context, prefill_chunk=prefill_chunk
-    )
+    runner = toy_runner(bundle, num_slots=num_slots, max_context=max_context, prefill_chunk=prefill_chunk)
     tok = Tokenizer.from_file(bundle / "tokenizer.json")
     return LLMEngine(runner, tok)
 
@@ -97,15 +95,13 @@ def test_two_stages_give_the_same_tokens_as_one(toy: Path, toy2: Path) -> None:
 
 
 def test_unusable_bundles_are_model_errors(tmp_path: Path, toy: Path) -> None:
-    with pytest.raises(ModelError, match=r"bundle\.json"):
-        OrtRunner.from_bundle_dir(tmp_path, num_slots=1, max_context=8)
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    document = json.loads((toy / "bundle.json").read_text())
-    (broken / "bundle.json").write_text(json.dumps(document))
+    io = json.loads((toy / "bundle.json").read_text())["io"]
     with pytest.raises(ModelError, match="graph file missing"):
-        OrtRunner.from_bundle_dir(broken, num_slots=1, max_context=8)
-    del document["io"]["state"]
-    (broken / "bundle.json").write_text(json.dumps(document))
+        OrtRunner(tmp_path, io, num_slots=1, max_context=8)
+    renamed = json.loads(json.dumps(io))
+    renamed["state"][0]["input"] = "past.0.bogus"
+    with pytest.raises(ModelError, match=r"does not match bundle\.json io \(missing past\.0\.bogus"):
+        OrtRunner(toy, renamed, num_slots=1, max_context=8)
+    del renamed["state"]
     with pytest.raises(ModelError, match="malformed"):
-        OrtRunner.from_bundle_dir(broken, num_slots=1, max_context=8)
+        OrtRunner(toy, renamed, num_slots=1, max_context=8)
