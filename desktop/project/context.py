@@ -24,7 +24,7 @@ from pathlib import Path
 
 from desktop.project.index import ProjectIndex
 from desktop.project.scan import read_text
-from desktop.project.symbols import identifiers, language_of, python_names_in_view
+from desktop.project.symbols import definition_end, identifiers, language_of, python_names_in_view
 
 __all__ = ["Context", "ContextItem", "ContextRequest", "assemble", "estimate_tokens"]
 
@@ -217,7 +217,10 @@ class _Assembler:
         for hit in self.index.definitions(self.names_in_view()[:40], limit=12):
             if def_cap <= 0:
                 break
-            end = min(hit.end_line, hit.line + _MAX_DEF_LINES - 1)
+            got = self.lines_of(hit.path)
+            if got is None:
+                continue
+            end = min(definition_end(hit.path, got[0], hit.line), hit.line + _MAX_DEF_LINES - 1)
             def_cap -= self.add(hit.path, hit.line, end, "definition", def_cap)
         query = r.question
         if r.current_path and r.selection and (got := self.lines_of(r.current_path)):

@@ -32,6 +32,11 @@ _STOPWORDS = frozenset(
     ["the", "and", "for", "with", "that", "this", "from", "what", "how", "does", "are", "was", "were", "will", "can", "into", "not", "but", "you", "your", "about", "which", "when", "where", "why", "who", "use", "used", "using", "have", "has", "had", "should", "would", "could", "please", "make", "write", "add", "change", "function", "code", "file"]
 )
 
+_SCHEMA_VERSION = 2
+_DROP = """
+DROP TABLE IF EXISTS chunks_vocab; DROP TABLE IF EXISTS chunks_fts; DROP TABLE IF EXISTS chunks;
+DROP TABLE IF EXISTS symbols; DROP TABLE IF EXISTS files;
+"""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
@@ -42,7 +47,7 @@ CREATE INDEX IF NOT EXISTS chunks_path ON chunks(path);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(body, tokenize="unicode61 tokenchars '_'");
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
 CREATE TABLE IF NOT EXISTS symbols (
-    name TEXT NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, line INTEGER NOT NULL, end_line INTEGER NOT NULL);
+    name TEXT NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, line INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS symbols_name ON symbols(name);
 CREATE INDEX IF NOT EXISTS symbols_path ON symbols(path);
 """
@@ -64,11 +69,12 @@ class Hit:
 
 @dataclass(frozen=True)
 class SymbolHit:
+    """Where a definition starts; :func:`desktop.project.symbols.definition_end` finds its end."""
+
     name: str
     kind: str
     path: str
     line: int
-    end_line: int
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,7 @@ def _prepare(root: Path, f: ScannedFile, old_sha: str | None) -> _Prepared:
         (s + 1, min(len(lines), s + CHUNK_LINES), f.rel + "\n" + "\n".join(lines[s : s + CHUNK_LINES]))
         for s in range(0, len(lines), CHUNK_LINES)
     ]
-    return _Prepared(f, old_sha, sha, len(lines), chunks, extract_symbols(f.rel, text))
+    return _Prepared(f, old_sha, sha, len(lines), chunks, extract_symbols(f.rel, text, extents=False))
 
 
 Progress = Callable[[int, int], None]
@@ -131,7 +137,12 @@ class ProjectIndex:
         self._write_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        self._conn().executescript(_SCHEMA)
+        conn = self._conn()
+        # A cache: an index written by another version of this code is dropped and rebuilt.
+        if int(conn.execute("PRAGMA user_version").fetchone()[0]) != _SCHEMA_VERSION:
+            conn.executescript(_DROP)
+            conn.executescript(_SCHEMA)
+            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -260,8 +271,8 @@ class ProjectIndex:
             [(first_id + i, body) for i, (_, _, body) in enumerate(item.chunks)],
         )
         conn.executemany(
-            "INSERT INTO symbols (name, kind, path, line, end_line) VALUES (?, ?, ?, ?, ?)",
-            [(s.name, s.kind, f.rel, s.line, s.end_line) for s in item.symbols],
+            "INSERT INTO symbols (name, kind, path, line) VALUES (?, ?, ?, ?)",
+            [(s.name, s.kind, f.rel, s.line) for s in item.symbols],
         )
         return first_id + len(item.chunks)
 
@@ -317,7 +328,7 @@ class ProjectIndex:
         order = {n: i for i, n in enumerate(names)}
         marks = ",".join("?" * len(names))
         rows = self._conn().execute(
-            f"SELECT name, kind, path, line, end_line FROM symbols WHERE name IN ({marks}) LIMIT ?",
+            f"SELECT name, kind, path, line FROM symbols WHERE name IN ({marks}) LIMIT ?",
             (*names, limit * 4),
         ).fetchall()
         hits = [SymbolHit(*r) for r in rows]
@@ -326,6 +337,6 @@ class ProjectIndex:
 
     def symbols_in(self, path: str) -> list[SymbolHit]:
         rows = self._conn().execute(
-            "SELECT name, kind, path, line, end_line FROM symbols WHERE path = ? ORDER BY line", (path,)
+            "SELECT name, kind, path, line FROM symbols WHERE path = ? ORDER BY line", (path,)
         ).fetchall()
         return [SymbolHit(*r) for r in rows]
