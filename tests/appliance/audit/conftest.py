@@ -37,3 +37,10 @@ def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
 def log(engine: Engine, keys: AuditKeys) -> Iterator[AuditLog]:
     with AuditLog(engine, keys, checkpoint_every=10_000) as audit:
         yield audit
+
+
+@pytest.fixture
+def sqlite_log(sqlite_engine: Engine, keys: AuditKeys) -> Iterator[AuditLog]:
+    """For behaviour that does not depend on the backend."""
+    with AuditLog(sqlite_engine, keys, checkpoint_every=10_000) as audit:
+        yield audit

@@ -87,15 +87,15 @@ def test_on_demand_checkpoint_covers_the_head_and_is_reused(log: AuditLog, keys:
     assert log.checkpoint() == cp
 
 
-def test_bad_events_are_refused_before_they_can_join_a_batch(log: AuditLog) -> None:
-    log.append(_event(1))
+def test_bad_events_are_refused_before_they_can_join_a_batch(sqlite_log: AuditLog) -> None:
+    sqlite_log.append(_event(1))
     with pytest.raises(InputError, match="floats"):
-        log.append(AuditEvent(action="generation.completed", actor="a", details={"latency": 0.5}))
+        sqlite_log.append(AuditEvent(action="generation.completed", actor="a", details={"latency": 0.5}))
     with pytest.raises(InputError, match="longer than"):
-        log.append(AuditEvent(action="x", actor="a" * 1000))
+        sqlite_log.append(AuditEvent(action="x", actor="a" * 1000))
     with pytest.raises(InputError, match="capture mode"):
-        log.append(AuditEvent(action="x", actor="a", content={"prompt": "p"}, capture="all"))  # type: ignore[arg-type]
-    assert log.append(_event(2)) == 2
+        sqlite_log.append(AuditEvent(action="x", actor="a", content={"prompt": "p"}, capture="all"))  # type: ignore[arg-type]
+    assert sqlite_log.append(_event(2)) == 2
 
 
 def test_secrets_in_details_are_redacted_before_storage(log: AuditLog, engine: Engine) -> None:
@@ -124,14 +124,14 @@ def test_query_filters_and_pages(log: AuditLog) -> None:
         log.query(limit=0)
 
 
-def test_append_async_waits_for_the_commit(log: AuditLog) -> None:
+def test_append_async_waits_for_the_commit(sqlite_log: AuditLog) -> None:
     import asyncio
 
     async def main() -> list[int]:
-        return list(await asyncio.gather(*(log.append_async(_event(n)) for n in range(6))))
+        return list(await asyncio.gather(*(sqlite_log.append_async(_event(n)) for n in range(6))))
 
     assert sorted(asyncio.run(main())) == [1, 2, 3, 4, 5, 6]
-    assert log.verify().total == 6
+    assert sqlite_log.verify().total == 6
 
 
 def test_append_only_guards_refuse_updates_and_deletes(log: AuditLog, engine: Engine) -> None:

@@ -107,19 +107,19 @@ def test_records_reach_the_collector_in_order_and_reverify(
     assert verify_export(bodies, keys=keys).ok
 
 
-def test_a_down_collector_loses_nothing(log: AuditLog, collector: Collector, tmp_path: Path) -> None:
-    log.append(AuditEvent(action="auth.login.ok", actor="a"))
+def test_a_down_collector_loses_nothing(sqlite_log: AuditLog, collector: Collector, tmp_path: Path) -> None:
+    sqlite_log.append(AuditEvent(action="auth.login.ok", actor="a"))
     dead = socket.create_server(("127.0.0.1", 0))
     port = dead.getsockname()[1]
     dead.close()  # nothing listens here now
     cursor = tmp_path / "cursor"
-    forwarder = SyslogForwarder(log.engine, f"127.0.0.1:{port}", cursor_file=cursor)
+    forwarder = SyslogForwarder(sqlite_log.engine, f"127.0.0.1:{port}", cursor_file=cursor)
     with pytest.raises(OSError):
         forwarder.forward_pending()
     assert forwarder.sent_seq == 0
-    log.append(AuditEvent(action="auth.login.ok", actor="b"))
+    sqlite_log.append(AuditEvent(action="auth.login.ok", actor="b"))
     # Restarted against a live collector, it resumes from its saved position.
-    resumed = SyslogForwarder(log.engine, f"127.0.0.1:{collector.port}", cursor_file=cursor)
+    resumed = SyslogForwarder(sqlite_log.engine, f"127.0.0.1:{collector.port}", cursor_file=cursor)
     assert resumed.forward_pending() == 2
     resumed.stop()
     _wait_for(lambda: len(collector.frames) == 2)
@@ -136,10 +136,10 @@ def test_ipv6_address() -> None:
     assert parse_address("[::1]:6514") == ("::1", 6514)
 
 
-def test_from_settings_is_off_unless_configured(engine: Engine, tmp_path: Path) -> None:
+def test_from_settings_is_off_unless_configured(sqlite_engine: Engine, tmp_path: Path) -> None:
     from appliance.config import load_settings
 
-    assert SyslogForwarder.from_settings(load_settings(tmp_path, environ={}), engine) is None
+    assert SyslogForwarder.from_settings(load_settings(tmp_path, environ={}), sqlite_engine) is None
     on = load_settings(tmp_path, environ={"ENCLAVE_AUDIT_SYSLOG": "127.0.0.1:6514"})
-    forwarder = SyslogForwarder.from_settings(on, engine)
+    forwarder = SyslogForwarder.from_settings(on, sqlite_engine)
     assert forwarder is not None and forwarder.port == 6514
