@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 
-from appliance.audit.chain import record_hash_fast
+from appliance.audit.chain import row_hash
 from appliance.audit.store import EVENT_COLUMNS
 
 __all__ = ["SWAP_COLUMNS", "rehash", "tampering"]
@@ -36,7 +36,7 @@ def rehash(conn: Connection, seq: int, prev_hash: str | None = None) -> str:
     """Recompute row ``seq``'s hash (optionally after changing its prev_hash) as a forger would."""
     row = conn.exec_driver_sql(f"SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq = {int(seq)}").one()
     prev = row[10] if prev_hash is None else prev_hash
-    digest = record_hash_fast(row[0], *row[1:10], prev)
+    digest = row_hash((*tuple(row)[:10], prev, None))
     conn.exec_driver_sql(
         f"UPDATE audit_events SET prev_hash = '{prev}', hash = '{digest}' WHERE seq = {int(seq)}"
     )

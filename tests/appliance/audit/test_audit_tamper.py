@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Connection, Engine, text
 
 from appliance.audit import AuditEvent, AuditKeys, AuditLog
-from appliance.audit.chain import GENESIS_HASH, record_hash_fast
+from appliance.audit.chain import GENESIS_HASH, row_hash
 from appliance.audit.store import EVENT_COLUMNS
 from appliance.db import migrate
 from appliance.db.engine import make_engine
@@ -63,7 +63,7 @@ def _forged(conn: Connection, seq: int, *, smart: bool) -> dict[str, Any]:
         "prev_hash": prev if smart else "f" * 64,
     }
     fields = [values[c] for c in SWAP_COLUMNS[:-2]]
-    values["hash"] = record_hash_fast(seq, *fields, values["prev_hash"]) if smart else "e" * 64
+    values["hash"] = row_hash((seq, *fields, values["prev_hash"], None)) if smart else "e" * 64
     return values
 
 
