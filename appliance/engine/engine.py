@@ -113,6 +113,8 @@ class LLMEngine:
         max_context: int = DEFAULT_MAX_CONTEXT,
         intra_op_threads: int = 0,
         max_waiting: int = 256,
+        prefill_chunk: int = 1024,
+        preempt_after: int | None = None,
     ) -> LLMEngine:
         """An engine on ONNX Runtime over a bundle that ``appliance.model.bundle.load_bundle`` verified."""
         from appliance.engine.runner import OrtRunner  # the one module that imports onnxruntime
@@ -125,11 +127,13 @@ class LLMEngine:
             provider=provider,
             device_ids=device_ids,
             intra_op_threads=intra_op_threads,
+            prefill_chunk=prefill_chunk,
         )
         return cls(
             runner,
             Tokenizer.from_file(bundle.tokenizer_path),
             max_waiting=max_waiting,
+            preempt_after=preempt_after,
             model_id=bundle.name,
             stop_ids=bundle.config.eos_token_id,
         )
