@@ -6,8 +6,11 @@
 The slice is what dominates V4-Flash decode: per layer, the attention projections (q_a 4096->1024,
 q_b 1024->64x512, kv 4096->512, grouped o_a 8x(4096->1024), o_b 8192->4096), the router, the shared
 expert and 256 routed SwiGLU experts of width 2048 with top-6 routing, run by ONNX Runtime's fused
-``com.microsoft.MoE`` (the graph builder's ``moe="ort"`` path). Random weights (no checkpoint, no
-attention core: only weight traffic matters here). Weights are allocated once by torch on the
+``com.microsoft.MoE`` (the graph builder's ``moe="ort"`` path, same attributes and weight layout).
+Random weights (no checkpoint, no attention core: only weight traffic matters here). The graph is
+written here rather than by appliance.model.graph because the builder takes weights as numpy
+initializers: at these sizes that is 13 GB of experts per layer to generate on the host and write
+to disk before ONNX Runtime could start, against seconds for torch to fill them on the device. Weights are allocated once by torch on the
 device and bound to ONNX Runtime zero-copy with IO binding, so both sides read the very same bytes.
 
 Reported per batch size (1, 8, 64 tokens in the step): time per step for ORT and for torch (an
