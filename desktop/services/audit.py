@@ -12,7 +12,7 @@ from typing import Any
 from desktop.client.api import ApplianceClient, AuditQuery
 from desktop.qt import QObject, QThreadPool, Signal
 from desktop.services.worker import Job, submit
-from shared.errors import EnclaveError
+from shared.errors import EnclaveError, PermissionDeniedError
 
 __all__ = ["AdminService", "AuditService", "UsageSeries", "usage_per_day"]
 
@@ -62,7 +62,7 @@ class AuditService(_Service):
     verified = Signal(dict)
     exported = Signal(str, int)  # path, lines
     sealed = Signal(str, dict)  # ref, fields
-    usage = Signal(object)  # UsageSeries
+    usage = Signal(object, str)  # UsageSeries, a note on how it is grouped
 
     def query(self, query: AuditQuery, *, cursor: int | None = None, limit: int = 50) -> None:
         def done(result: dict[str, Any]) -> None:
@@ -82,7 +82,7 @@ class AuditService(_Service):
     def load_usage(self, *, days: int, by_team: bool, now: dt.datetime, max_pages: int = 20) -> None:
         since = (now - dt.timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
 
-        def work(c: ApplianceClient) -> UsageSeries:
+        def work(c: ApplianceClient) -> tuple[UsageSeries, str]:
             records: list[dict[str, Any]] = []
             cursor = None
             for _ in range(max_pages):
@@ -91,15 +91,19 @@ class AuditService(_Service):
                 cursor = page.get("next_cursor")
                 if cursor is None:
                     break
-            group: Callable[[str], str] = lambda actor: actor  # noqa: E731
-            if by_team:
-                teams = {}
-                for user in c.users():
-                    teams[f"user:{user['username']}"] = teams[user["username"]] = ",".join(user["teams"]) or "(none)"
-                group = lambda actor: teams.get(actor, "(unknown)")  # noqa: E731
-            return usage_per_day(records, group=group)
+            if not by_team:
+                return usage_per_day(records), ""
+            # Audit records name the user, not the team; the membership list is an admin read.
+            try:
+                users = c.users()
+            except PermissionDeniedError:
+                return usage_per_day(records), "Per team needs the list of users, which your role cannot read: shown per user."
+            teams: dict[str, str] = {}
+            for user in users:
+                teams[f"user:{user['username']}"] = teams[user["username"]] = ",".join(user["teams"]) or "(none)"
+            return usage_per_day(records, group=lambda actor: teams.get(actor, "(unknown)")), ""
 
-        self._run("usage", work, self.usage.emit)
+        self._run("usage", work, lambda r: self.usage.emit(*r))
 
 
 class AdminService(_Service):

@@ -171,12 +171,12 @@ class ConnectionService(QObject):
 
     def _session_for(self, client: ApplianceClient, username: str) -> Session:
         models = client.models()  # also proves the token works: 401 here means expired/revoked
-        return Session(
-            username=username,
-            models=models,
-            can_audit=client.can("/v1/audit/events?limit=1"),
-            can_admin=client.can("/v1/admin/users"),
-        )
+        # The API has no "who am I" route, so the pages to show come from probing what this
+        # credential may read. Roles are exclusive, so an auditor is never probed for admin; each
+        # refused probe is audited by the appliance as a denial.
+        can_audit = client.can("/v1/audit/events?limit=1")
+        can_admin = not can_audit and client.can("/v1/admin/users")
+        return Session(username=username, models=models, can_audit=can_audit, can_admin=can_admin)
 
     def _signed_in(self, result: tuple[ApplianceClient, Session]) -> None:
         client, session = result

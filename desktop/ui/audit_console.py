@@ -196,6 +196,21 @@ class AuditConsole(QWidget):
         service.failed.connect(self._failed)
         self._update_pager()
 
+    def set_access(self, *, read: bool, verify: bool) -> None:
+        """Enable what the signed-in role may do; say why the rest is off."""
+        self.can_decrypt = read
+        for w in (self.actor, self.action, self.outcome, self.use_since, self.since, self.use_until, self.until,
+                  self.search, self.table, self.export_jsonl, self.export_cef, self.usage_days, self.usage_by,
+                  self.load_usage, self.detail):
+            w.setEnabled(read)
+        self.verify.setEnabled(verify)
+        if not read:
+            self.records = []
+            self.table.setRowCount(0)
+            self.status.setText("Your role can verify the chain; reading, exporting and usage need the auditor role.")
+        else:
+            self.status.setText("")
+
     # -- querying --------------------------------------------------------------------------------
 
     def current_query(self) -> AuditQuery:
@@ -290,9 +305,10 @@ class AuditConsole(QWidget):
     def refresh_usage(self) -> None:
         self.service.load_usage(days=self.usage_days.value(), by_team=self.usage_by.currentIndex() == 1, now=self._clock())
 
-    def _usage(self, data: UsageSeries) -> None:
+    def _usage(self, data: UsageSeries, note: str) -> None:
         last = self._clock().date()
         self.chart.set_usage(data, first=last - dt.timedelta(days=self.usage_days.value() - 1), last=last)
+        self.status.setText(note)
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.status.setText(f"{what}: {explain(exc)}")

@@ -168,8 +168,9 @@ class MainWindow(QMainWindow):
         self.action_sign_out.setEnabled(True)
         self.banner.hide()
         self.workspace.set_session(session)
-        self.audit_console.can_decrypt = session.can_audit
-        self.tabs.setTabVisible(self.audit_index, session.can_audit)
+        # Auditors read, export and decrypt; admins may only verify the chain.
+        self.audit_console.set_access(read=session.can_audit, verify=session.can_audit or session.can_admin)
+        self.tabs.setTabVisible(self.audit_index, session.can_audit or session.can_admin)
         self.tabs.setTabVisible(self.admin_index, session.can_admin)
         if session.can_audit:
             self.audit_console.run_search()

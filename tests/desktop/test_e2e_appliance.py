@@ -248,6 +248,12 @@ def test_admin_pages_against_the_appliance(qtbot: QtBot, real_app: Callable[...,
     with qtbot.waitSignal(app.admin.teams, timeout=30_000):
         sign_in(qtbot, app, *ADMIN)
     qtbot.waitUntil(lambda: admin.user_table.rowCount() >= 3, timeout=30_000)
+    # An admin may verify the chain but not read the events (that is the auditor's).
+    console = app.window.audit_console
+    assert app.window.tabs.isTabVisible(app.window.audit_index) and not console.search.isEnabled()
+    with qtbot.waitSignal(app.audit.verified, timeout=60_000):
+        qtbot.mouseClick(console.verify, Qt.MouseButton.LeftButton)
+    assert console.verify_result.text().startswith("✔ chain intact")
     admin.new_name.setText("newdev")
     with qtbot.waitSignal(app.admin.users, timeout=30_000):
         qtbot.mouseClick(admin.add_user, Qt.MouseButton.LeftButton)

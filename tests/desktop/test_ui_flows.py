@@ -3,6 +3,7 @@ flows against the real appliance."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -325,7 +326,7 @@ def test_usage_chart_counts_requests_and_tokens(qtbot: QtBot, make_app: Callable
 
     app = make_app(client_factory=fake.client_factory)
     confirm_and_connect(qtbot, app, connect(qtbot, app, URL, str(make_ca().write(tmp_path / "ca.pem"))))
-    sign_in(qtbot, app, "boss", "pw")
+    sign_in(qtbot, app, "aud", "pw")
     console = app.window.audit_console
     console._clock = lambda: dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
     console.usage_days.setValue(10)
@@ -334,11 +335,40 @@ def test_usage_chart_counts_requests_and_tokens(qtbot: QtBot, make_app: Callable
     expected = [e for e in fake.events if e["action"] == "generation.completed"]
     assert console.chart.totals() == (len(expected), sum(10 + e["details"]["completion_tokens"] for e in expected))
     assert console.chart.series == ["user:aud", "user:dev"]
+    assert not console.chart.grab().isNull()
+    # Per team needs the user list, an admin read: the auditor is told and gets per user.
     console.usage_by.setCurrentIndex(1)
     with qtbot.waitSignal(app.audit.usage, timeout=5000):
         qtbot.mouseClick(console.load_usage, Qt.MouseButton.LeftButton)
-    assert console.chart.series == ["default"]
-    assert not console.chart.grab().isNull()
+    assert console.chart.series == ["user:aud", "user:dev"]
+    assert "shown per user" in console.status.text()
+
+
+def test_usage_per_day_groups_by_team() -> None:
+    from desktop.services.audit import usage_per_day
+
+    records = [
+        {"action": "generation.completed", "time": "2026-11-20T10:00:00Z", "actor": "ann", "details": {"prompt_tokens": 5, "completion_tokens": 2}},
+        {"action": "generation.completed", "time": "2026-11-20T23:59:59Z", "actor": "bob", "details": {"prompt_tokens": 1, "completion_tokens": 1}},
+        {"action": "generation.completed", "time": "2026-11-21T00:00:00Z", "actor": "ann", "details": {"prompt_tokens": 3, "completion_tokens": 0}},
+        {"action": "generation.requested", "time": "2026-11-21T00:00:00Z", "actor": "ann", "details": {"prompt_tokens": 3}},
+    ]
+    teams = {"ann": "red", "bob": "red"}
+    by_team = usage_per_day(records, group=lambda a: teams[a])
+    assert by_team == {dt.date(2026, 11, 20): {"red": (2, 9)}, dt.date(2026, 11, 21): {"red": (1, 3)}}
+
+
+def test_an_admin_sees_verify_but_not_the_events(qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, tmp_path: Path) -> None:
+    app = make_app(client_factory=fake.client_factory)
+    confirm_and_connect(qtbot, app, connect(qtbot, app, URL, str(make_ca().write(tmp_path / "ca.pem"))))
+    sign_in(qtbot, app, "boss", "pw")
+    console = app.window.audit_console
+    assert app.window.tabs.isTabVisible(app.window.audit_index)
+    assert not console.search.isEnabled() and not console.export_jsonl.isEnabled()
+    assert "need the auditor role" in console.status.text()
+    with qtbot.waitSignal(app.audit.verified, timeout=5000):
+        qtbot.mouseClick(console.verify, Qt.MouseButton.LeftButton)
+    assert console.verify_result.text().startswith("✔")
 
 
 def test_admin_pages(qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, tmp_path: Path) -> None:

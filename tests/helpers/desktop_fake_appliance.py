@@ -115,8 +115,9 @@ class FakeAppliance:
                      "choices": [{"index": 0, "text": self.completion, "finish_reason": "stop", "logprobs": None}]}
             return httpx.Response(200, content=b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n")
         if path.startswith("/v1/audit/"):
-            if role not in ("auditor", "admin"):
-                return _err(403, "the audit log needs the auditor or admin role", "permission_denied")
+            # As on the appliance: auditors read, export, verify and decrypt; admins only verify.
+            if not (role == "auditor" or (role == "admin" and path == "/v1/audit/verify")):
+                return _err(403, "the audit log needs the auditor role", "permission_denied")
             return self._audit(request, path)
         if path.startswith("/v1/admin/"):
             if role != "admin":
