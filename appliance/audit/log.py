@@ -182,15 +182,18 @@ class AuditLog:
         return format_time(self._clock())
 
     def _ensure_writer(self) -> None:
+        if self._pid != os.getpid():
+            # A forked child starts with one thread: it must not share the parent's connections,
+            # its (absent) writer, or a lock some parent thread held at the fork.
+            self.engine.dispose(close=False)
+            self._lock = threading.Lock()
+            self._commit_lock = threading.Lock()
+            self._queue = queue.SimpleQueue()
+            self._thread = None
+            self._pid = os.getpid()
         with self._lock:
             if self._closed:
                 raise AuditUnavailableError("audit log is closed")
-            if self._pid != os.getpid():
-                # A forked child must not share the parent's connections or its (dead) writer.
-                self.engine.dispose(close=False)
-                self._queue = queue.SimpleQueue()
-                self._thread = None
-                self._pid = os.getpid()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="enclave-audit-writer", daemon=True)
                 self._thread.start()

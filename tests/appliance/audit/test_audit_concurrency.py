@@ -125,3 +125,19 @@ def test_kill_9_mid_append_keeps_the_database_sound_and_every_acknowledged_event
         assert acked <= stored
         assert stored == set(range(1, len(stored) + 1))
     assert len(acked) > rounds
+
+
+def test_a_forked_child_appends_through_its_own_writer(sqlite_engine: Engine, keys: AuditKeys) -> None:
+    with AuditLog(sqlite_engine, keys) as audit:
+        assert audit.append(AuditEvent(action="test.parent", actor="parent")) == 1
+        pid = os.fork()
+        if pid == 0:  # the child: exit status says whether its append worked
+            try:
+                code = 0 if audit.append(AuditEvent(action="test.child", actor="child")) == 2 else 1
+            except BaseException:
+                code = 2
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert audit.append(AuditEvent(action="test.parent", actor="parent")) == 3
+        assert audit.verify().ok
