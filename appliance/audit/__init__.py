@@ -24,7 +24,8 @@ Use it like this (one ``AuditLog`` per process per database; thread-safe)::
                             content={"prompt": prompt, "completion": text}, capture=policy.capture_mode))
 
 Appending
-    ``append(event) -> int``                the seq, once the event is durably committed (group commit)
+    ``append(event) -> int``                the seq, once the event is durably committed (group
+                                            commit: concurrent appends share one transaction)
     ``await append_async(event) -> int``    the same without blocking an event loop
     ``submit(event) -> Future[int]``        the same as a future
     ``append_in(session_or_connection, event) -> int``   inside the caller's transaction
@@ -50,8 +51,9 @@ Reading (auditor features; the caller enforces the route permission, these re-ch
     ``query(AuditFilter(...), limit=100, cursor=None) -> Page``   newest first; ``page.next_cursor``
     ``export("jsonl" | "cef", since=datetime | None) -> Iterator[str]``
     ``read_sealed(ref, actor=..., role=...) -> dict[str, str]``   decrypt sealed content; the read
-        is itself appended first (``audit.content.read``); non-auditors get PermissionDeniedError
-        (and a ``denied`` record)
+        (``audit.content.read``) is durably appended before the plaintext is returned, and if it
+        cannot be, nothing is returned; non-auditors get PermissionDeniedError (and a ``denied``
+        record)
     ``test_digest(seq, field, candidate, actor=..., role=...) -> bool``   check a candidate text
     ``purge_sealed(before, actor=...) -> int``   crypto-shred sealed content older than ``before``
 
