@@ -16,6 +16,10 @@ __all__ = ["build_graphs", "graph_io", "stage_files", "stage_layers", "state_sha
 
 _DTYPE_NAMES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
+# config.json model_type -> graph builder. One architecture today; a successor overrides only what
+# differs in a subclass and registers it here.
+BUILDERS: dict[str, type[V4GraphBuilder]] = {"deepseek_v4": V4GraphBuilder}
+
 
 def stage_layers(n_layers: int, stages: int) -> list[tuple[int, int]]:
     """Split ``n_layers`` into ``stages`` contiguous ranges, as even as possible (earlier ones larger)."""
@@ -56,7 +60,7 @@ def build_graphs(
     bounds = stage_layers(ckpt.config.num_hidden_layers, stages)
     graphs = []
     for k, layers in enumerate(bounds):
-        builder = V4GraphBuilder(
+        builder = BUILDERS["deepseek_v4"](
             ckpt, layers=layers, dtype=dtype, quant=quant, moe=moe, logits=logits, weight_sink=weight_sink
         )
         graphs.append(builder.build(f"deepseek_v4_stage{k}"))

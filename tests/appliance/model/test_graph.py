@@ -155,3 +155,29 @@ def test_missing_or_misshapen_tensor_is_named(ckpt: StateDictCheckpoint) -> None
 def test_bad_build_options_are_refused(ckpt: StateDictCheckpoint, key: str, value: Any) -> None:
     with pytest.raises(ModelError, match=key):
         build_graphs(ckpt, **{key: value})
+
+
+def test_decode_may_update_state_in_place(
+    ckpt: StateDictCheckpoint, sequences: list[tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """T = 1 steps with every present.* bound to its past.* buffer compute what separate buffers do."""
+    import onnxruntime as ort
+
+    ids, _ = sequences[0]
+    graphs, io = build_graphs(ckpt), graph_io(ckpt.config)
+    expected = StageRunner(graphs, io, max_context=MAX_CONTEXT).prefill_and_decode(ids, 20)
+    prefill = StageRunner(graphs, io, max_context=MAX_CONTEXT)
+    got = [prefill.step(ids[None, :20], np.array([0]))[0]]
+    buffers = {name: ort.OrtValue.ortvalue_from_numpy(value) for name, value in prefill.state.items()}
+    session = prefill.sessions[0]
+    for t in range(20, len(ids)):
+        binding = session.io_binding()
+        binding.bind_cpu_input("input_ids", ids[None, t : t + 1].astype(np.int64))
+        binding.bind_cpu_input("positions", np.array([t], np.int64))
+        for entry in io["state"]:
+            binding.bind_ortvalue_input(entry["input"], buffers[entry["input"]])
+            binding.bind_ortvalue_output(entry["output"], buffers[entry["input"]])
+        binding.bind_output("logits")
+        session.run_with_iobinding(binding)
+        got.append(binding.get_outputs()[-1].numpy()[0])  # logits was bound last
+    assert np.abs(np.stack(got) - expected).max() <= 1e-6
