@@ -279,33 +279,25 @@ def _check_source(
             )
 
 
-def open_checkpoint(path: Path | str) -> Checkpoint:
-    """Open and validate a checkpoint directory (``config.json``, ``*.safetensors``, ``tokenizer.json``)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise ModelError(f"{root}: not a checkpoint directory")
-    raw_config = _read_json(root / "config.json", "config")
-    config = V4Config.from_dict(raw_config)
-    tokenizer_path = root / "tokenizer.json"
-    _check_tokenizer(tokenizer_path)
-    files = ShardedSafetensors(root)
-    plan = expected_tensors(config)
-    fp8_block = _fp8_block(raw_config)
+_Slots = dict[str, list[list[_Source | None]]]
 
+
+def _collect_sources(files: ShardedSafetensors, plan: dict[str, tuple[int, ...]]) -> tuple[dict[str, _Source], _Slots]:
+    """Stored tensors by final name, and per-expert tensors by the stacked tensor they form."""
     keys = [k for k in files.names() if not is_ignored(k)]
-    weights = set(keys)
+    stored = set(keys)
     scales: dict[str, str] = {}
     for key in keys:
         for suffix in SCALE_SUFFIXES:
-            if key.endswith(suffix) and key[: -len(suffix)] + ".weight" in weights:
+            if key.endswith(suffix) and key[: -len(suffix)] + ".weight" in stored:
                 scales[key[: -len(suffix)] + ".weight"] = key
+    scale_keys = set(scales.values())
     by_name: dict[str, _Source] = {}
-    experts: dict[str, list[list[_Source | None]]] = {}
+    experts: _Slots = {}
     for key in keys:
-        if key in scales.values():
+        if key in scale_keys:
             continue
-        scale = files.info(scales[key]) if key in scales else None
-        source = _Source(files.info(key), scale)
+        source = _Source(files.info(key), files.info(scales[key]) if key in scales else None)
         name = canonical_name(key)
         match = EXPERT_RE.match(name)
         if match:
@@ -321,30 +313,51 @@ def open_checkpoint(path: Path | str) -> Checkpoint:
         if name in by_name:
             raise ModelError(f"tensors {by_name[name].info.name} and {key} are both {name}")
         by_name[name] = source
+    return by_name, experts
 
+
+def _resolve(
+    plan: dict[str, tuple[int, ...]], by_name: dict[str, _Source], experts: _Slots, block: tuple[int, int]
+) -> tuple[dict[str, _Source], dict[str, list[list[_Source]]]]:
+    """Check every planned tensor is stored once, with the right shape and scales."""
     direct: dict[str, _Source] = {}
     stacked: dict[str, list[list[_Source]]] = {}
     for name, want in plan.items():
+        if name in by_name and name in experts:
+            raise ModelError(f"{name} is stored both stacked ({by_name[name].info.name}) and per expert")
         if name in by_name:
-            _check_source(by_name[name], want, name, name.endswith("tid2eid"), fp8_block)
+            _check_source(by_name[name], want, name, name.endswith("tid2eid"), block)
             direct[name] = by_name[name]
             continue
         if name not in experts:
             raise ModelError(f"missing tensor {name}")
-        stacked[name] = []
         kind = name.rsplit(".", 1)[1]
         parts = _EXPERT_PARTS[kind]
+        stacked[name] = []
         for index, slot in enumerate(experts[name]):
             sources: list[_Source] = []
             for part, maybe in zip(parts, slot[: len(parts)], strict=True):
                 if maybe is None:
                     raise ModelError(f"missing tensor {name.replace('.' + kind, '')}.{index}.{part}.weight")
-                _check_source(maybe, (want[1] // len(parts), want[2]), name, False, fp8_block)
+                _check_source(maybe, (want[1] // len(parts), want[2]), name, False, block)
                 sources.append(maybe)
             stacked[name].append(sources)
-    unused = [n for n in by_name if n not in direct]
-    if unused:
-        raise ModelError(f"unexpected tensor {by_name[unused[0]].info.name}")
+    return direct, stacked
+
+
+def open_checkpoint(path: Path | str) -> Checkpoint:
+    """Open and validate a checkpoint directory (``config.json``, ``*.safetensors``, ``tokenizer.json``)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ModelError(f"{root}: not a checkpoint directory")
+    raw_config = _read_json(root / "config.json", "config")
+    config = V4Config.from_dict(raw_config)
+    tokenizer_path = root / "tokenizer.json"
+    _check_tokenizer(tokenizer_path)
+    files = ShardedSafetensors(root)
+    plan = expected_tensors(config)
+    fp8_block = _fp8_block(raw_config)
+    direct, stacked = _resolve(plan, *_collect_sources(files, plan), fp8_block)
     return Checkpoint(
         path=root,
         config=config,
@@ -356,4 +369,3 @@ def open_checkpoint(path: Path | str) -> Checkpoint:
         experts=stacked,
         fp8_block=fp8_block,
     )
-

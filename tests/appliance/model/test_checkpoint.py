@@ -13,7 +13,7 @@ from appliance.model.checkpoint import expected_tensors, open_checkpoint
 from appliance.model.config import V4Config
 from appliance.model.safetensors_io import SafetensorsFile, save_file
 from shared.errors import ModelError
-from tests.helpers.v4_release import TINY_CONFIG, make_reference, write_release
+from tests.helpers.v4_release import TINY_CONFIG, make_reference, write_release, write_stacked
 
 
 @pytest.fixture(scope="module")
@@ -149,5 +149,13 @@ def test_bad_scale_shape_is_named(release_dir: Path, tmp_path: Path) -> None:
     config = json.loads((ckpt / "config.json").read_text())
     config["quantization_config"]["weight_block_size"] = [8, 8]
     (ckpt / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelError, match=r"tensor layers\.0\.attn\.wq_a\.scale has shape \[2, 4\], expected \[4, 8\] \(8x8 blocks\)"):
+    with pytest.raises(ModelError, match=r"tensor layers\.0\.attn\.wq_a\.weight_scale_inv has shape \[2, 4\], expected \[4, 8\] \(8x8 blocks\)"):
         open_checkpoint(ckpt)
+
+
+def test_experts_stored_twice_are_refused(tmp_path: Path) -> None:
+    model = make_reference()
+    write_stacked(model, tmp_path)
+    save_file(tmp_path / "extra.safetensors", {"layers.0.ffn.experts.0.w2.weight": np.zeros((64, 32), np.float32)})
+    with pytest.raises(ModelError, match=r"model\.layers\.0\.mlp\.experts\.down_proj is stored both stacked"):
+        open_checkpoint(tmp_path)
