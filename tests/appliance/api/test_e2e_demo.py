@@ -50,7 +50,7 @@ class Demo:
             base_url=f"{self.url}/v1",
             api_key=self.account.token,
             max_retries=0,
-            http_client=httpx.Client(verify=ssl.create_default_context(cafile=str(self.ca))),
+            http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=str(self.ca))),
         )
 
 

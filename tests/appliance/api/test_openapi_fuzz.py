@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -59,7 +60,7 @@ def _fuzz(operation: Any, mode: GenerationMode, token: str) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     def exercise(case: schemathesis.Case) -> None:
-        headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+        headers: dict[str, Any] = {**dict(case.headers or {}), "Authorization": f"Bearer {token}"}
         case.call_and_validate(headers=headers, checks=CHECKS)
 
     exercise()
@@ -69,7 +70,7 @@ def _fuzz(operation: Any, mode: GenerationMode, token: str) -> None:
 def test_api_conforms_to_its_openapi_document(fuzzed: Appliance, mode: GenerationMode) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", fuzzed.app)
     failures: list[str] = []
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations() if isinstance(result, Ok)]
     assert len(operations) > 30
 
     for operation in operations:

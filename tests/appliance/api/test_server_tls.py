@@ -30,7 +30,7 @@ class Served:
     ca: Path
 
     def client(self, who: str = "dev") -> openai.OpenAI:
-        http = httpx.Client(verify=ssl.create_default_context(cafile=str(self.ca)))
+        http = openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=str(self.ca)))
         return openai.OpenAI(
             base_url=f"{self.url}/v1", api_key=self.appliance.tokens[who], http_client=http, max_retries=0
         )
@@ -98,7 +98,7 @@ def test_openai_client_sees_openai_errors(served: Served) -> None:
         base_url=f"{served.url}/v1",
         api_key="encl_wrong",
         max_retries=0,
-        http_client=httpx.Client(verify=ssl.create_default_context(cafile=str(served.ca))),
+        http_client=openai.DefaultHttpxClient(verify=ssl.create_default_context(cafile=str(served.ca))),
     )
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
@@ -126,7 +126,9 @@ def test_client_disconnect_cancels_generation_and_is_audited(tmp_path: Path, sql
                 base_url=f"{url}/v1",
                 api_key=a.tokens["dev"],
                 max_retries=0,
-                http_client=httpx.Client(verify=ssl.create_default_context(cafile=str(files.ca_cert))),
+                http_client=openai.DefaultHttpxClient(
+                    verify=ssl.create_default_context(cafile=str(files.ca_cert))
+                ),
             )
             stream = client.chat.completions.create(
                 model="fake-model", messages=[{"role": "user", "content": "go on"}], stream=True
