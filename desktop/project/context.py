@@ -199,7 +199,7 @@ class _Assembler:
             lines = got[0]
             first, last = r.visible or r.selection or (max(1, r.cursor_line - 20), r.cursor_line + 20)
             if r.current_path.endswith((".py", ".pyi")):
-                found = python_names_in_view("\n".join(lines), first, last)
+                found = python_names_in_view(lines, first, last)
                 if found is not None:
                     names = found
             if not names:

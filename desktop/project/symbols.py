@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = ["Symbol", "definition_end", "extract_symbols", "identifiers", "language_of", "python_names_in_view"]
@@ -197,31 +198,57 @@ def identifiers(text: str) -> list[str]:
     return list(dict.fromkeys(_IDENT.findall(text)))
 
 
-def _is_top_level(line: str) -> bool:
-    return bool(line) and not line[0].isspace() and line[0] not in "#)]}" and not line.startswith(("else", "elif", "except", "finally"))
+_CONTINUATIONS = ("else", "elif", "except", "finally", "case")
 
 
-def python_names_in_view(text: str, first_line: int, last_line: int) -> list[str] | None:
-    """Names used in lines ``first_line..last_line`` of Python source, via ``ast``.
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" \t"))
 
-    Returns None when the file does not parse (it often does not, mid-edit); callers then fall
-    back to :func:`identifiers`.
-    """
-    lines = text.split("\n")
-    # Parse only the top-level statements that overlap the view: far cheaper than the whole file,
-    # and a syntax error elsewhere in the file (mid-edit) does not matter.
-    start = max(1, min(first_line, len(lines)))
-    while start > 1 and not _is_top_level(lines[start - 1]):
+
+def _starts_statement(line: str, depth: int) -> bool:
+    """Whether ``line`` begins a statement at indentation ``depth`` (not a continuation of one)."""
+    if not line.strip() or _indent(line) != depth:
+        return False
+    body = line[depth:]
+    return body[0] not in "#)]}" and not body.startswith(_CONTINUATIONS)
+
+
+def _parse_region(lines: Sequence[str], first: int, last: int, depth: int) -> tuple[ast.Module, int] | None:
+    """Parse the statements at ``depth`` that cover lines first..last, dedented; with the offset."""
+    start = first
+    while start > 1 and not _starts_statement(lines[start - 1], depth):
         start -= 1
-    end = max(start, min(last_line, len(lines)))
-    while end < len(lines) and not _is_top_level(lines[end]):
+    end = last
+    while end < len(lines) and not (lines[end].strip() and _indent(lines[end]) <= depth and not lines[end].lstrip().startswith(("#", ")", "]", "}"))):
         end += 1
+    if not _starts_statement(lines[start - 1], depth):
+        return None
     try:
-        tree = ast.parse("\n".join(lines[start - 1 : end]))
+        return ast.parse("\n".join(line[depth:] if line.strip() else "" for line in lines[start - 1 : end])), start - 1
     except (SyntaxError, ValueError):
         return None
-    first_line -= start - 1
-    last_line -= start - 1
+
+
+def python_names_in_view(lines: Sequence[str], first_line: int, last_line: int) -> list[str] | None:
+    """Names used in lines ``first_line..last_line`` of Python source (a list of lines), via ``ast``.
+
+    Only the statements around the view are parsed — those at the view's shallowest indentation,
+    dedented; failing that, the enclosing top-level statements — which is far cheaper than the
+    whole file, and a syntax error elsewhere (mid-edit) does not matter. Returns None when even
+    that does not parse; callers then fall back to :func:`identifiers`.
+    """
+    first = max(1, min(first_line, len(lines)))
+    last = max(first, min(last_line, len(lines)))
+    depths = [_indent(line) for line in lines[first - 1 : last] if line.strip() and not line.lstrip().startswith("#")]
+    parsed = None
+    if depths and min(depths) > 0:
+        parsed = _parse_region(lines, first, last, min(depths))
+    if parsed is None:
+        parsed = _parse_region(lines, first, last, 0)
+    if parsed is None:
+        return None
+    tree, offset = parsed
+    first_line, last_line = first - offset, last - offset
     names: dict[str, None] = {}
     for node in ast.walk(tree):
         lineno = getattr(node, "lineno", None)

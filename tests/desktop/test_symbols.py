@@ -42,12 +42,17 @@ def test_brace_languages() -> None:
 
 
 def test_names_in_view_use_the_ast_of_the_visible_statements() -> None:
-    names = python_names_in_view(PY, 15, 16)
-    assert names == ["Store"]
-    broken = PY + "\ndef half(:\n"
+    lines = PY.split("\n")
+    assert python_names_in_view(lines, 15, 16) == ["Store"]
+    # Inside a method: only that method is parsed (dedented); names from elsewhere do not leak in.
+    assert set(python_names_in_view(lines, 8, 8) or []) == {"self", "_data", "get", "key", "default"}
+    broken = (PY + "\ndef half(:\n").split("\n")
     # A syntax error outside the view does not matter; inside it, the caller falls back.
     assert python_names_in_view(broken, 15, 16) == ["Store"]
     assert python_names_in_view(broken, 18, 18) is None
+    # A view deep in a block whose own statements do not parse alone falls back to the top level.
+    tricky = ["if x:", "    pass", "else:", "    value = compute(1)", ""]
+    assert set(python_names_in_view(tricky, 3, 4) or []) == {"value", "compute"}
 
 
 def test_a_definition_on_the_first_line() -> None:
