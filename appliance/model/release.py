@@ -117,8 +117,12 @@ def dequantize_fp8(raw: np.ndarray, scale: np.ndarray, block: tuple[int, int], w
     if scale.shape != want:
         raise ModelError(f"{what}: FP8 scale has shape {tuple(scale.shape)}, expected {want} for {bm}x{bn} blocks")
     values = fp8_e4m3_to_f32(raw)
-    expanded = np.repeat(np.repeat(scale, bm, axis=-2), bn, axis=-1)[..., :rows, :cols]
-    values *= expanded
+    if rows % bm == 0 and cols % bn == 0:
+        # Broadcast each scale over its tile in place: no second weight-sized array.
+        tiles = values.reshape(*raw.shape[:-2], rows // bm, bm, cols // bn, bn)
+        tiles *= scale[..., :, None, :, None]
+    else:
+        values *= np.repeat(np.repeat(scale, bm, axis=-2), bn, axis=-1)[..., :rows, :cols]
     return values
 
 
@@ -133,5 +137,9 @@ def dequantize_fp4(packed: np.ndarray, scale: np.ndarray, what: str) -> np.ndarr
     values = np.empty((*packed.shape[:-1], cols), dtype=np.float32)
     values[..., 0::2] = _FP4_E2M1[u8 & 0xF]
     values[..., 1::2] = _FP4_E2M1[u8 >> 4]
-    values *= np.repeat(scale, FP4_GROUP, axis=-1)[..., :cols]
+    if cols % FP4_GROUP == 0:
+        groups = values.reshape(*values.shape[:-1], cols // FP4_GROUP, FP4_GROUP)
+        groups *= scale[..., None]
+    else:
+        values *= np.repeat(scale, FP4_GROUP, axis=-1)[..., :cols]
     return values

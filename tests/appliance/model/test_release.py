@@ -124,3 +124,18 @@ def test_transformers_fp8_loader_reads_our_release_files_as_we_do(model, tmp_pat
     assert set(loaded) == set(ckpt.names())
     for name, value in loaded.items():
         np.testing.assert_allclose(value.float().numpy(), ckpt.tensor(name), rtol=0, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("shape", [(32, 48), (20, 24)], ids=["whole-tiles", "partial-edge-tiles"])
+def test_fp8_block_scales_cover_edge_tiles(shape: tuple[int, int]) -> None:
+    from appliance.model.release import dequantize_fp8
+    from appliance.model.safetensors_io import fp8_e4m3_to_f32
+
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 0x7E, size=shape).astype(np.uint8)  # finite e4m3 codes
+    scale = rng.uniform(0.5, 2.0, size=(-(-shape[0] // 16), -(-shape[1] // 16))).astype(np.float32)
+    expected = fp8_e4m3_to_f32(raw).copy()
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            expected[i, j] *= scale[i // 16, j // 16]
+    np.testing.assert_array_equal(dequantize_fp8(raw, scale, (16, 16), "w"), expected)
