@@ -130,10 +130,13 @@ def bench_backend(name: str, url: str, appends: int, verify_events: int) -> dict
         for writers in (1, 8):
             per_writer = max(1, appends // writers // ROUNDS)
             group, plain = [], []
-            # Alternate the two in rounds so that both see the same machine (it is shared).
-            for _ in range(ROUNDS):
-                group.append(_run_writers(writers, per_writer, log.append))
-                plain.append(_run_writers(writers, per_writer, naive))
+            # Alternate the two (and who goes first) in rounds: both should see the same machine.
+            for r in range(ROUNDS):
+                for which in ("group", "naive") if r % 2 == 0 else ("naive", "group"):
+                    if which == "group":
+                        group.append(_run_writers(writers, per_writer, log.append))
+                    else:
+                        plain.append(_run_writers(writers, per_writer, naive))
             suffix = "1 writer" if writers == 1 else f"{writers} writers"
             results[f"group {suffix}"] = statistics.median(group)
             results[f"naive {suffix}"] = statistics.median(plain)
