@@ -38,7 +38,7 @@ class UsageChart(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), QColor("white"))
-        margin_l, margin_r, margin_t, margin_b = 44, 54, 12, 40
+        margin_l, margin_r, margin_t, margin_b = 44, 96, 12, 40
         plot = QRectF(margin_l, margin_t, max(10, self.width() - margin_l - margin_r), max(10, self.height() - margin_t - margin_b))
         p.setPen(QColor("#cccccc"))
         p.drawRect(plot)
@@ -75,12 +75,13 @@ class UsageChart(QWidget):
         p.setPen(QColor("#555555"))
         p.drawText(QRectF(0, plot.top() - 2, margin_l - 4, 16), Qt.AlignmentFlag.AlignRight, str(req_max))
         p.drawText(QRectF(0, plot.bottom() - 14, margin_l - 4, 16), Qt.AlignmentFlag.AlignRight, "0")
-        p.drawText(QRectF(plot.right() + 4, plot.top() - 2, margin_r, 16), Qt.AlignmentFlag.AlignLeft, f"{tok_max} tok")
+        p.drawText(QRectF(plot.right() + 4, plot.top() - 2, margin_r - 8, 16), Qt.AlignmentFlag.AlignLeft, f"{tok_max:,} tokens")
         x = plot.left()
         for name in self.series:
             p.fillRect(QRectF(x, self.height() - 16, 10, 10), colors[name])
             p.setPen(QColor("#333333"))
             p.drawText(QRectF(x + 14, self.height() - 20, 140, 16), Qt.AlignmentFlag.AlignLeft, name)
             x += 24 + p.fontMetrics().horizontalAdvance(name)
-        p.drawText(QRectF(plot.right() - 160, self.height() - 20, 160, 16), Qt.AlignmentFlag.AlignRight, "bars: requests · line: tokens")
+        p.drawText(QRectF(self.width() - 264, self.height() - 20, 260, 16), Qt.AlignmentFlag.AlignRight,
+                   "bars: requests · line: tokens")
         p.end()
