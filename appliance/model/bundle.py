@@ -380,9 +380,9 @@ def build_bundle(
             models = build_graphs(counting, dtype=dtype, quant=quant, stages=stages, moe=moe, weight_sink=data.sink)
         finally:
             data.close()
+            progress.finish()  # ends the bar's line on failure too, so an error prints on its own line
         if len(models) != len(files):
             raise ModelError(f"graph builder returned {len(models)} graphs for {len(files)} stages")
-        progress.finish()
         progress.phase("writing graphs, manifest and signature")
         data.reopen()
         write_bundle_files(
