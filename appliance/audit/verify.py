@@ -17,6 +17,7 @@ The reported problem is the one with the lowest seq.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -282,7 +283,14 @@ def verify_database(engine: Engine, keys: AuditKeys, *, checkpoint: Checkpoint |
         cps = [Checkpoint.from_row(r) for r in snap.checkpoints()]
         if checkpoint is not None:
             cps = [c for c in cps if c != checkpoint] + [checkpoint]
-        return verify_rows(_DatabaseSource(snap), keys=keys, checkpoints=cps, head=head)
+        report = verify_rows(_DatabaseSource(snap), keys=keys, checkpoints=cps, head=head)
+    if head is None and report.total and report.problem is None:
+        # Appends already refuse to guess a head (they fail closed); verify says why.
+        missing = Problem(
+            report.total, "modified", "the chain head row is missing: the log's end cannot be checked"
+        )
+        return dataclasses.replace(report, problem=missing, valid=report.total - 1)
+    return report
 
 
 class _ListSource:

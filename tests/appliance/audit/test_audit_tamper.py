@@ -25,6 +25,7 @@ from appliance.audit.chain import GENESIS_HASH, row_hash
 from appliance.audit.store import EVENT_COLUMNS
 from appliance.db import migrate
 from appliance.db.engine import make_engine
+from shared.errors import AuditUnavailableError
 from tests.helpers.audit_tamper import SWAP_COLUMNS, rehash, tampering
 
 Expect = tuple[int, str]
@@ -278,3 +279,13 @@ def test_a_cut_tail_is_caught_by_an_exported_checkpoint_even_with_the_head_moved
     report = log.verify(checkpoint=exported)  # ...but the exported checkpoint does
     assert report.problem is not None
     assert (report.problem.seq, report.problem.kind) == (4, "truncated")
+
+
+def test_a_deleted_chain_head_fails_appends_closed_and_verify_says_so(sqlite_log: AuditLog) -> None:
+    sqlite_log.append(AuditEvent(action="auth.login.ok", actor="a"))
+    with tampering(sqlite_log.engine) as conn:
+        conn.execute(text("DELETE FROM audit_chain_head"))
+    with pytest.raises(AuditUnavailableError, match="head row is missing"):
+        sqlite_log.append(AuditEvent(action="auth.login.ok", actor="b"))
+    report = sqlite_log.verify()
+    assert report.problem is not None and "head row is missing" in report.problem.message
