@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 from shared.errors import ModelError
@@ -104,3 +106,21 @@ def test_context_gives_the_first_token_its_left_neighbour(tok: Tokenizer) -> Non
     ids = tok.encode("x = 😀")[len(prompt) :]
     detok = IncrementalDetokenizer(tok, context=prompt)
     assert "".join(detok.push(i) for i in ids) + detok.flush() == "😀"
+
+
+_ALPHABET = "ab ST€😀中é\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    text=st.text(alphabet=_ALPHABET, max_size=30),
+    stops=st.lists(st.text(alphabet=_ALPHABET, min_size=1, max_size=4), max_size=3),
+)
+def test_streamed_text_is_the_text_up_to_the_first_stop_string(text: str, stops: list[str]) -> None:
+    tok = build_tokenizer()
+    chunks, detok = stream(tok, tok.encode(text), stop=tuple(stops))
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    expected = text[: min(hits)] if hits else text
+    assert "".join(chunks) == expected
+    assert detok.stopped == bool(hits)
+    assert all("\ufffd" not in c for c in chunks)
