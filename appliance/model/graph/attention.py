@@ -22,12 +22,13 @@ class AttentionBuilder(CompressorBuilder):
     def make_attention(self, layer: int, x: str) -> str:
         """Attention block of ``layer`` on normed input ``x [B, T, hidden]``; returns ``[B, T, hidden]``.
 
-        x ─ q_a_proj ─ RMSNorm ─ q_residual ─ q_b_proj ─ Reshape[B,T,H,D] ─ RMSNorm·D^-½ ─ RoPE ─ Transpose ─ q
+        x ─ q_a_proj ─ RMSNorm ─ q_residual ─ q_b_proj ─ Reshape[B,T,H,D] ─ RMSNorm·D^-½ ─ RoPE ─ q
         x ─ kv_proj ─ RMSNorm ─ RoPE ─ kv ─ ScatterElements(ring) ─ present window
-        keys = Concat(past window, kv, [compressed entries]) ─ Unsqueeze
-        q ─ MatMul(keysᵀ) ─ Add(mask) ─┬─ Softmax ─ MatMul(keys) ─ Mul ─ Transpose ─ RoPE⁻¹ ─ Reshape[B,T,G,.]
-                                       └─ ReduceLogSumExp ─ Sub(sink) ─ Sigmoid ─┘
-          ─ Unsqueeze ─ MatMul(o_a per group) ─ Reshape ─ o_b_proj
+        near = Concat(past window, kv) ; far = compressed entries (HCA) or the indexer's picks (CSA)
+        q ─ MatMul(nearᵀ) ─ Add(mask) ─┐
+        q ─ MatMul(farᵀ) ── Add(mask) ─ Concat ─┬─ Softmax ─ Split ─ MatMul(near), MatMul(far) ─ Add ─ Mul
+                                                └─ ReduceLogSumExp ─ Sub(sink) ─ Sigmoid ──────────────┘
+          ─ RoPE⁻¹ ─ Reshape[B,T,G,1,.] ─ MatMul(o_a per group) ─ Reshape ─ o_b_proj
         """
         c = self.config
         kind = c.layer_types[layer]
@@ -47,7 +48,6 @@ class AttentionBuilder(CompressorBuilder):
         q = self.make_rms_norm(f"{path}/q_b_norm", q, d, scale=d**-0.5)
         head_tables = self.make_head_tables(rope_kind, self.pos_bt, "tokens", d)
         q = self.make_rope(f"{path}/q", q, head_tables, d)
-        q = self.op("Transpose", f"{path}/q/Transpose", [q], perm=[0, 2, 1, 3])
 
         kv = self.make_linear(f"{path}/kv_proj", x, f"{prefix}.kv_proj.weight", (d, c.hidden_size))
         kv = self.make_rms_norm(f"{path}/kv_norm", kv, d, weight=f"{prefix}.kv_norm.weight")
@@ -64,53 +64,39 @@ class AttentionBuilder(CompressorBuilder):
         )
         self.add_output(f"present.{layer}.window", window_out, self.act, ["batch", w, d])
 
-        key_parts = [window_in, kv]
-        mask = self.make_window_mask()
+        # Part 1, every layer: the window ring and this call's tokens, [B, 1, W+T, D] shared by heads.
+        near = self.op("Concat", f"{path}/near/Concat", [window_in, kv], axis=1)
+        near = self.op("Unsqueeze", f"{path}/near/Unsqueeze", [near, self.i64([1])])
+        parts = [(near, self.make_window_mask())]
         if kind != SLIDING:
-            m = c.compress_rate(layer)
-            entries = self.make_compressor(
-                f"{path}/compressor",
-                x,
-                layer=layer,
-                prefix=f"{prefix}.compressor",
-                state="cmp",
-                m=m,
-                width=d,
-                overlap=kind == CSA,
-            )
-            key_parts.append(entries)
-            if kind == CSA:
-                index_keys = self.make_compressor(
-                    f"{path}/indexer",
-                    x,
-                    layer=layer,
-                    prefix=f"{prefix}.compressor.indexer",
-                    state="idx",
-                    m=m,
-                    width=c.index_head_dim,
-                    overlap=True,
-                )
-                picked = self.make_indexer_mask(
-                    f"{path}/indexer", x, q_res, prefix=f"{prefix}.compressor.indexer", m=m, keys=index_keys
-                )
-                picked = self.op("Unsqueeze", f"{path}/mask/Unsqueeze", [picked, self.i64([1])])
-                mask = self.op("Concat", f"{path}/mask/Concat", [mask, picked], axis=-1)
-            else:
-                mask = self.shared(("hca_mask", m), lambda: self._hca_mask(m, entries))
-        keys = self.op("Concat", f"{path}/keys/Concat", key_parts, axis=1)
-        keys = self.op("Unsqueeze", f"{path}/keys/Unsqueeze", [keys, self.i64([1])])
-        keys_t = self.op("Transpose", f"{path}/keys/Transpose", [keys], perm=[0, 1, 3, 2])
+            parts.append(self._far_keys(layer, x, q_res, kind))
 
-        scores = self.op("MatMul", f"{path}/scores/MatMul", [q, keys_t])
-        scores = self.op("Add", f"{path}/scores/Add", [scores, mask])
-        probs = self.op("Softmax", f"{path}/Softmax", [scores], axis=-1)
-        out = self.op("MatMul", f"{path}/out/MatMul", [probs, keys])
-        lse = self.op("ReduceLogSumExp", f"{path}/sink/ReduceLogSumExp", [scores, self.i64([-1])], keepdims=1)
-        sinks = self.tensor(f"{prefix}.sinks", (h,)).reshape(1, h, 1, 1)
+        scores = []
+        for i, (keys, mask) in enumerate(parts):
+            keys_t = self.op("Transpose", f"{path}/part{i}/Transpose", [keys], perm=[0, 1, 3, 2])
+            part = self.op("MatMul", f"{path}/part{i}/scores/MatMul", [q, keys_t])
+            scores.append(self.op("Add", f"{path}/part{i}/scores/Add", [part, mask]))
+        joined = (
+            scores[0] if len(scores) == 1 else self.op("Concat", f"{path}/scores/Concat", scores, axis=-1)
+        )
+        probs = self.op("Softmax", f"{path}/Softmax", [joined], axis=-1)
+        if len(parts) == 1:
+            out = self.op("MatMul", f"{path}/part0/out/MatMul", [probs, near])
+        else:
+            sizes = self.op("Shape", f"{path}/scores/Shape", [scores[0]], start=3, end=4)
+            rest = self.op("Shape", f"{path}/scores/Shape_1", [scores[1]], start=3, end=4)
+            sizes = self.op("Concat", f"{path}/scores/sizes", [sizes, rest], axis=0)
+            split = self.op_n("Split", f"{path}/probs/Split", [probs, sizes], 2, axis=-1)
+            outs = [
+                self.op("MatMul", f"{path}/part{i}/out/MatMul", [p, keys])
+                for i, (p, (keys, _)) in enumerate(zip(split, parts, strict=True))
+            ]
+            out = self.op("Add", f"{path}/out/Add", outs)
+        lse = self.op("ReduceLogSumExp", f"{path}/sink/ReduceLogSumExp", [joined, self.i64([-1])], keepdims=1)
+        sinks = self.tensor(f"{prefix}.sinks", (h,)).reshape(1, 1, h, 1)
         lse = self.op("Sub", f"{path}/sink/Sub", [lse, self.weight(f"{prefix}.sinks", sinks)])
         kept = self.op("Sigmoid", f"{path}/sink/Sigmoid", [lse])
         out = self.op("Mul", f"{path}/sink/Mul", [out, kept])
-        out = self.op("Transpose", f"{path}/out/Transpose", [out], perm=[0, 2, 1, 3])
         out = self.make_rope(f"{path}/out", out, head_tables, d, inverse=True)
 
         g, r = c.o_groups, c.o_lora_rank
@@ -125,8 +111,37 @@ class AttentionBuilder(CompressorBuilder):
         out = self.op("Reshape", f"{path}/o_b_proj/Reshape", [out, self.i64([0, 0, g * r])])
         return self.make_linear(f"{path}/o_b_proj", out, f"{prefix}.o_b_proj.weight", (c.hidden_size, g * r))
 
+    def _far_keys(self, layer: int, x: str, q_res: str, kind: str) -> tuple[str, str]:
+        """Part 2 of a CSA/HCA layer's keys and its additive mask, laid out for ``[B, T, H, D]`` queries.
+
+        HCA: every entry, ``[B, 1, C, D]``, masked to the visible ones ``[B, T, 1, C]``.
+        CSA: only the indexer's picks, gathered per query — ``[B, T, k, D]`` with ``[B, T, 1, k]`` — so a
+        decode step reads k entries, not the whole compressed cache.
+        """
+        c = self.config
+        d, m = c.head_dim, c.compress_rate(layer)
+        prefix = f"model.layers.{layer}.self_attn"
+        path = f"/model/layers.{layer}/attn"
+        entries = self.make_compressor(
+            f"{path}/compressor", x, layer=layer, prefix=f"{prefix}.compressor", state="cmp", m=m, width=d,
+            overlap=kind == CSA,
+        )  # fmt: skip
+        if kind != CSA:
+            keys = self.op("Unsqueeze", f"{path}/far/Unsqueeze", [entries, self.i64([1])])
+            mask = self.shared(("hca_mask", m), lambda: self._hca_mask(m, entries))
+            return keys, mask
+        index_keys = self.make_compressor(
+            f"{path}/indexer", x, layer=layer, prefix=f"{prefix}.compressor.indexer", state="idx", m=m,
+            width=c.index_head_dim, overlap=True,
+        )  # fmt: skip
+        picks, keep = self.make_indexer_picks(
+            f"{path}/indexer", x, q_res, prefix=f"{prefix}.compressor.indexer", m=m, keys=index_keys
+        )
+        at = self.op("Unsqueeze", f"{path}/far/Unsqueeze", [picks, self.i64([-1])])
+        keys = self.op("GatherND", f"{path}/far/GatherND", [entries, at], batch_dims=1)
+        mask = self.op("Unsqueeze", f"{path}/far/mask/Unsqueeze", [keep, self.i64([2])])
+        return keys, mask
+
     def _hca_mask(self, m: int, entries: str) -> str:
         _, additive = self.make_entry_visibility(m, self.capacity_scalar(m, entries))
-        path = f"/model/cache/hca{m}_mask"
-        additive = self.op("Unsqueeze", f"{path}/Unsqueeze", [additive, self.i64([1])])
-        return self.op("Concat", f"{path}/Concat", [self.make_window_mask(), additive], axis=-1)
+        return self.op("Unsqueeze", f"/model/cache/hca{m}_mask/Unsqueeze", [additive, self.i64([2])])

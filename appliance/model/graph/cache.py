@@ -51,7 +51,7 @@ class CacheBuilder(RopeBuilder):
         return result
 
     def make_window_mask(self) -> str:
-        """Additive mask ``[B, 1, T, W + T]`` over [window ring | new tokens] (0 visible, -inf not).
+        """Additive mask ``[B, T, 1, W + T]`` over [window ring | new tokens] (0 visible, -inf not).
 
         positions-1 ─ Sub(Mod(positions-1 - slot, W)) ─ ring key positions ─┐
                                                  pos_bt (new key positions) ─ Concat ─ kpos
@@ -76,7 +76,7 @@ class CacheBuilder(RopeBuilder):
             visible = self.op("And", f"{path}/visible/And", [not_future, recent])
             visible = self.op("And", f"{path}/visible/And_1", [visible, exists])
             mask = self.op("Where", f"{path}/mask/Where", [visible, self.zero(), self.neg_inf()])
-            return self.op("Unsqueeze", f"{path}/mask/Unsqueeze", [mask, self.i64([1])])
+            return self.op("Unsqueeze", f"{path}/mask/Unsqueeze", [mask, self.i64([2])])
 
         result: str = self.shared("window_mask", make)
         return result

@@ -133,12 +133,15 @@ class CompressorBuilder(CacheBuilder):
         self.add_output(f"present.{layer}.{state}_src", ring_out, self.act, ["batch", ring, feat])
         return entries_out
 
-    def make_indexer_mask(self, path: str, x: str, q_residual: str, *, prefix: str, m: int, keys: str) -> str:
-        """The Lightning Indexer's pick as an additive mask ``[B, T, C]`` over the compressed entries.
+    def make_indexer_picks(
+        self, path: str, x: str, q_residual: str, *, prefix: str, m: int, keys: str
+    ) -> tuple[str, str]:
+        """The Lightning Indexer's picks per query: entry indices ``[B, T, k]`` and an additive mask
+        ``[B, T, k]`` (0 for a visible pick, -inf for a pick that only filled a short list).
 
         q_residual ─ MatMul(q_b) ─ Reshape[B,T,Hi,Di] ─ RoPE(t) ─ MatMul(keysᵀ) ─ Relu ─┐
         x ─ MatMul(weights_proj · scales) ─ Unsqueeze ──────────────────────── MatMul ─ Squeeze
-          ─ Where(visible, ., -inf) ─ TopK(min(k, C)) ─ ScatterElements(-inf, picks, visible? 0 : -inf)
+          ─ Where(visible, ., -inf) ─ TopK(min(k, C)) ─ picks ─ GatherElements(visibility) ─ keep
         """
         c = self.config
         hi, di = c.index_n_heads, c.index_head_dim
@@ -165,19 +168,18 @@ class CompressorBuilder(CacheBuilder):
         scores = self.op("MatMul", f"{path}/score/MatMul", [weights, scores])
         scores = self.op("Squeeze", f"{path}/score/Squeeze", [scores, self.i64([2])])
 
-        capacity = self.op("Shape", f"{path}/capacity/Shape", [keys], start=1, end=2)
         visible, additive = self.make_entry_visibility(m, self.capacity_scalar(m, keys))
         scores = self.op("Where", f"{path}/score/Where", [visible, scores, self.const(np.float32(-np.inf))])
-        k = self.op("Min", f"{path}/k/Min", [capacity, self.i64([c.index_topk])])
+        k = self.shared(("topk", m), lambda: self._topk_count(m, keys))
         _, picks = self.op_n("TopK", f"{path}/TopK", [scores, k], 2, axis=-1, largest=1, sorted=1)
         keep = self.op("GatherElements", f"{path}/keep/GatherElements", [additive, picks], axis=-1)
-        hidden = self.shared(
-            ("entries_hidden", m),
-            lambda: self.op(
-                "Where", f"/model/cache/entries{m}/hidden/Where", [visible, self.neg_inf(), self.neg_inf()]
-            ),
-        )
-        return self.op("ScatterElements", f"{path}/mask/ScatterElements", [hidden, picks, keep], axis=-1)
+        return picks, keep
+
+    def _topk_count(self, m: int, keys: str) -> str:
+        """``[min(index_topk, C)]``: how many entries each query picks."""
+        path = f"/model/cache/topk{m}"
+        capacity = self.op("Shape", f"{path}/Shape", [keys], start=1, end=2)
+        return self.op("Min", f"{path}/Min", [capacity, self.i64([self.config.index_topk])])
 
     def capacity_scalar(self, m: int, entries: str) -> str:
         """The entry capacity ``C`` (a scalar) read from an entries tensor's shape, once per rate."""
