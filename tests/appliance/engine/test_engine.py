@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.engine.engine import AsyncEngine, LLMEngine
 from appliance.engine.tokenizer import Tokenizer
@@ -287,3 +289,54 @@ def test_async_queue_depth_and_errors(tok: Tokenizer) -> None:
         service.close()
     with pytest.raises(EngineError, match="shut down"):
         asyncio.run(service.stream([5], GREEDY, request_id="z").__anext__())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.sampled_from(["add", "abort", "step", "step"]), st.integers(0, 3)),
+        min_size=1,
+        max_size=40,
+    ),
+    slots=st.integers(1, 3),
+    preempt_after=st.sampled_from([None, 2]),
+)
+def test_random_arrivals_and_cancellations_never_change_a_finished_requests_tokens(
+    events: list[tuple[str, int]], slots: int, preempt_after: int | None
+) -> None:
+    tok = build_tokenizer()
+    engine, _ = make_engine(tok, num_slots=slots, preempt_after=preempt_after)
+    params = [SamplingParams(temperature=1.0, top_k=20, seed=i, max_tokens=3 + i) for i in range(4)]
+    prompt_of: dict[str, int] = {}
+    tokens: dict[str, list[int]] = {}
+    ended: dict[str, str] = {}
+
+    def step() -> None:
+        for out in engine.step():
+            tokens.setdefault(out.request_id, []).extend(out.delta.token_ids)
+            if out.delta.finish_reason:
+                ended[out.request_id] = out.delta.finish_reason
+
+    for kind, i in events:
+        if kind == "add":
+            rid = f"r{len(prompt_of)}"
+            engine.add_request(rid, PROMPTS[i], params[i])
+            prompt_of[rid] = i
+        elif kind == "abort" and prompt_of:
+            rid = sorted(prompt_of)[i % len(prompt_of)]
+            if engine.abort(rid):
+                ended[rid] = "cancelled"
+        else:
+            step()
+        running = engine.scheduler.running
+        assert engine.scheduler.slots.num_free + len(running) == slots
+        assert len({s.slot for s in running}) == len(running)
+    while engine.has_work:
+        step()
+    assert engine.scheduler.slots.num_free == slots
+    solo = {i: make_engine(tok)[0].generate([PROMPTS[i]], params[i])[0] for i in set(prompt_of.values())}
+    for rid, i in prompt_of.items():
+        if ended[rid] == "cancelled":
+            assert tokens.get(rid, []) == solo[i][: len(tokens.get(rid, []))]
+        else:
+            assert ended[rid] == "length" and tokens[rid] == solo[i]
