@@ -119,7 +119,7 @@ class Workspace(QWidget):
         project.pathsChanged.connect(self._paths)
         project.fileLoaded.connect(self._loaded)
         project.contextReady.connect(self._context_ready)
-        project.failed.connect(lambda what, exc: self._error(exc))
+        project.failed.connect(self._project_failed)
         self.tree.activated.connect(self._open_index)
         self.tree.clicked.connect(self._open_index)
         self.panel.askRequested.connect(self.gather)
@@ -293,6 +293,11 @@ class Workspace(QWidget):
         self.panel.status.setText(f"The model takes {exc.limit} tokens: context trimmed to fit, sending again…")
         self.generation.ask(self.session.models[0], self._question, self.context, self.project.project_id)
         return True
+
+    def _project_failed(self, what: str, exc: BaseException) -> None:
+        if what == "context":
+            self._send_after_context = False  # nothing to send with; the question stays in its box
+        self._error(exc)
 
     def _error(self, exc: BaseException) -> None:
         self.panel.status.setText(explain(exc))

@@ -508,3 +508,12 @@ def test_a_handed_over_token_is_offered_not_stored(
     with qtbot.waitSignal(app.connection.signedIn, timeout=20_000):
         qtbot.mouseClick(dialog.sign_in, Qt.MouseButton.LeftButton)
     assert list(memory_keyring.secrets.values()) == ["encl_from_demo"]
+
+
+def test_asking_without_a_project_says_so_and_keeps_the_question(qtbot: QtBot, signed_in: App) -> None:
+    ws = signed_in.window.workspace
+    ws.panel.question.setPlainText("what does this do?")
+    with qtbot.waitSignal(signed_in.project.failed, timeout=20_000):
+        qtbot.mouseClick(ws.panel.send, Qt.MouseButton.LeftButton)
+    assert "open a project first" in ws.panel.status.text()
+    assert ws.panel.question.toPlainText() == "what does this do?"
