@@ -69,13 +69,14 @@ class StreamEvent:
     usage: dict[str, int] | None = None
 
 
-def _tls_failure(exc: BaseException) -> bool:
+def _tls_failure(exc: BaseException) -> str | None:
+    """The certificate check's reason when ``exc`` is one, else None."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
-            return True
+            return str(seen.verify_message or "certificate verify failed")
         seen = seen.__cause__ or seen.__context__
-    return "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
 
 
 class ApplianceClient:
@@ -121,7 +122,14 @@ class ApplianceClient:
         raise error_for_status(response.status_code, message, code, float(retry) if retry else None)
 
     def _transport_error(self, exc: httpx.TransportError) -> EnclaveError:
-        if _tls_failure(exc):
+        reason = _tls_failure(exc)
+        if reason is not None and "mismatch" in reason:
+            # The right CA, the wrong name: the certificate was made for other host names.
+            return CertificateMismatchError(
+                f"{self.base_url}: {reason.rstrip('.')}; use the host name the appliance's certificate "
+                "was issued for (or have the administrator add this one)"
+            )
+        if reason is not None:
             pinned = f" (pinned CA {self._ca_fingerprint})" if self._ca_fingerprint else ""
             return CertificateMismatchError(
                 f"{self.base_url} presented a certificate not issued by the pinned CA{pinned}: "

@@ -189,3 +189,12 @@ def test_no_keyring_at_all_is_a_clear_error() -> None:
 
     with pytest.raises(ConfigError, match="cannot store the token in the system keyring"):
         CredentialStore(NoKeyring()).save("https://a:1", "encl_x")
+
+
+def test_a_certificate_for_another_name_is_explained(tmp_path: Path) -> None:
+    ca = make_ca()
+    with https_server(ca, tmp_path, ip_san=False) as url:  # valid for "localhost" only
+        client = ApplianceClient(url, ca_file=ca.write(tmp_path / "ca.pem"))
+        with pytest.raises(CertificateMismatchError, match="mismatch.*host name the appliance's certificate"):
+            client.health()
+        client.close()

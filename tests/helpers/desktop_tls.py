@@ -42,7 +42,7 @@ class TestCA:
         path.write_bytes(self.pem)
         return path
 
-    def server_files(self, directory: Path) -> tuple[Path, Path]:
+    def server_files(self, directory: Path, *, ip_san: bool = True) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         cert = (
@@ -52,7 +52,9 @@ class TestCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
             .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost")] + ([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))] if ip_san else [])
+                ),
                 critical=False,
             )
             .sign(self.key, hashes.SHA256())
@@ -83,9 +85,9 @@ class _Health(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def https_server(ca: TestCA, directory: Path) -> Iterator[str]:
+def https_server(ca: TestCA, directory: Path, *, ip_san: bool = True) -> Iterator[str]:
     """An HTTPS server on 127.0.0.1 with a certificate from ``ca``; yields its URL."""
-    cert, key = ca.server_files(directory)
+    cert, key = ca.server_files(directory, ip_san=ip_san)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
