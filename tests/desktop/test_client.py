@@ -195,6 +195,6 @@ def test_a_certificate_for_another_name_is_explained(tmp_path: Path) -> None:
     ca = make_ca()
     with https_server(ca, tmp_path, ip_san=False) as url:  # valid for "localhost" only
         client = ApplianceClient(url, ca_file=ca.write(tmp_path / "ca.pem"))
-        with pytest.raises(CertificateMismatchError, match="mismatch.*host name the appliance's certificate"):
+        with pytest.raises(CertificateMismatchError, match=r"mismatch.*host name the appliance's certificate"):
             client.health()
         client.close()
