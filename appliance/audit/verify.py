@@ -333,11 +333,13 @@ def verify_export(
     *,
     keys: AuditKeys | None,
     checkpoint: Checkpoint | None = None,
+    partial: bool = False,
     source_name: str = "export",
 ) -> VerifyReport:
     """Verify an exported file's lines, JSONL or CEF (what a third party does, holding only the
-    public key). An export made with ``--since`` starts mid-chain; it is checked from its first
-    record on, and a checkpoint inside it pins it to the signed head."""
+    public key). A whole export must start at seq 1 from genesis; ``partial`` accepts one made with
+    ``--since``, checked from its first record on (a checkpoint inside it pins it to the signed
+    head) — nothing can tell such a piece from a whole export with its beginning cut off."""
     rows = [
         cef_row(line, f"{source_name}:{n}")
         if line.startswith("CEF:")
@@ -345,18 +347,18 @@ def verify_export(
         for n, line in enumerate(lines, 1)
         if line.strip()
     ]
-    start = None if not rows or rows[0][0] == 1 else rows[0][10]
+    start = rows[0][10] if partial and rows else None
     return verify_rows(
         _ListSource(rows), keys=keys, checkpoints=[checkpoint] if checkpoint else [], start_prev_hash=start
     )
 
 
 def verify_export_file(
-    path: Path, *, keys: AuditKeys | None, checkpoint: Checkpoint | None = None
+    path: Path, *, keys: AuditKeys | None, checkpoint: Checkpoint | None = None, partial: bool = False
 ) -> VerifyReport:
     try:
         with open(path, encoding="utf-8", newline="\n") as f:
-            return verify_export(f, keys=keys, checkpoint=checkpoint, source_name=str(path))
+            return verify_export(f, keys=keys, checkpoint=checkpoint, partial=partial, source_name=str(path))
     except OSError as exc:
         raise InputError(f"{path}: cannot read export: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -52,6 +52,11 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--export", type=Path, help="verify this exported JSONL/CEF file instead of the database"
     )
     verify.add_argument("--public-key", type=Path, help="audit public key (audit_signing.pub), with --export")
+    verify.add_argument(
+        "--partial",
+        action="store_true",
+        help="with --export: the export was made with --since (starts mid-chain)",
+    )
     verify.set_defaults(func=_verify)
 
     export = sub.add_parser("export", help="export records with their chain fields")
@@ -89,7 +94,9 @@ def _verify(args: argparse.Namespace) -> int:
                 "--export needs --public-key (the audit_signing.pub the records are checked against)"
             )
         keys = AuditKeys(public_key=load_public_key(args.public_key))
-        return _report(verify_export_file(args.export, keys=keys, checkpoint=checkpoint))
+        return _report(
+            verify_export_file(args.export, keys=keys, checkpoint=checkpoint, partial=args.partial)
+        )
     if args.public_key is not None:
         raise InputError(
             "--public-key is for --export; the database is checked with the data directory's key"

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
 from appliance.audit import (
@@ -93,7 +95,10 @@ def test_an_export_since_a_time_is_a_verifiable_piece_of_the_chain(log: AuditLog
     _fill(log, 3)
     lines = list(log.export("jsonl", since=middle))
     assert [json.loads(line)["seq"] for line in lines] == [4, 5, 6]
-    assert verify_export(lines, keys=keys).ok
+    assert verify_export(lines, keys=keys, partial=True).ok
+    # Taken for a whole export, it is missing its beginning.
+    whole = verify_export(lines, keys=keys)
+    assert whole.problem is not None and (whole.problem.seq, whole.problem.kind) == (1, "missing")
     assert list(log.export("jsonl", since=middle + dt.timedelta(days=1))) == []
 
 
@@ -219,3 +224,52 @@ def test_cli_refuses_a_checkpoint_file_that_is_not_one(
     bogus.write_text('{"seq": "x"}', encoding="utf-8")
     assert main(["audit", "verify", "--data", str(data_dir), "--checkpoint", str(bogus)]) == 1
     assert "not a checkpoint" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], AuditKeys]:
+    from appliance.db import migrate
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('audit-export') / 'enclave.db'}"
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    keys = AuditKeys.generate()
+    with AuditLog(engine, keys) as log:
+        _fill(log, 12)
+        lines = list(log.export("jsonl"))
+    engine.dispose()
+    return lines, keys
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_a_third_party_finds_every_kind_of_edit_to_an_export(
+    exported: tuple[list[str], AuditKeys], data: st.DataObject
+) -> None:
+    lines, keys = exported
+    n = len(lines)
+    records = [json.loads(line) for line in lines]
+    kind = data.draw(st.sampled_from(["modified", "missing", "reordered", "inserted"]))
+    i = data.draw(st.integers(1, n - 1))  # 1-based position; the last line is left for the head check
+    if kind == "modified":
+        field = data.draw(st.sampled_from(["actor", "target", "outcome", "request_id", "details", "time"]))
+        records[i - 1][field] = {"forged": True} if field == "details" else records[i - 1][field] + "!"
+        expected = (i, "modified")
+    elif kind == "missing":
+        del records[i - 1]
+        expected = (i, "missing")
+    elif kind == "reordered":
+        j = data.draw(st.integers(i + 1, n))
+        records[i - 1], records[j - 1] = records[j - 1], records[i - 1]
+        for seq, record in enumerate(records, 1):
+            record["seq"] = seq
+        expected = (i, "reordered")
+    else:
+        forged = dict(records[i - 1], actor="mallory", hash="e" * 64, prev_hash="f" * 64)
+        records.insert(i - 1, forged)
+        for seq, record in enumerate(records, 1):
+            record["seq"] = seq
+        expected = (i, "inserted")
+    report = verify_export([json.dumps(r, ensure_ascii=False) for r in records], keys=keys)
+    assert report.problem is not None
+    assert (report.problem.seq, report.problem.kind) == expected, str(report.problem)
