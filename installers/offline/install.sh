@@ -227,14 +227,25 @@ if [ "$SYSTEMD" = 1 ]; then
 fi
 
 # 9. How to sign in.
+ADDRESS=$("$CURRENT/bin/python" -c 'import sys
+from appliance.config import load_settings
+s = load_settings(sys.argv[1])
+print(f"{s.host}:{s.port}")' "$DATA" 2>/dev/null) || ADDRESS="127.0.0.1:8443"
+if [ "$SYSTEMD" = 1 ]; then START="systemctl status enclave"; else START="$CURRENT/bin/enclave serve --data $DATA"; fi
+if [ "$FRESH_DATA" = 1 ]; then
+    WHO="as '$ADMIN' with the one-time password printed above (a new one is chosen at first sign-in)"
+else
+    WHO="with the existing accounts"
+fi
 cat <<EOF
 
 Enclave $BUNDLE_VERSION is installed ($MODE).
   appliance:  $CURRENT/bin/enclave    data: $DATA
-  start:      $( [ "$SYSTEMD" = 1 ] && echo "systemctl status enclave" || echo "$CURRENT/bin/enclave serve --data $DATA" )
-  sign in:    https://$(hostname -f 2>/dev/null || hostname):<port from $DATA/enclave.toml, default 8443>
-              as the first admin (its one-time password is printed by 'enclave init' above, on the
-              first install), trusting the CA certificate in $DATA/tls/ (give it to desktop users).
+  service:    $START
+  sign in:    https://$ADDRESS  $WHO,
+              trusting the CA certificate $DATA/tls/ca.pem (desktop users pin its fingerprint).
+              It listens on $ADDRESS (host and port in $DATA/enclave.toml): put nginx in front
+              (sample: $BUNDLE/nginx/enclave.conf) or change host to reach it from the network.
   users:      $CURRENT/bin/enclave user add NAME --data $DATA
   audit:      $CURRENT/bin/enclave audit verify --data $DATA
 EOF

@@ -135,7 +135,9 @@ def test_install_serve_sign_in_and_generate_without_network(installed: tuple[Sit
     # install.sh printed how to sign in, with the first admin's one-time password.
     match = re.search(r"one-time password[^:]*: (\S+)", out)
     assert match, out
-    assert "sign in:" in out
+    assert re.search(r"sign in:\s+https://127\.0\.0\.1:8443\s+as 'admin' with the one-time password", out), (
+        out
+    )
     assert site.enclave.resolve().is_relative_to(site.prefix / "releases")
     proc = site.run(
         [site.enclave, "user", "add", "dev", "--data", site.data, "--password-stdin"],
