@@ -21,6 +21,7 @@ from appliance.api.errors import install_error_handlers
 from appliance.api.metrics import Metrics
 from appliance.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestMetricsMiddleware
 from appliance.api.quotas import QuotaTracker
+from appliance.api.reads import read_only_uow
 from appliance.api.routes import admin, audit, auth, health, openai
 from appliance.api.state import AppState
 from appliance.audit.log import AuditLog
@@ -29,7 +30,7 @@ from appliance.db.engine import UnitOfWork
 from appliance.engine.types import GenerationService
 from shared.version import VERSION
 
-__all__ = ["create_app", "set_engine"]
+__all__ = ["close_app", "create_app", "set_engine"]
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
@@ -63,6 +64,7 @@ def create_app(
     state = AppState(
         settings=settings,
         uow=uow,
+        read_uow=read_only_uow(uow),
         audit_log=audit_log,
         auditor=Auditor(audit_log, metrics=metrics, clock=clock),
         engine=engine,
@@ -88,6 +90,13 @@ def create_app(
     app.add_middleware(RequestIdMiddleware)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def close_app(app: FastAPI) -> None:
+    """Release what ``create_app`` opened itself (the read-only database engine)."""
+    state: AppState = app.state.enclave
+    if state.read_uow is not state.uow:
+        state.read_uow.engine.dispose()
 
 
 def set_engine(app: FastAPI, engine: GenerationService | None) -> None:

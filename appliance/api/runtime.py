@@ -16,7 +16,7 @@ from typing import Literal
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from appliance.api.app import create_app
+from appliance.api.app import close_app, create_app
 from appliance.audit.log import AuditLog
 from appliance.config import Settings
 from appliance.db import migrate
@@ -58,6 +58,7 @@ class Runtime:
     warnings: list[str] = field(default_factory=list)
 
     def close(self) -> None:
+        close_app(self.app)
         if self.engine is not None:
             self.engine.close()
         self.audit.close()

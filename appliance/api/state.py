@@ -34,6 +34,8 @@ bearer = HTTPBearer(auto_error=False, description="An API token or a session tok
 class AppState:
     settings: Settings
     uow: UnitOfWork
+    # Reads that must not queue behind writers (see appliance.api.reads).
+    read_uow: UnitOfWork
     audit_log: AuditLog
     auditor: Auditor
     engine: GenerationService | None
@@ -56,8 +58,16 @@ def request_info(request: Request) -> RequestInfo:
 
 
 def _authenticate(state: AppState, token: str) -> Principal:
+    now = state.clock.now()
+    with state.read_uow() as session, session.no_autoflush:
+        principal = authenticate(session, token, now=now)
+        # authenticate may bump the token's last_used_at (at most once a minute): only then is a
+        # write transaction needed, and the look-up is repeated inside it.
+        if not session.dirty:
+            return principal
+        session.rollback()
     with state.uow() as session:
-        return authenticate(session, token, now=state.clock.now())
+        return authenticate(session, token, now=now)
 
 
 def caller_with(permission: Permission | None) -> Callable[..., Awaitable[Caller]]:

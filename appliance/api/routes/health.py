@@ -26,7 +26,7 @@ async def healthz() -> HealthStatus:
 
 def _database_ok(state: AppState) -> str:
     try:
-        with state.uow() as session:
+        with state.read_uow() as session:
             session.execute(text("SELECT 1"))
     except (SQLAlchemyError, DatabaseError) as exc:
         return f"unreachable: {type(exc).__name__}"

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from appliance.api.app import create_app
+from appliance.api.app import close_app, create_app
 from appliance.audit.keys import create_audit_keys
 from appliance.audit.log import AuditLog
 from appliance.auth import admin as ops
@@ -50,6 +50,11 @@ class Appliance:
     clock: MovableClock
     app: FastAPI
     tokens: dict[str, str] = field(default_factory=dict)
+
+    def close(self) -> None:
+        close_app(self.app)
+        self.audit.close()
+        self.uow.engine.dispose()
 
     def headers(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -103,8 +108,7 @@ def appliance(tmp_path: Path, sqlite_url: str) -> Iterator[Appliance]:
     try:
         yield a
     finally:
-        a.audit.close()
-        a.uow.engine.dispose()
+        a.close()
 
 
 @pytest.fixture

@@ -49,5 +49,4 @@ async def test_api_on_both_backends(tmp_path: Path, db_url: str) -> None:
         export = await client.get("/v1/audit/export", headers=a.headers("aud"))
         assert verify_export(export.text.splitlines(), keys=a.audit.keys).ok
     finally:
-        a.audit.close()
-        a.uow.engine.dispose()
+        a.close()

@@ -77,7 +77,9 @@ async def test_own_tokens_create_list_revoke(appliance: Appliance, client: httpx
     # The scoped token cannot list models: its scopes narrow the role.
     assert (await client.get("/v1/models", headers=bearer(created["token"]))).status_code == 403
     listed = (await client.get("/v1/auth/tokens", headers=appliance.headers("dev"))).json()
-    assert "laptop" in [t["name"] for t in listed]
+    laptop = next(t for t in listed if t["name"] == "laptop")
+    # Its first use was recorded: the look-up took the write path for that one bump.
+    assert laptop["last_used_at"] is not None
     r = await client.delete(f"/v1/auth/tokens/{created['info']['id']}", headers=appliance.headers("dev"))
     assert r.status_code == 204
     assert (
@@ -212,8 +214,7 @@ async def test_sealed_content_readable_by_auditor_only(tmp_path: Path, sqlite_ur
         missing = "00000000-0000-0000-0000-000000000000"
         assert (await client.get(f"/v1/audit/sealed/{missing}", headers=a.headers("aud"))).status_code == 404
     finally:
-        a.audit.close()
-        a.uow.engine.dispose()
+        a.close()
 
 
 # --- health and metrics ---------------------------------------------------------------------------
@@ -235,7 +236,7 @@ async def test_not_ready_without_database(
     from appliance.db.engine import UnitOfWork, make_engine
 
     gone = make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
-    appliance.app.state.enclave.uow = UnitOfWork(gone)
+    appliance.app.state.enclave.read_uow = UnitOfWork(gone)
     r = await client.get("/readyz")
     assert r.status_code == 503 and r.json()["checks"]["database"].startswith("unreachable")
 
@@ -251,3 +252,14 @@ async def test_metrics_count_requests_tokens_and_latencies(
     assert "enclave_audit_commit_seconds_count 2" in text
     assert "enclave_engine_queue_depth 0" in text
     assert 'enclave_generations_total{endpoint="chat.completions",outcome="completed"} 1' in text
+
+
+def test_read_path_cannot_write(appliance: Appliance) -> None:
+    from sqlalchemy import text
+
+    from shared.errors import DatabaseError
+
+    reads = appliance.app.state.enclave.read_uow
+    assert reads is not appliance.uow
+    with pytest.raises(DatabaseError, match="readonly"), reads() as session:
+        session.execute(text("UPDATE users SET role = 'admin'"))

@@ -44,8 +44,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
     try:
         yield a
     finally:
-        a.audit.close()
-        a.uow.engine.dispose()
+        a.close()
 
 
 def _role_for(path: str) -> str:

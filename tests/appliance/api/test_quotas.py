@@ -107,5 +107,4 @@ async def test_api_answers_429_with_retry_after_and_400_for_caps(tmp_path: Path,
         assert r.status_code == 200
         assert a.engine.requests[-1].params.max_tokens == 50
     finally:
-        a.audit.close()
-        a.uow.engine.dispose()
+        a.close()

@@ -45,8 +45,7 @@ def served(tmp_path: Path, sqlite_url: str) -> Iterator[Served]:
         with run_in_thread(a.app, listener) as url:
             yield Served(a, url, files.ca_cert)
     finally:
-        a.audit.close()
-        a.uow.engine.dispose()
+        a.close()
 
 
 def test_streamed_chat_with_openai_client(served: Served) -> None:
@@ -146,8 +145,7 @@ def test_client_disconnect_cancels_generation_and_is_audited(tmp_path: Path, sql
         assert cancelled[0]["details"]["finish_reason"] == "cancelled"  # type: ignore[index]
         assert a.records("generation.completed") == []
     finally:
-        a.audit.close()
-        a.uow.engine.dispose()
+        a.close()
 
 
 def test_tls_material_and_fingerprint(tmp_path: Path) -> None:
