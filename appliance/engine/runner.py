@@ -2,18 +2,18 @@
 
 It follows the graph contract in docs/bundle.md. Each pipeline stage is one session on one device
 (CPU, or GPU ``device_ids[k]``); a stage owns the cache state of its layers in preallocated buffers
-of ``num_slots`` rows, one row per cache slot:
+of ``num_slots`` rows, one row per cache slot. A decode step updates them at fixed addresses:
 
-    current set  [num_slots, ...]  ──past──>  session  ──present──>  other set  [num_slots, ...]
-                 (swap the two sets after a decode step: ping-pong at fixed addresses)
+    in place (CPU default)   state [num_slots, ...] ──past──> session ──present──> the same buffer
+    ping-pong (CUDA default) set A ──past──> session ──present──> set B, then swap A and B
 
 - Decode feeds the first ``n`` rows, ``n`` = highest running slot + 1 (the scheduler hands out the
   lowest free slot, so this is the running count unless a low slot just finished). Idle rows inside
   the prefix run at position 0 and are ignored. Everything is bound by address with IO binding, so
   cache state never leaves the device; bindings are built once per (n, parity) and reused.
-- Prefill runs one sequence (rows in a call share T), in chunks: the first chunk's ``past`` is a row
-  of zeros that is never written, and the chunks' outputs alternate between the two sets so that the
-  last one lands in the slot's row of the current set. No copy, no clearing.
+- Prefill runs one sequence (rows in a call share T) in chunks, never aliasing: the first chunk
+  reads a row of zeros that is never written, and the chunks' outputs alternate between a one-row
+  scratch set and the slot's row so that the last one lands in the slot's row. No copy, no clearing.
 """
 
 from __future__ import annotations
@@ -142,14 +142,20 @@ class _Stage:
         device: tuple[str, int],
         *,
         num_slots: int,
+        in_place: bool,
     ) -> None:
         self.spec = spec
         self.session = session
         self.device = device
-        self.sets = [
-            {s.name: _Buffer((num_slots, *s.dims), s.dtype, device) for s in spec.state} for _ in range(2)
-        ]
-        self.zeros = {s.name: _Buffer((1, *s.dims), s.dtype, device) for s in spec.state}
+        self.in_place = in_place
+
+        def rows(n: int) -> dict[str, _Buffer]:
+            return {s.name: _Buffer((n, *s.dims), s.dtype, device) for s in spec.state}
+
+        # In place, decode writes the state it reads: one set. Otherwise a second set to ping-pong.
+        self.sets = [rows(num_slots)] if in_place else [rows(num_slots), rows(num_slots)]
+        self.zeros = rows(1)  # never written: the state of an empty sequence
+        self.scratch = rows(1)  # every other chunk of a chunked prefill lands here
         self.parity = 0
         self.bindings: dict[tuple[int, int], ort.IOBinding] = {}
 
@@ -158,8 +164,12 @@ class _Stage:
         return self.sets[self.parity]
 
     @property
-    def other(self) -> dict[str, _Buffer]:
-        return self.sets[1 - self.parity]
+    def decode_target(self) -> dict[str, _Buffer]:
+        return self.sets[0] if self.in_place else self.sets[1 - self.parity]
+
+    def after_decode(self) -> None:
+        if not self.in_place:
+            self.parity = 1 - self.parity
 
     def bind(
         self, binding: ort.IOBinding, name: str, buf: _Buffer, row: int, rows: int, *, out: bool
@@ -186,6 +196,7 @@ class OrtRunner:
         device_ids: Seq[int] = (0,),
         intra_op_threads: int = 0,
         prefill_chunk: int = 1024,
+        decode_in_place: bool | None = None,
     ) -> None:
         if num_slots < 1 or max_context < 2 or prefill_chunk < 1:
             raise ConfigError("the runner needs at least one slot and a context of at least 2 tokens")
@@ -198,11 +209,14 @@ class OrtRunner:
         if provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ConfigError("execution_provider is 'cuda' but this ONNX Runtime has no CUDA provider")
         devices = _stage_devices(provider, device_ids, len(specs))
+        # docs/bundle.md: a one-token decode may write its state over the state it reads; verified
+        # bit-exact on the CPU provider, not yet on CUDA, where the default stays the ping-pong.
+        in_place = provider == "cpu" if decode_in_place is None else decode_in_place
         self._stages: list[_Stage] = []
         for k, (spec, device) in enumerate(zip(specs, devices, strict=True)):
             session = _open_session(bundle_dir / spec.file, device, intra_op_threads)
             _check_names(bundle_dir / spec.file, session, spec, last=k == len(specs) - 1)
-            self._stages.append(_Stage(spec, session, device, num_slots=num_slots))
+            self._stages.append(_Stage(spec, session, device, num_slots=num_slots, in_place=in_place))
         logits_meta = next((o for o in self._stages[-1].session.get_outputs() if o.name == "logits"), None)
         if logits_meta is None or not isinstance(logits_meta.shape[-1], int):
             raise ModelError(f"{bundle_dir}: the last stage has no logits output of static vocab size")
@@ -259,7 +273,7 @@ class OrtRunner:
                 binding = self._decode_binding(k, n)
                 stage.bindings[(n, stage.parity)] = binding
             stage.session.run_with_iobinding(binding)
-            stage.parity = 1 - stage.parity
+            stage.after_decode()
         logits = self._logits.host
         assert logits is not None
         return logits[slots].copy()
@@ -284,7 +298,7 @@ class OrtRunner:
             stage.bind(binding, "logits", self._logits, 0, n, out=True)
         for spec in stage.spec.state:
             stage.bind(binding, spec.name, stage.current[spec.name], 0, n, out=False)
-            stage.bind(binding, spec.output, stage.other[spec.name], 0, n, out=True)
+            stage.bind(binding, spec.output, stage.decode_target[spec.name], 0, n, out=True)
         return binding
 
     def _upload(self, k: int) -> None:
@@ -303,7 +317,7 @@ class OrtRunner:
         assert target is not None
         if target.device == prev.device:
             return
-        binding = prev.bindings[(n, 1 - prev.parity)]
+        binding = prev.bindings[(n, prev.parity if prev.in_place else 1 - prev.parity)]
         produced = binding.get_outputs()[0].numpy()
         full = np.zeros(target.shape, dtype=produced.dtype)
         full[:n] = produced
@@ -314,9 +328,9 @@ class OrtRunner:
     def _prefill(self, seq: Sequence) -> npt.NDArray[np.float32]:
         """Feed the whole sequence in chunks of at most ``prefill_chunk`` tokens; logits after the last.
 
-        Chunk ``i`` reads the state chunk ``i - 1`` wrote (zeros for the first) and writes the other
-        set's row; the sets alternate backwards from the last chunk, which writes the current set,
-        so the state ends where decode expects it without a copy.
+        Chunk ``i`` reads the state chunk ``i - 1`` wrote (zeros for the first) and writes either the
+        slot's row or a one-row scratch set, alternating backwards from the last chunk, which writes
+        the slot's row: the state ends where decode expects it without a copy, and no call aliases.
         """
         slot = _slot(seq)
         if seq.num_cached != 0:
@@ -365,13 +379,15 @@ class OrtRunner:
                 binding.bind_output("logits", "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
             else:
                 binding.bind_output("hidden_streams", kind, dev)
-            target, source = (stage.current, stage.other) if writes_current else (stage.other, stage.current)
+            slot_row, scratch_row = (stage.current, slot), (stage.scratch, 0)
+            (target, target_row), (source, source_row) = (
+                (slot_row, scratch_row) if writes_current else (scratch_row, slot_row)
+            )
+            if first:
+                source, source_row = stage.zeros, 0
             for spec in stage.spec.state:
-                if first:
-                    stage.bind(binding, spec.name, stage.zeros[spec.name], 0, 1, out=False)
-                else:
-                    stage.bind(binding, spec.name, source[spec.name], slot, 1, out=False)
-                stage.bind(binding, spec.output, target[spec.name], slot, 1, out=True)
+                stage.bind(binding, spec.name, source[spec.name], source_row, 1, out=False)
+                stage.bind(binding, spec.output, target[spec.name], target_row, 1, out=True)
             stage.session.run_with_iobinding(binding)
             if not last:
                 hidden, hidden_device = binding.get_outputs()[0], stage.device

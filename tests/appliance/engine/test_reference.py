@@ -65,12 +65,20 @@ def write_bundle_dir(directory: Path, graphs: list[onnx.ModelProto], io: dict[st
 
 
 def engine_for(
-    tmp: Path, model: DeepseekV4ForCausalLM, *, stages: int = 1, slots: int = 3, chunk: int = 1024
+    tmp: Path,
+    model: DeepseekV4ForCausalLM,
+    *,
+    stages: int = 1,
+    slots: int = 3,
+    chunk: int = 1024,
+    in_place: bool = True,
 ) -> LLMEngine:
     ckpt = StateDictCheckpoint(model)
     io = graph_io(ckpt.config, stages=stages)
     bundle_dir = write_bundle_dir(tmp / f"stages{stages}", build_graphs(ckpt, stages=stages), io)
-    runner = OrtRunner(bundle_dir, io, num_slots=slots, max_context=96, prefill_chunk=chunk)
+    runner = OrtRunner(
+        bundle_dir, io, num_slots=slots, max_context=96, prefill_chunk=chunk, decode_in_place=in_place
+    )
     # The parity configs' vocabulary is ids only; any tokenizer serves the detokenizer.
     return LLMEngine(runner, build_tokenizer(), stop_ids=())
 
@@ -101,3 +109,6 @@ def test_real_graphs_two_stages_and_batching_give_the_same_seeded_tokens(tmp_pat
     # Prefill in chunks of 5: across the window (8) and the compression rates (4, 8).
     chunked = engine_for(tmp_path / "chunked", model, stages=2, slots=3, chunk=5)
     assert chunked.generate(batch, params) == one
+    # The ping-pong state update (the CUDA default) on the real graphs.
+    ping_pong = engine_for(tmp_path / "ping-pong", model, stages=2, slots=3, chunk=5, in_place=False)
+    assert ping_pong.generate(batch, params) == one

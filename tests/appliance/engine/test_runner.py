@@ -30,16 +30,33 @@ def toy2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_toy_bundle(tmp_path_factory.mktemp("toy2") / "bundle", stages=2)
 
 
+@pytest.fixture(params=[True, False], ids=["in-place", "ping-pong"])
+def in_place(request: pytest.FixtureRequest) -> bool:
+    """Both decode state-update modes: in place (CPU default) and ping-pong (CUDA default)."""
+    return bool(request.param)
+
+
 def engine(
-    bundle: Path, *, num_slots: int = 4, max_context: int = 64, prefill_chunk: int = 1024
+    bundle: Path,
+    *,
+    num_slots: int = 4,
+    max_context: int = 64,
+    prefill_chunk: int = 1024,
+    in_place: bool = True,
 ) -> LLMEngine:
-    runner = toy_runner(bundle, num_slots=num_slots, max_context=max_context, prefill_chunk=prefill_chunk)
+    runner = toy_runner(
+        bundle,
+        num_slots=num_slots,
+        max_context=max_context,
+        prefill_chunk=prefill_chunk,
+        decode_in_place=in_place,
+    )
     tok = Tokenizer.from_file(bundle / "tokenizer.json")
     return LLMEngine(runner, tok)
 
 
-def test_logits_match_the_model_computed_in_numpy(toy: Path) -> None:
-    eng = engine(toy)
+def test_logits_match_the_model_computed_in_numpy(toy: Path, in_place: bool) -> None:
+    eng = engine(toy, in_place=in_place)
     seq = eng.add_request("r", PROMPTS[2], GREEDY)
     rows = []
     original = eng.runner.run
@@ -57,14 +74,14 @@ def test_logits_match_the_model_computed_in_numpy(toy: Path) -> None:
 
 
 @pytest.mark.parametrize("params", [GREEDY, SEEDED], ids=["greedy", "seeded"])
-def test_same_tokens_alone_and_batched(toy: Path, params: SamplingParams) -> None:
+def test_same_tokens_alone_and_batched(toy: Path, params: SamplingParams, in_place: bool) -> None:
     alone = [engine(toy, num_slots=1).generate([p], params)[0] for p in PROMPTS]
-    assert engine(toy, num_slots=3).generate(PROMPTS, params) == alone
+    assert engine(toy, num_slots=3, in_place=in_place).generate(PROMPTS, params) == alone
 
 
-def test_a_hole_in_the_slots_does_not_disturb_the_others(toy: Path) -> None:
+def test_a_hole_in_the_slots_does_not_disturb_the_others(toy: Path, in_place: bool) -> None:
     alone = {i: engine(toy, num_slots=1).generate([PROMPTS[i]], GREEDY)[0] for i in range(3)}
-    eng = engine(toy, num_slots=3)
+    eng = engine(toy, num_slots=3, in_place=in_place)
     seqs = [eng.add_request(f"r{i}", PROMPTS[i], GREEDY) for i in range(3)]
     eng.step()
     eng.step()
@@ -81,15 +98,16 @@ def test_a_hole_in_the_slots_does_not_disturb_the_others(toy: Path) -> None:
 
 
 @pytest.mark.parametrize("chunk", [2, 3])
-def test_chunked_prefill_gives_the_same_tokens(toy2: Path, chunk: int) -> None:
+def test_chunked_prefill_gives_the_same_tokens(toy2: Path, chunk: int, in_place: bool) -> None:
     # Prompts of 1..6 tokens: one chunk, an even and an odd number of chunks, a ragged last chunk.
     whole = engine(toy2, num_slots=3).generate(PROMPTS, SEEDED)
-    assert engine(toy2, num_slots=3, prefill_chunk=chunk).generate(PROMPTS, SEEDED) == whole
+    chunked = engine(toy2, num_slots=3, prefill_chunk=chunk, in_place=in_place)
+    assert chunked.generate(PROMPTS, SEEDED) == whole
 
 
-def test_two_stages_give_the_same_tokens_as_one(toy: Path, toy2: Path) -> None:
+def test_two_stages_give_the_same_tokens_as_one(toy: Path, toy2: Path, in_place: bool) -> None:
     one = engine(toy, num_slots=3).generate(PROMPTS, SEEDED)
-    two_engine = engine(toy2, num_slots=3)
+    two_engine = engine(toy2, num_slots=3, in_place=in_place)
     assert two_engine.runner.num_stages == 2  # type: ignore[attr-defined]
     assert two_engine.generate(PROMPTS, SEEDED) == one
 
