@@ -83,9 +83,10 @@ class AttentionBuilder(CompressorBuilder):
         if len(parts) == 1:
             out = self.op("MatMul", f"{path}/part0/out/MatMul", [probs, near])
         else:
-            sizes = self.op("Shape", f"{path}/scores/Shape", [scores[0]], start=3, end=4)
-            rest = self.op("Shape", f"{path}/scores/Shape_1", [scores[1]], start=3, end=4)
-            sizes = self.op("Concat", f"{path}/scores/sizes", [sizes, rest], axis=0)
+            sizes = self.shared(
+                ("split_sizes", kind, c.compress_rate(layer)),
+                lambda: self._split_sizes(kind, c.compress_rate(layer), scores),
+            )
             split = self.op_n("Split", f"{path}/probs/Split", [probs, sizes], 2, axis=-1)
             outs = [
                 self.op("MatMul", f"{path}/part{i}/out/MatMul", [p, keys])
@@ -141,6 +142,13 @@ class AttentionBuilder(CompressorBuilder):
         keys = self.op("GatherND", f"{path}/far/GatherND", [entries, at], batch_dims=1)
         mask = self.op("Unsqueeze", f"{path}/far/mask/Unsqueeze", [keep, self.i64([2])])
         return keys, mask
+
+    def _split_sizes(self, kind: str, m: int, scores: list[str]) -> str:
+        """[W+T, far keys]: identical for every layer of one kind and rate, so computed once."""
+        path = f"/model/cache/{kind}{m}_split"
+        near = self.op("Shape", f"{path}/near/Shape", [scores[0]], start=3, end=4)
+        far = self.op("Shape", f"{path}/far/Shape", [scores[1]], start=3, end=4)
+        return self.op("Concat", f"{path}/Concat", [near, far], axis=0)
 
     def _hca_mask(self, m: int, entries: str) -> str:
         _, additive = self.make_entry_visibility(m, self.capacity_scalar(m, entries))

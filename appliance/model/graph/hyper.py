@@ -24,11 +24,13 @@ class HyperBuilder(GraphBuilder):
 
         Returns ``(post [B,T,hc,1], combᵀ [B,T,hc,hc], collapsed [B,T,hidden])``.
 
-        streams ─ Reshape[B,T,hc·D] ─ RMSNorm ─ MatMul(fn·scale) ─ Add(base) ─ Split
-          pre  ─ Sigmoid ─ Add(eps) ─ Unsqueeze ─ MatMul(streams) ─ Squeeze ─ collapsed
-          post ─ Sigmoid ─ Mul(2) ─ Unsqueeze
-          comb ─ Reshape[hc,hc] ─ Softmax ─ Add(eps) ─ Log ─ LogSoftmax(cols) ─ (LogSoftmax(rows),
-               LogSoftmax(cols)) × (iters-1) ─ Exp ─ Transpose
+        streams ─ Reshape[B,T,1,hc·D] ─ RMSNorm ─ MatMul(fn·scale) ─ Add(base) ─ Split
+          pre  ─ Sigmoid ─ Add(eps) ─ MatMul(streams) ─ Squeeze ─ collapsed
+          post ─ Sigmoid ─ Mul(2) ─ Reshape[B,T,hc,1]
+          combᵀ ─ Reshape[hc,hc] ─ Softmax ─ Add(eps) ─ Log ─ LogSoftmax ─ LogSoftmax × 2(iters-1) ─ Exp
+
+        The comb rows of ``fn`` are stored transposed, so the Reshape yields combᵀ directly and every
+        normalisation runs over the other axis than transformers' (its rows are our columns).
         """
         c = self.config
         hc, dim = c.hc_mult, c.hidden_size
@@ -38,8 +40,12 @@ class HyperBuilder(GraphBuilder):
         base = self.tensor(f"{prefix}.base", (n_mix,))
         # mix * scale + base, with the per-group scale folded into fn's rows.
         row_scale = np.concatenate([np.full(hc, scale[0]), np.full(hc, scale[1]), np.full(hc * hc, scale[2])])
-        mix = self._mix(path, streams, f"{prefix}.fn", fn * row_scale[:, None].astype(np.float32))
-        mix = self.op("Add", f"{path}/mix/Add", [mix, self.weight(f"{prefix}.base", base, keep_fp32=True)])
+        order = np.concatenate([np.arange(2 * hc), 2 * hc + np.arange(hc * hc).reshape(hc, hc).T.reshape(-1)])
+        fn = (fn * row_scale[:, None].astype(np.float32))[order]
+        mix = self._mix(path, streams, f"{prefix}.fn", fn)
+        mix = self.op(
+            "Add", f"{path}/mix/Add", [mix, self.weight(f"{prefix}.base", base[order], keep_fp32=True)]
+        )
         pre, post, comb = self.op_n(
             "Split", f"{path}/Split", [mix, self.const([hc, hc, hc * hc], np.int64)], 3, axis=-1
         )
@@ -51,18 +57,18 @@ class HyperBuilder(GraphBuilder):
         post = self.op("Sigmoid", f"{path}/post/Sigmoid", [post])
         post = self.op("Mul", f"{path}/post/Mul", [post, self.const(np.float32(2.0))])
         post = self.to_act(f"{path}/post/Cast", post)
-        post = self.op("Unsqueeze", f"{path}/post/Unsqueeze", [post, self.const([-1], np.int64)])
+        post = self.op("Reshape", f"{path}/post/Reshape", [post, self.const([0, 0, hc, 1], np.int64)])
 
+        # Axis names below are transformers' (rows of comb = axis -1 there = axis -2 here).
         comb = self.op("Reshape", f"{path}/comb/Reshape", [comb, self.const([0, 0, hc, hc], np.int64)])
-        comb = self.op("Softmax", f"{path}/comb/Softmax", [comb], axis=-1)
+        comb = self.op("Softmax", f"{path}/comb/Softmax", [comb], axis=-2)
         comb = self.op("Add", f"{path}/comb/Add", [comb, self.const(np.float32(c.hc_eps))])
         comb = self.op("Log", f"{path}/comb/Log", [comb])
-        comb = self.op("LogSoftmax", f"{path}/sinkhorn/cols_0", [comb], axis=-2)
+        comb = self.op("LogSoftmax", f"{path}/sinkhorn/cols_0", [comb], axis=-1)
         for i in range(1, c.hc_sinkhorn_iters):
-            comb = self.op("LogSoftmax", f"{path}/sinkhorn/rows_{i}", [comb], axis=-1)
-            comb = self.op("LogSoftmax", f"{path}/sinkhorn/cols_{i}", [comb], axis=-2)
+            comb = self.op("LogSoftmax", f"{path}/sinkhorn/rows_{i}", [comb], axis=-2)
+            comb = self.op("LogSoftmax", f"{path}/sinkhorn/cols_{i}", [comb], axis=-1)
         comb = self.op("Exp", f"{path}/comb/Exp", [comb])
-        comb = self.op("Transpose", f"{path}/comb/Transpose", [comb], perm=[0, 1, 3, 2])
         return post, self.to_act(f"{path}/comb/Cast", comb), collapsed
 
     def make_hc_post(self, path: str, post: str, comb_t: str, block_out: str, streams: str) -> str:
@@ -96,7 +102,7 @@ class HyperBuilder(GraphBuilder):
 
     def _mix(self, path: str, streams: str, name: str, fn: np.ndarray) -> str:
         c = self.config
-        flat = self.op("Reshape", f"{path}/flat/Reshape", [streams, self.const([0, 0, -1], np.int64)])
+        flat = self.op("Reshape", f"{path}/flat/Reshape", [streams, self.const([0, 0, 1, -1], np.int64)])
         flat = self.to_f32(f"{path}/flat/Cast", flat)
         ones = self.const(np.ones(c.hc_mult * c.hidden_size, np.float32))
         normed = self.op(
@@ -106,7 +112,6 @@ class HyperBuilder(GraphBuilder):
         return self.op("MatMul", f"{path}/mix/MatMul", [normed, fn_t])
 
     def _collapse(self, path: str, streams: str, pre: str) -> str:
-        pre = self.to_act(f"{path}/pre/Cast", pre)
-        pre = self.op("Unsqueeze", f"{path}/pre/Unsqueeze", [pre, self.const([2], np.int64)])
+        pre = self.to_act(f"{path}/pre/Cast", pre)  # [B, T, 1, hc]
         collapsed = self.op("MatMul", f"{path}/collapse/MatMul", [pre, streams])
         return self.op("Squeeze", f"{path}/collapse/Squeeze", [collapsed, self.const([2], np.int64)])
