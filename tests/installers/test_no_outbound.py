@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from appliance.model.signing import load_private_key, pin_public_key
 from installers.offline.manifest import generate_signing_key
 from tests.helpers.offline_site import Site, generate, login, serving
 
@@ -38,8 +39,6 @@ def test_serve_and_generate_attempt_no_outbound_connection(tmp_path: Path) -> No
         proc = site.run(argv)
         assert proc.returncode == 0, f"{argv}: {proc.stderr}"
     # Trust the demo model's signer, as install.sh does with a bundle's model-keys/.
-    from appliance.model.signing import load_private_key, pin_public_key
-
     pin_public_key(site.data, load_private_key(model_key).public_key(), "test")
     proc = site.run([site.enclave, "model", "import", tmp_path / "demo" / "bundle", "--data", site.data])
     assert proc.returncode == 0, proc.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.cli import main as enclave
 from installers.offline.build import build_bundle
 from shared.errors import InputError
 
@@ -129,3 +130,15 @@ def test_a_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
         # No wheel exists for this platform: pip fails after the staging directory was filled.
         build_bundle(out_dir / "bundle", wheel=fake, platforms=["no_such_platform"], pin_installed=False)
     assert list(out_dir.iterdir()) == []
+
+
+def test_cli_build_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notamodel").mkdir()
+    code = enclave(["bundle", "build", str(tmp_path / "out"), "--model", str(tmp_path / "notamodel")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("enclave: error: ") and err.count("\n") == 1 and "not a model bundle" in err
+    code = enclave(["bundle", "build", str(tmp_path / "out"), "--signing-key", str(tmp_path / "nokey.pem")])
+    assert code == 1
+    assert "signing key" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
