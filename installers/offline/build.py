@@ -78,6 +78,14 @@ def _run_pip(args: Sequence[str], what: str) -> None:
         raise InputError(f"{what} failed: {tail[0]}")
 
 
+def _wheel_id(path: Path) -> tuple[str, str]:
+    """(normalized project name, version) from a wheel's file name."""
+    match = _WHEEL_RE.match(path.name)
+    if match is None:
+        raise InputError(f"{path.name} is not a wheel file name")
+    return _normalize(match["name"]), match["version"]
+
+
 def _source_tree() -> Path | None:
     root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").is_file() else None
@@ -95,10 +103,10 @@ def _project_wheel(wheels: Path, *, source: Path | None, wheel: Path | None) -> 
                 "no source tree to build the appliance wheel from; pass --source DIR or --wheel FILE"
             )
         _run_pip(["wheel", "--no-deps", "--wheel-dir", str(wheels), str(src)], f"building the wheel of {src}")
-    found = [p for p in wheels.glob("*.whl") if _normalize(_WHEEL_RE.match(p.name)["name"]) == PROJECT]  # type: ignore[index]
+    found = [p for p in wheels.glob("*.whl") if _wheel_id(p)[0] == PROJECT]
     if len(found) != 1:
         raise InputError(f"expected one {PROJECT} wheel, found {len(found)}")
-    version = _WHEEL_RE.match(found[0].name)["version"]  # type: ignore[index]
+    version = _wheel_id(found[0])[1]
     version_key(version)
     return found[0], version
 
@@ -136,7 +144,7 @@ def _collect_dependencies(
         args += ["--constraint", str(pins)]
     # pip itself too: install.sh upgrades the new environment's pip from the bundle before the rest.
     _run_pip([*args, target, "pip"], "collecting the runtime wheels (pip download)")
-    shipped = {_normalize(_WHEEL_RE.match(p.name)["name"]) for p in wheels.glob("*.whl")}  # type: ignore[index]
+    shipped = {_wheel_id(p)[0] for p in wheels.glob("*.whl")}
     leaked = sorted(shipped & TEST_ONLY)
     if leaked:
         raise InputError(
