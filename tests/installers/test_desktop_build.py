@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
@@ -13,15 +12,15 @@ from installers.desktop.build import build, executable, self_test
 pytestmark = pytest.mark.slow
 
 
-def test_pyinstaller_build_runs_its_self_test(tmp_path: Path) -> None:
+def test_pyinstaller_build_runs_its_self_test(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("PyInstaller")
     if importlib.util.find_spec("desktop.app") is None:
         pytest.skip("the desktop client (desktop/app.py) does not exist yet")
     exe = build(tmp_path / "dist", tmp_path / "work")
     assert exe == executable(tmp_path / "dist")
     # Nothing from the source tree may leak in: run from elsewhere, with no PYTHONPATH.
-    os.chdir(tmp_path)
-    os.environ.pop("PYTHONPATH", None)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     result = self_test(exe)
     assert result.returncode == 0, f"self-test failed:\n{result.stdout}\n{result.stderr}"
     # The client ships without the server side and without test-only packages.
