@@ -110,7 +110,7 @@ def main() -> int:
     p50, p95 = _p(latencies, 0.50), _p(latencies, 0.95)
     print(f"tree: {root} ({len(result.files)} files admitted, {len(result.skipped)} skipped)")
     print(f"index: {stats.indexed} files in {index_s:.2f} s = {files_per_s:,.0f} files/s (goal >= 1,000); "
-          f"{index_cpu:.2f} CPU-s over its two threads")
+          f"{index_cpu:.2f} CPU-s")
     print(f"  peer, plain read+decode: {readable} files in {read_s:.2f} s = {read_per_s:,.0f} files/s; "
           f"index/read ratio {files_per_s / read_per_s:.2f}")
     print(f"refresh with nothing changed: {refresh_s * 1000:.0f} ms ({again.unchanged} unchanged)")
