@@ -191,7 +191,7 @@ def _print_how_to_connect(conn: Connection, *, desktop_started: bool, asked_no_d
         f"  token:          {conn.token}\n"
         f"  {client}\n"
         "  Connect a client yourself:\n"
-        f"    ENCLAVE_URL={conn.url} ENCLAVE_CA={conn.ca} ENCLAVE_TOKEN={conn.token} enclave-desktop\n"
+        f"    enclave-desktop: server {conn.url}, CA file {conn.ca}, then sign in (the demo account is above)\n"
         f"    curl --cacert {conn.ca} -H 'Authorization: Bearer {conn.token}' {conn.url}/v1/models\n"
         "  Ctrl-C stops it (the data directory is temporary).\n",
         flush=True,
