@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,8 +10,6 @@ import numpy as np
 from appliance.engine.types import FinishReason, SamplingParams
 
 __all__ = ["Sequence", "SequenceStatus"]
-
-_arrivals = itertools.count()
 
 
 class SequenceStatus(enum.Enum):
@@ -32,7 +29,6 @@ class Sequence:
     slot: int | None = None
     num_cached: int = 0
     finish_reason: FinishReason | None = None
-    arrival: int = field(default_factory=lambda: next(_arrivals))
     rng: np.random.Generator = field(init=False)
 
     def __post_init__(self) -> None:
