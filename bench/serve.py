@@ -3,6 +3,7 @@ engine called in-process, in the same run.
 
     .venv/bin/python bench/serve.py [--clients 128] [--requests-per-client 1] [--max-tokens 32]
                                     [--slots 16] [--threads 0] [--sequential 16]
+                                    [--rounds 3]
 
 It prepares what ``enclave demo`` prepares (a data directory, the demo model installed, a developer
 token; the team's quotas lifted so the load is not refused), then runs two phases on the real engine
@@ -17,7 +18,9 @@ Both phases send identical greedy requests, so they generate identical tokens. E
 ``--clients`` concurrency and then ``--sequential`` requests one at a time (where a request's
 latency is not queueing behind others). Prints, per phase: completed/errors, completion tokens/s,
 time to first token p50/p99, mean end-to-end latency; then the API's overhead per request (API mean
-minus in-process mean) and that overhead as a share of the API's end-to-end time.
+minus in-process mean) and that overhead as a share of the API's end-to-end time. The two sides run
+alternately for ``--rounds`` rounds (figures are over all rounds), so background load on a shared
+machine falls on both alike; the load average is printed too.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+import psutil
 
 from appliance.api.runtime import load_engine
 from appliance.api.server import SWITCH_INTERVAL_S
@@ -72,6 +76,9 @@ class Phase:
     samples: list[Sample] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     wall: float = 0.0
+    # CPU seconds spent serving the phase: the engine's process in-process; the server's over the API.
+    cpu: float = 0.0
+    client_cpu: float = 0.0
 
     @property
     def tokens(self) -> int:
@@ -246,47 +253,89 @@ def start_server(settings: Settings) -> tuple[subprocess.Popen[str], str, Path]:
     return proc, url, Path(ca)
 
 
+def merge(name: str, phases: list[Phase]) -> Phase:
+    merged = Phase(name)
+    for phase in phases:
+        merged.samples += phase.samples
+        merged.errors += phase.errors
+        merged.wall += phase.wall
+        merged.cpu += phase.cpu
+        merged.client_cpu += phase.client_cpu
+    return merged
+
+
 async def main_async(args: argparse.Namespace) -> int:
     # The same interpreter setting `enclave serve` uses, so the in-process peer runs as the server does.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    rounds: dict[str, list[Phase]] = {"in-load": [], "api-load": [], "in-seq": [], "api-seq": []}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="enclave-bench-serve-") as tmp:
         settings, token = prepare(Path(tmp), args.slots, args.threads)
         n = args.clients * args.requests_per_client
         engine = load_engine(settings)
         model = engine.model_id
         print(
-            f"engine: real AsyncEngine (ONNX Runtime, {settings.execution_provider}) on {model}, "
-            f"{args.slots} slots, {args.threads or 'default'} intra-op threads; {args.clients} concurrent streaming clients x {args.requests_per_client}, "
-            f"{args.max_tokens} max tokens, greedy; then {args.sequential} sequential requests; CPUs: {os.cpu_count()}"
+            f"engine: real AsyncEngine (ONNX Runtime, {settings.execution_provider}) on {model}, {args.slots} slots, "
+            f"{args.threads or 'default'} intra-op threads; {args.clients} concurrent streaming clients x "
+            f"{args.requests_per_client}, {args.max_tokens} max tokens, greedy; then {args.sequential} sequential "
+            f"requests; {args.rounds} rounds alternating in-process and API; CPUs: {os.cpu_count()}"
         )
-        try:
-            await run_inproc(engine, "warm-up", 4, 4, 2)
-            in_load = await run_inproc(
-                engine, f"in-process x{args.clients}", n, args.clients, args.max_tokens
-            )
-            in_seq = await run_inproc(engine, "in-process x1", args.sequential, 1, args.max_tokens)
-        finally:
-            engine.close()
         proc, url, ca = start_server(settings)
         try:
-            api_load = await run_api(
-                url, ca, token, model, f"API x{args.clients}", n, args.clients, args.max_tokens
-            )
-            api_seq = await run_api(url, ca, token, model, "API x1", args.sequential, 1, args.max_tokens)
+            await run_inproc(engine, "warm-up", 4, 4, 2)
+            server = psutil.Process(proc.pid)
+
+            def server_cpu() -> float:
+                times = server.cpu_times()
+                return float(times.user + times.system)
+
+            async def inproc(count: int, concurrency: int) -> Phase:
+                before = time.process_time()
+                phase = await run_inproc(engine, "", count, concurrency, args.max_tokens)
+                phase.cpu = time.process_time() - before
+                return phase
+
+            async def api(count: int, concurrency: int) -> Phase:
+                before, client_before = server_cpu(), time.process_time()
+                phase = await run_api(url, ca, token, model, "", count, concurrency, args.max_tokens)
+                phase.cpu, phase.client_cpu = server_cpu() - before, time.process_time() - client_before
+                return phase
+
+            # Alternating the two sides round by round exposes both to the same background load.
+            for _ in range(args.rounds):
+                rounds["in-load"].append(await inproc(n, args.clients))
+                rounds["api-load"].append(await api(n, args.clients))
+                rounds["in-seq"].append(await inproc(args.sequential, 1))
+                rounds["api-seq"].append(await api(args.sequential, 1))
         finally:
+            engine.close()
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+    in_load = merge(f"in-process x{args.clients}", rounds["in-load"])
+    api_load = merge(f"API x{args.clients}", rounds["api-load"])
+    in_seq = merge("in-process x1", rounds["in-seq"])
+    api_seq = merge("API x1", rounds["api-seq"])
+    print(f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f}")
     for phase in (in_load, api_load, in_seq, api_seq):
         print(phase.report())
     errors = [e for p in (in_load, api_load, in_seq, api_seq) for e in p.errors]
-    for label, inproc, api in (("concurrent", in_load, api_load), ("sequential", in_seq, api_seq)):
-        if inproc.samples and api.samples:
-            a = statistics.fmean(s.latency for s in api.samples)
-            b = statistics.fmean(s.latency for s in inproc.samples)
-            tput = (api.tokens / api.wall) / (inproc.tokens / inproc.wall)
+    for label, local, remote in (("concurrent", in_load, api_load), ("sequential", in_seq, api_seq)):
+        if local.samples and remote.samples:
+            a = statistics.fmean(s.latency for s in remote.samples)
+            b = statistics.fmean(s.latency for s in local.samples)
+            tput = (remote.tokens / remote.wall) / (local.tokens / local.wall)
             print(
                 f"API overhead per request ({label}): {(a - b) * 1000:.1f} ms = {(a - b) / a * 100:.1f}% of the API's "
                 f"end-to-end time; API/in-process throughput {tput:.2f}x"
+            )
+            # CPU time per request hardly depends on what else the machine runs, unlike wall time.
+            cpu_in = local.cpu / len(local.samples) * 1000
+            cpu_api = remote.cpu / len(remote.samples) * 1000
+            cpu_client = remote.client_cpu / len(remote.samples) * 1000
+            print(
+                f"CPU per request ({label}): in-process {cpu_in:.1f} ms; API server {cpu_api:.1f} ms "
+                f"(+ {cpu_client:.1f} ms in the HTTPS clients); server CPU overhead {cpu_api - cpu_in:.1f} ms = "
+                f"{(cpu_api - cpu_in) / cpu_api * 100:.1f}% of the server's CPU per request"
             )
     if errors:
         print(f"{len(errors)} errors, first: {errors[0]}")
@@ -303,6 +352,7 @@ def main() -> int:
     parser.add_argument("--requests-per-client", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--slots", type=int, default=16, help="engine slots (settings.max_batch)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, each running both sides")
     parser.add_argument(
         "--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: ORT decides)"
     )
