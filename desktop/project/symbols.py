@@ -51,9 +51,7 @@ _LANG_BY_SUFFIX = {
     ".rb": "ruby",
 }
 
-# Anchored on a newline rather than ``^`` under re.M (tried at every character, and slower still with
-# ``\b``): the text is searched with a newline in front, so the first line counts too.
-_PY = re.compile(r"\n([ \t]*)(?:async[ \t]+)?(def|class)[ \t]+([A-Za-z_]\w*)")
+_PY_NAME = re.compile(r"[ \t]*([A-Za-z_]\w*)")
 _BRACE_PATTERNS: dict[str, list[tuple[str, re.Pattern[str]]]] = {
     "js": [
         ("function", re.compile(r"^[ \t]*(?:export[ \t]+)?(?:default[ \t]+)?(?:async[ \t]+)?function\*?[ \t]+([A-Za-z_$][\w$]*)", re.M)),
@@ -113,17 +111,26 @@ def _python_end(lines: list[str], line: int) -> int:
 
 
 def _python_symbols(text: str) -> list[Symbol]:
-    out: list[Symbol] = []
-    line = 1
-    last = 1  # skip the newline put in front
-    # Line numbers come from counting newlines between matches, in C, instead of per-line Python.
-    padded = "\n" + text
-    for m in _PY.finditer(padded):
-        start = m.start() + 1  # the definition's line start, in ``padded``
-        line += padded.count("\n", last, start)
-        last = start
-        out.append(Symbol(m.group(3), "class" if m.group(2) == "class" else "function", line, line))
-    return out
+    # str.find for the keywords, then a look at the line they are on, is several times faster than
+    # a regular expression tried at every line start (this runs over every file of a project).
+    found: list[tuple[int, str, str]] = []
+    for keyword in ("def", "class"):
+        needle = keyword + " "
+        i = text.find(needle)
+        while i >= 0:
+            line_start = text.rfind("\n", 0, i) + 1
+            prefix = text[line_start:i].strip()
+            if prefix in ("", "async"):
+                m = _PY_NAME.match(text, i + len(needle))
+                if m is not None:
+                    found.append((line_start, keyword, m.group(1)))
+            i = text.find(needle, i + len(needle))
+    found.sort()
+    lines = _line_numbers(text, [f[0] for f in found])
+    return [
+        Symbol(name, "class" if keyword == "class" else "function", line, line)
+        for (_, keyword, name), line in zip(found, lines, strict=True)
+    ]
 
 
 def _line_numbers(text: str, offsets: list[int]) -> list[int]:
