@@ -206,8 +206,13 @@ class OrtRunner:
         # tokens x top-k expert matrices in a prefill).
         self._prefill_chunk = prefill_chunk
         self._act_dtype, specs = read_io(io, max_context=max_context)
-        if provider == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise ConfigError("execution_provider is 'cuda' but this ONNX Runtime has no CUDA provider")
+        if provider == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ConfigError("execution_provider is 'cuda' but this ONNX Runtime has no CUDA provider")
+            # onnxruntime-gpu finds CUDA/cuDNN from the nvidia-* wheels (or torch's) only if asked to
+            # load them before the first CUDA session; a system-wide CUDA install needs nothing.
+            if hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()
         devices = _stage_devices(provider, device_ids, len(specs))
         # docs/bundle.md: a one-token decode may write its state over the state it reads; verified
         # bit-exact on the CPU provider, not yet on CUDA, where the default stays the ping-pong.
