@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from appliance.engine.engine import LLMEngine
-from appliance.engine.runner import OrtRunner
+from appliance.engine.runner import OrtRunner, _stage_devices
 from appliance.engine.tokenizer import Tokenizer
 from appliance.engine.types import SamplingParams
-from shared.errors import ModelError
+from shared.errors import ConfigError, ModelError
 from tests.helpers.engine_toy_bundle import toy_logits, toy_runner, write_toy_bundle
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10)
@@ -123,3 +124,17 @@ def test_unusable_bundles_are_model_errors(tmp_path: Path, toy: Path) -> None:
     del renamed["state"]
     with pytest.raises(ModelError, match="malformed"):
         OrtRunner(toy, renamed, num_slots=1, max_context=8)
+
+
+def test_stages_go_on_consecutive_gpus_or_the_ids_given() -> None:
+    assert _stage_devices("cpu", (3,), 2) == [("cpu", 0), ("cpu", 0)]
+    assert _stage_devices("cuda", (0,), 3) == [("cuda", 0), ("cuda", 1), ("cuda", 2)]
+    assert _stage_devices("cuda", (2,), 2) == [("cuda", 2), ("cuda", 3)]
+    assert _stage_devices("cuda", (4, 1), 2) == [("cuda", 4), ("cuda", 1)]
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="has CUDA")
+def test_cuda_without_the_cuda_provider_is_a_config_error(toy: Path) -> None:
+    io = json.loads((toy / "bundle.json").read_text())["io"]
+    with pytest.raises(ConfigError, match="no CUDA provider"):
+        OrtRunner(toy, io, num_slots=1, max_context=8, provider="cuda")
