@@ -23,7 +23,7 @@ from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaLimits
 from appliance.audit.events import AuditEvent
 from appliance.auth.principal import Principal
-from shared.errors import AuditUnavailableError, EnclaveError
+from shared.errors import AuditUnavailableError, EnclaveError, InputError
 
 __all__ = ["AuditSink", "Auditor", "Caller", "RequestInfo"]
 
@@ -87,10 +87,11 @@ class Auditor:
         start = self._clock.monotonic()
         try:
             await self._sink.append_async(event)
-        except AuditUnavailableError:
+        except (AuditUnavailableError, InputError):
+            # InputError: the request carried something the log cannot store (text that is not
+            # valid Unicode, say) — the client's to fix (400), and nothing is generated unrecorded.
             raise
         except EnclaveError as exc:
-            # A malformed event or a database fault: either way the record is not there.
             raise AuditUnavailableError(f"audit log cannot record {event.action}: {exc}") from exc
         self._metrics.audit_commit.observe(self._clock.monotonic() - start)
 
@@ -123,7 +124,7 @@ class Auditor:
     async def record_quietly(self, caller: Caller | None, info: RequestInfo, **fields: Any) -> None:
         try:
             await self.record(caller, info, **fields)
-        except AuditUnavailableError:
+        except (AuditUnavailableError, InputError):
             log.exception("audit: could not record %s for %s", fields.get("action"), info.request_id)
 
 

@@ -137,3 +137,18 @@ async def test_no_fim_support_is_400(appliance: Appliance, client: httpx.AsyncCl
     body = {"model": "fake-model", "prompt": "a", "suffix": "b"}
     r = await client.post("/v1/completions", json=body, headers=appliance.headers("dev"))
     assert envelope(r, 400)["param"] == "suffix"
+
+
+async def test_text_that_is_not_unicode_is_400_and_not_generated(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    # A lone surrogate is valid JSON but not valid Unicode text.
+    raw = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}], "enclave": {"project_id": "p\\ud800"}}'
+    r = await client.post(
+        "/v1/chat/completions",
+        content=raw,
+        headers={**appliance.headers("dev"), "content-type": "application/json"},
+    )
+    error = envelope(r, 400)
+    assert error["type"] == "invalid_request_error" and error["param"] == "enclave.project_id"
+    assert appliance.engine.requests == []
