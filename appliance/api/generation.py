@@ -26,7 +26,7 @@ from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaLease, QuotaTracker
 from appliance.engine.types import Delta, GenerationService, SamplingParams
-from shared.errors import EngineError
+from shared.errors import EngineError, QuotaError
 from shared.schemas import EnclaveMetadata
 
 __all__ = ["Generation", "GenerationOutcome", "admit", "check_model", "resolve_max_tokens"]
@@ -205,9 +205,21 @@ async def admit(
     """Check limits, take a quota lease and durably audit the request; raise on any refusal."""
     n_prompt = len(prompt_ids)
     max_tokens = resolve_max_tokens(engine, caller, n_prompt, requested_max_tokens)
-    lease = quotas.admit(
-        caller.quota_key, caller.limits, prompt_tokens=n_prompt, max_output_tokens=max_tokens
-    )
+    try:
+        lease = quotas.admit(
+            caller.quota_key, caller.limits, prompt_tokens=n_prompt, max_output_tokens=max_tokens
+        )
+    except QuotaError as exc:
+        # A policy refusal is part of what the caller did: it goes in the log like a denial.
+        await auditor.record_quietly(
+            caller,
+            info,
+            action="generation.refused",
+            target=f"model:{engine.model_id}",
+            outcome="denied",
+            details={"endpoint": endpoint, "reason": str(exc), "prompt_tokens": n_prompt},
+        )
+        raise
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop)
     details: dict[str, Any] = {
         "endpoint": endpoint,

@@ -94,6 +94,9 @@ async def test_api_answers_429_with_retry_after_and_400_for_caps(tmp_path: Path,
         assert r.status_code == 429
         assert r.json()["error"]["type"] == "rate_limit_error"
         assert int(r.headers["retry-after"]) == 60
+        refused = a.records("generation.refused")
+        assert len(refused) == 1 and refused[0]["outcome"] == "denied"
+        assert "requests_per_minute" in refused[0]["details"]["reason"]  # type: ignore[index]
         a.clock.advance(61)
         big = {**CHAT, "messages": [{"role": "user", "content": "x" * 200}]}
         r = await client.post("/v1/chat/completions", json=big, headers=a.headers("dev"))
