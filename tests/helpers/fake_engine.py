@@ -2,9 +2,9 @@
 
 Tokens are UTF-8 bytes (ids 0..255) plus three FIM markers; the reply is a fixed script of words
 (``reply`` or ``"w0 w1 w2 ..."``), cut at ``max_tokens`` (finish ``length``), at a stop string (finish
-``stop``) or at the script's end (finish ``stop``). ``hold`` pauses every stream before its first token
-until released, so tests can disconnect mid-stream; the fake records what was started, finished and
-cancelled so tests can see that a disconnect reached the engine.
+``stop``) or at the script's end (finish ``stop``). ``token_delay_s`` paces the tokens so tests can
+disconnect mid-stream, ``fail_after`` makes the stream fail; the fake records what was started,
+finished and cancelled so tests can see that a disconnect reached the engine.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ class FakeEngine:
     slots: int = 64
     fail_after: int | None = None  # raise EngineError after this many tokens
     requests: list[FakeRequest] = field(default_factory=list)
-    hold: asyncio.Event | None = None
-    started: asyncio.Event = field(default_factory=asyncio.Event)
 
     def encode_chat(self, messages: Sequence[ChatMessage], *, thinking: bool = False) -> list[int]:
         text = "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
@@ -76,9 +74,6 @@ class FakeEngine:
     async def _generate(self, record: FakeRequest) -> AsyncIterator[Delta]:
         params, n_prompt = record.params, len(record.prompt_ids)
         try:
-            self.started.set()
-            if self.hold is not None:
-                await self.hold.wait()
             text, emitted = "", 0
             pieces = self.script()
             for i, piece in enumerate(pieces):
