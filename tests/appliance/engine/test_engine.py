@@ -260,20 +260,25 @@ def test_async_cancellation_frees_the_slot(tok: Tokenizer) -> None:
 
 
 def test_async_queue_depth_and_errors(tok: Tokenizer) -> None:
-    engine, _ = make_engine(tok, num_slots=1)
+    # The context is far longer than this test can run, so "a" cannot finish (by length) before
+    # "b" has been seen waiting, however slowly the test's own coroutine gets scheduled.
+    context = 1_000_000
+    engine, _ = make_engine(tok, num_slots=1, max_context=context)
     service = AsyncEngine(engine)
-    long = SamplingParams(temperature=0.0, max_tokens=10_000)
+    long = SamplingParams(temperature=0.0, max_tokens=context - 10)
 
     async def main() -> None:
         first = service.stream([5], long, request_id="a")
         await first.__anext__()
         second = service.stream([6], long, request_id="b")
         waiter = asyncio.create_task(second.__anext__())
+        deadline = time.monotonic() + 30
         while service.stats().waiting == 0:
+            assert time.monotonic() < deadline, "the second request was never queued"
             await asyncio.sleep(0.01)
         assert service.stats().running == 1
         with pytest.raises(InputError, match="context"):
-            await service.stream([1] * 100, GREEDY, request_id="c").__anext__()
+            await service.stream([1] * (context + 1), GREEDY, request_id="c").__anext__()
         with pytest.raises(InputError, match="already in use"):
             await service.stream([5], GREEDY, request_id="a").__anext__()
         await first.aclose()  # type: ignore[attr-defined]
@@ -284,7 +289,7 @@ def test_async_queue_depth_and_errors(tok: Tokenizer) -> None:
     try:
         asyncio.run(main())
         assert service.encode_chat([ChatMessage("user", "hi")])[0] == tok.bos_id
-        assert service.supports_fim and service.context_length == 64 and service.model_id == "model"
+        assert service.supports_fim and service.context_length == context and service.model_id == "model"
     finally:
         service.close()
     with pytest.raises(EngineError, match="shut down"):
