@@ -178,20 +178,21 @@ if [ -d "$BUNDLE/models" ]; then
     done
 fi
 
-# 6. Nothing serves while the models change and the schema moves.
+# 6. Nothing serves while the schema moves and the models change.
 if [ "$SYSTEMD" = 1 ] && systemctl is-active --quiet enclave.service; then
     say "stopping enclave.service for the upgrade"
     systemctl stop enclave.service
 fi
-for model in "${MODELS[@]}"; do
-    # The importer copies and re-verifies the bundle, then swaps the active model in one rename.
-    "$ENCLAVE" model import "$model" --data "$DATA"
-done
 if [ "$FRESH_DATA" = 0 ]; then
     # The audit chain lives in the database: migrations keep every record, so it simply continues.
+    # First, because every other command of the new release expects its own schema.
     say "migrating the database in $DATA"
     "$ENCLAVE" init --data "$DATA" --upgrade
 fi
+for model in "${MODELS[@]}"; do
+    # Verified above; the importer copies and re-verifies it, then swaps the active model in one rename.
+    "$ENCLAVE" model import "$model" --data "$DATA"
+done
 if [ "$CREATE_USER" = 1 ]; then
     chown -R "$SERVICE_USER:$SERVICE_USER" "$DATA"
     chmod 0750 "$DATA"

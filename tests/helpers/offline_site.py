@@ -203,3 +203,54 @@ def copy_bundle(src: Path, dst: Path) -> Path:
 def replace_file(path: Path, data: bytes) -> None:
     path.unlink()
     path.write_bytes(data)
+
+
+MIGRATION_REVISION = "0003_e2e_upgrade"
+MIGRATION_TABLE = "e2e_upgrade_marker"
+
+
+def wheel_with_migration(src: Path, dest_dir: Path, *, version: str, down_revision: str) -> Path:
+    """A newer build of the appliance wheel that carries one more (harmless) schema migration.
+
+    Lets an upgrade test see a real migration run: the installed release is at ``down_revision``,
+    the new one adds a table in ``MIGRATION_REVISION``. Metadata, dist-info name and RECORD are
+    rewritten so pip installs it as ``version``.
+    """
+    import base64
+    import hashlib
+    import zipfile
+
+    old_version = src.name.split("-")[1]
+    old_info, new_info = f"enclave_codegen-{old_version}.dist-info/", f"enclave_codegen-{version}.dist-info/"
+    migration = (
+        f'"""Test-only migration (tests/helpers/offline_site.py).\n\nRevision ID: {MIGRATION_REVISION}\n"""\n\n'
+        "import sqlalchemy as sa\nfrom alembic import op\n\n"
+        f'revision = "{MIGRATION_REVISION}"\ndown_revision = "{down_revision}"\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        f'def upgrade() -> None:\n    op.create_table("{MIGRATION_TABLE}", sa.Column("id", sa.Integer(), primary_key=True))\n\n\n'
+        f'def downgrade() -> None:\n    op.drop_table("{MIGRATION_TABLE}")\n'
+    ).encode()
+    files: dict[str, bytes] = {}
+    with zipfile.ZipFile(src) as zin:
+        for item in zin.infolist():
+            name = item.filename.replace(old_info, new_info)
+            data = zin.read(item)
+            if name == new_info + "METADATA":
+                data = data.replace(
+                    f"\nVersion: {old_version}\n".encode(), f"\nVersion: {version}\n".encode()
+                )
+            files[name] = data
+    files[f"migrations/versions/{MIGRATION_REVISION}.py"] = migration
+    record_lines = []
+    for name, data in files.items():
+        if name == new_info + "RECORD":
+            continue
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record_lines.append(f"{name},sha256={digest},{len(data)}")
+    record_lines.append(f"{new_info}RECORD,,")
+    files[new_info + "RECORD"] = ("\n".join(record_lines) + "\n").encode()
+    out = dest_dir / f"enclave_codegen-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name, data in files.items():
+            zout.writestr(name, data)
+    return out

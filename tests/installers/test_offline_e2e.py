@@ -9,6 +9,7 @@ that it was active.
 from __future__ import annotations
 
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.cli import main as enclave
+from appliance.db import migrate
 from installers.offline.manifest import (
     MANIFEST,
     SIGNATURE,
@@ -28,7 +30,17 @@ from installers.offline.manifest import (
     read_manifest,
     write_manifest,
 )
-from tests.helpers.offline_site import Site, copy_bundle, generate, login, replace_file, serving
+from tests.helpers.offline_site import (
+    MIGRATION_REVISION,
+    MIGRATION_TABLE,
+    Site,
+    copy_bundle,
+    generate,
+    login,
+    replace_file,
+    serving,
+    wheel_with_migration,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -100,11 +112,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory, offline: Offline) -> Ite
     yield site, proc.stdout
 
 
-def _resign(bundle: Path, key: Ed25519PrivateKey, version: str) -> None:
+def _resign(bundle: Path, key: Ed25519PrivateKey, version: str, package: str | None = None) -> None:
     """Make ``bundle`` (a copy) claim ``version`` and sign it: a genuine newer or older build."""
     manifest, _ = read_manifest(bundle)
     script = bundle / "install.sh"
     text = re.sub(r'^BUNDLE_VERSION=".*"$', f'BUNDLE_VERSION="{version}"', script.read_text(), flags=re.M)
+    if package is not None:
+        text = re.sub(r'^PACKAGE=".*"$', f'PACKAGE="{package}"', text, flags=re.M)
     replace_file(script, text.encode())
     script.chmod(0o755)
     write_manifest(
@@ -115,9 +129,14 @@ def _resign(bundle: Path, key: Ed25519PrivateKey, version: str) -> None:
         python=manifest.python,
         platforms=manifest.platforms,
         gpu=manifest.gpu,
-        package=manifest.package,
+        package=package or manifest.package,
         models=[p.relative_to(bundle).as_posix() for p in sorted((bundle / "models").iterdir())],
     )
+
+
+def _tables(site: Site) -> set[str]:
+    with sqlite3.connect(site.data / "enclave.db") as db:
+        return {row[0] for row in db.execute("select name from sqlite_master where type = 'table'")}
 
 
 def test_bundle_holds_the_appliance_and_no_test_only_packages(offline: Offline) -> None:
@@ -252,16 +271,22 @@ def test_upgrade_in_place_then_older_and_tampered_bundles_are_refused(
     assert proc.returncode == 0, proc.stderr
     before_release = site.enclave.resolve()
 
-    # A newer bundle: the same code, a newer build of the demo model, version 0.1.0.1.
+    # A newer bundle, version 0.1.0.1: the appliance with one more schema migration, and a newer
+    # build of the demo model.
     newer = copy_bundle(offline.bundle, work / "newer")
+    old_wheel = next((newer / "wheels").glob("enclave_codegen-*.whl"))
+    wheel_with_migration(old_wheel, newer / "wheels", version="0.1.0.1", down_revision=migrate.head())
+    old_wheel.unlink()
     _dev(
         "model", "build", offline.checkpoint, newer / "models" / "deepseek-v4-demo-2",
         "--name", "deepseek-v4-demo", "--version", "2", "--signing-key", offline.model_key,
     )  # fmt: skip
-    _resign(newer, key, "0.1.0.1")
+    _resign(newer, key, "0.1.0.1", package="enclave-codegen==0.1.0.1")
+    assert not _tables(site) & {MIGRATION_TABLE}
     proc = site.install(newer)
     assert proc.returncode == 0, f"upgrade failed:\n{proc.stdout}\n{proc.stderr}"
-    assert "migrating the database" in proc.stdout
+    assert f"{migrate.head()} -> {MIGRATION_REVISION}" in proc.stdout, proc.stdout
+    assert MIGRATION_TABLE in _tables(site)
     assert "model deepseek-v4-demo version 1 is already installed" in proc.stdout
     after_release = site.enclave.resolve()
     assert after_release != before_release and after_release.parents[1].name.startswith("0.1.0.1-")
