@@ -9,6 +9,7 @@ that it was active.
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -324,3 +325,50 @@ def test_upgrade_in_place_then_older_and_tampered_bundles_are_refused(
     assert proc.returncode != 0 and "signature does not verify" in proc.stderr, proc.stderr
     assert site.enclave.resolve() == after_release
     assert site.outbound_attempts() == []
+
+
+def test_two_replicas_share_one_postgresql_database(
+    tmp_path: Path, pg_url: str, offline: Offline, installed: tuple[Site, str]
+) -> None:
+    """The replica recipe of nginx/enclave.conf: init once against PostgreSQL, copy the data directory."""
+    site, _ = installed
+
+    def replica(name: str) -> Site:
+        root = tmp_path / name
+        (root / "home").mkdir(parents=True)
+        return Site(root=root, prefix=site.prefix, data=root / "data", netlog=tmp_path / "netguard.log")
+
+    first, second = replica("first"), replica("second")
+    proc = first.run([first.enclave, "init", "--data", first.data, "--database-url", pg_url])
+    assert proc.returncode == 0, proc.stderr
+    trusted = first.data / "keys" / "trusted_models"
+    trusted.mkdir(exist_ok=True)
+    for pub in (offline.bundle / "model-keys").iterdir():
+        shutil.copy2(pub, trusted / pub.name)
+    proc = first.run(
+        [
+            first.enclave,
+            "model",
+            "import",
+            offline.bundle / "models" / "deepseek-v4-demo-1",
+            "--data",
+            first.data,
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    shutil.copytree(first.data, second.data)
+    proc = second.run(
+        [second.enclave, "user", "add", "dev-pg", "--data", second.data, "--password-stdin"],
+        stdin=DEV_PASSWORD + "\n",
+    )
+    assert proc.returncode == 0, proc.stderr
+    with serving(first) as one, serving(second) as two:
+        token = login(one, "dev-pg", DEV_PASSWORD)  # signed in on one replica...
+        assert generate(two, token)["usage"]["completion_tokens"] >= 1  # ...served by the other
+        assert generate(one, token)["usage"]["completion_tokens"] >= 1
+    verified = [r.run([r.enclave, "audit", "verify", "--data", r.data]) for r in (first, second)]
+    for proc in verified:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    # One chain: both replicas see the same records.
+    assert verified[0].stdout == verified[1].stdout
+    assert first.outbound_attempts() == []
