@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "token": ("appliance.commands.token", "manage API tokens"),
     "model": ("appliance.commands.model", "build, verify, import and list model bundles"),
     "generate": ("appliance.commands.generate", "run a model bundle offline, without the server"),
-    "audit": ("appliance.commands.audit", "verify, export and checkpoint the audit log"),
+    "audit": ("appliance.commands.audit", "verify, export, checkpoint and purge the audit log"),
     "bundle": ("appliance.commands.bundle", "build and verify the offline installer bundle"),
 }
 

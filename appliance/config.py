@@ -50,6 +50,8 @@ class Settings:
     audit_checkpoint_interval_s: float = 300.0
     # Optional RFC 5424 syslog forwarding over TCP, "host:port"; empty disables it.
     audit_syslog: str = ""
+    # Sealed audit content older than this many days is crypto-shredded; 0 keeps it forever.
+    audit_sealed_retention_days: int = 0
     # Engine.
     execution_provider: str = "cpu"  # "cpu" or "cuda"
     device_ids: tuple[int, ...] = (0,)
@@ -153,5 +155,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("max_batch must be >= 1 and max_waiting >= 0")
     if s.audit_checkpoint_every < 1 or s.audit_checkpoint_interval_s <= 0:
         raise ConfigError("audit_checkpoint_every must be >= 1 and audit_checkpoint_interval_s > 0")
+    if s.audit_sealed_retention_days < 0:
+        raise ConfigError("audit_sealed_retention_days must be >= 0 (0 keeps sealed content forever)")
     if s.session_ttl_s < 60:
         raise ConfigError("session_ttl_s must be at least 60 seconds")

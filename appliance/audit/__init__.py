@@ -55,7 +55,15 @@ Reading (auditor features; the caller enforces the route permission, these re-ch
         cannot be, nothing is returned; non-auditors get PermissionDeniedError (and a ``denied``
         record)
     ``test_digest(seq, field, candidate, actor=..., role=...) -> bool``   check a candidate text
-    ``purge_sealed(before, actor=...) -> int``   crypto-shred sealed content older than ``before``
+    ``purge_sealed(before, actor=..., reason="") -> int``   crypto-shred sealed content captured
+        before ``before`` (recorded as ``audit.content.purged`` with the range shredded);
+        ``enclave audit purge --before 90d`` from the shell
+
+Retention (:mod:`appliance.audit.retention`)
+    ``apply_sealed_retention(log, settings) -> int | None``   shred sealed content older than
+        ``settings.audit_sealed_retention_days`` (0 = keep forever -> None). The serve runtime calls
+        it periodically (e.g. hourly, from a timer thread or ``asyncio.to_thread``); it records a
+        purge only when something was shredded and raises AuditUnavailableError on an outage
 
 Keys: ``create_audit_keys(settings.keys_dir)`` (``enclave init``), ``load_audit_keys(settings)``;
 see :mod:`appliance.audit.keys`. The record encoding is specified in :mod:`appliance.audit.chain`,
@@ -75,6 +83,7 @@ from appliance.audit.keys import AuditKeys, create_audit_keys, load_audit_keys, 
 from appliance.audit.log import AUDITOR_ROLE, AuditLog
 from appliance.audit.query import EXPORT_FORMATS, AuditFilter, Page
 from appliance.audit.redact import redact
+from appliance.audit.retention import apply_sealed_retention, parse_cutoff
 from appliance.audit.syslog import SyslogForwarder
 from appliance.audit.verify import Problem, VerifyReport, verify_export, verify_export_file
 
@@ -93,9 +102,11 @@ __all__ = [
     "Problem",
     "SyslogForwarder",
     "VerifyReport",
+    "apply_sealed_retention",
     "create_audit_keys",
     "load_audit_keys",
     "load_public_key",
+    "parse_cutoff",
     "read_checkpoint_file",
     "redact",
     "verify_export",

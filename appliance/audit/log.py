@@ -24,7 +24,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -335,12 +335,19 @@ class AuditLog:
         self._audited_access("audit.content.read", ref, actor, role, request_id, client_address)
         with self.engine.connect() as conn:
             row = conn.execute(
-                select(AuditSealedRow.wrapped_key, AuditSealedRow.ciphertext).where(AuditSealedRow.ref == ref)
+                select(
+                    AuditSealedRow.wrapped_key, AuditSealedRow.ciphertext, AuditSealedRow.purged_time
+                ).where(AuditSealedRow.ref == ref)
             ).first()
         outcome, reason = "success", ""
         try:
             if row is None:
                 raise NotFoundError(f"no sealed content {ref!r}")
+            if row.wrapped_key is None:
+                raise NotFoundError(
+                    f"sealed content {ref} was purged at {row.purged_time} (its key was destroyed; "
+                    "the record and its chain hash remain)"
+                )
             content = open_sealed(self.keys, ref, row.wrapped_key, row.ciphertext)
         except Exception as exc:
             outcome, reason = "failure", str(exc)
@@ -391,26 +398,50 @@ class AuditLog:
         )
         return result
 
-    def purge_sealed(self, before: dt.datetime, *, actor: str = "system") -> int:
+    def purge_sealed(
+        self,
+        before: dt.datetime,
+        *,
+        actor: str = "system",
+        reason: str = "",
+        request_id: str = "",
+        client_address: str = "",
+        skip_if_none: bool = False,
+    ) -> int:
         """Crypto-shred sealed content captured before ``before``: destroy the wrapped data keys
-        (the ciphertext, which the chain hashes, stays). Recorded in the same transaction."""
+        (the ciphertext, which the chain hashes, stays). Returns how many were shredded.
+
+        Recorded in the same transaction as ``audit.content.purged`` by ``actor``, with the
+        cut-off and the range actually shredded (``count``, ``oldest``, ``newest`` capture
+        times). ``skip_if_none``: record nothing when nothing was due (periodic retention)."""
         cutoff = format_time(before)
+        due = (AuditSealedRow.time < cutoff) & AuditSealedRow.wrapped_key.is_not(None)
         try:
             with self.engine.begin() as conn:
+                oldest, newest = conn.execute(
+                    select(func.min(AuditSealedRow.time), func.max(AuditSealedRow.time)).where(due)
+                ).one()
+                if oldest is None and skip_if_none:
+                    return 0
                 if is_sqlite(self.engine):
                     # Overwrite freed space with zeros instead of leaving old key bytes in free pages.
                     conn.exec_driver_sql("PRAGMA secure_delete=ON")
                 result = conn.execute(
-                    update(AuditSealedRow)
-                    .where(AuditSealedRow.time < cutoff, AuditSealedRow.wrapped_key.is_not(None))
-                    .values(wrapped_key=None, purged_time=self._now())
+                    update(AuditSealedRow).where(due).values(wrapped_key=None, purged_time=self._now())
                 )
                 count = int(result.rowcount or 0)
+                details: dict[str, Any] = {"before": cutoff, "count": count}
+                if count:
+                    details |= {"oldest": oldest, "newest": newest}
+                if reason:
+                    details["reason"] = reason
                 event = AuditEvent(
                     action="audit.content.purged",
                     actor=actor,
                     target="sealed",
-                    details={"before": cutoff, "count": count},
+                    request_id=request_id,
+                    client_address=client_address,
+                    details=details,
                 )
                 self.append_in(conn, event)
             if is_sqlite(self.engine):

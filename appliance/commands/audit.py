@@ -1,4 +1,4 @@
-"""``enclave audit verify|export|checkpoint``.
+"""``enclave audit verify|export|checkpoint|purge``.
 
 enclave audit verify [--checkpoint FILE] [--data DIR]
     checks every record, checkpoint and the chain head; prints ``N/N events valid`` and the last
@@ -7,12 +7,16 @@ enclave audit verify --export FILE --public-key FILE [--checkpoint FILE]
     the same for an exported JSONL or CEF file, off the box (no data directory needed)
 enclave audit export --format jsonl|cef [--since T] [--out FILE] [--data DIR]
 enclave audit checkpoint [--export FILE] [--data DIR]
+enclave audit purge --before T [--data DIR]
+    crypto-shred sealed content captured before T (ISO 8601 date/time, or an age such as 90d);
+    the records stay and still verify; the purge is itself recorded (who, cut-off, range)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import os
 import sys
 import tempfile
@@ -26,6 +30,7 @@ from appliance.audit import (
     AuditLog,
     VerifyReport,
     load_public_key,
+    parse_cutoff,
     read_checkpoint_file,
     verify_export_file,
     write_checkpoint_file,
@@ -70,6 +75,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     _data_arg(checkpoint)
     checkpoint.add_argument("--export", type=Path, help="also write the checkpoint to this file")
     checkpoint.set_defaults(func=_checkpoint)
+
+    purge = sub.add_parser("purge", help="crypto-shred sealed content older than a cut-off")
+    _data_arg(purge)
+    purge.add_argument(
+        "--before",
+        required=True,
+        help="shred content captured before this: ISO 8601 (2026-01-31, UTC unless stated) or an age (90d, 12h)",
+    )
+    purge.set_defaults(func=_purge)
 
 
 @contextmanager
@@ -154,3 +168,19 @@ def _checkpoint(args: argparse.Namespace) -> int:
         if args.export is not None:
             print(f"written to {args.export}")
         return 0
+
+
+def _operator() -> str:
+    """Who ran the command, as the audit record's actor: the operating-system account."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no passwd entry and no $USER (some containers)
+        return f"cli:uid-{os.getuid()}"
+
+
+def _purge(args: argparse.Namespace) -> int:
+    before = parse_cutoff(args.before, now=dt.datetime.now(dt.UTC))
+    with _open_log(args.data) as log:
+        count = log.purge_sealed(before, actor=_operator(), reason="enclave audit purge")
+    print(f"purged sealed content of {count} records captured before {before:%Y-%m-%dT%H:%M:%SZ}")
+    return 0
