@@ -93,6 +93,8 @@ def build(
     )
     history = HistoryStore(dirs.data / "history.sqlite")
     project = ProjectService(cache_dir=dirs.cache, pool=pool, policy_patterns=policy_patterns, poll_ms=poll_ms)
+    # The appliance's exclusions apply from sign-in on; they stay after sign-out (never index more).
+    connection.signedIn.connect(lambda session: project.set_server_patterns(session.path_exclusions))
     generation = GenerationService(
         client=lambda: connection.client, pool=pool, history=history, max_tokens=answer_max_tokens
     )

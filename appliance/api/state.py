@@ -22,10 +22,14 @@ from appliance.db.engine import UnitOfWork
 from appliance.engine.types import GenerationService
 from shared.errors import AuthError, PermissionDeniedError
 
-__all__ = ["MAX_ID", "AppState", "app_state", "bearer", "caller_with", "request_info"]
+__all__ = ["ANY_PRINCIPAL", "MAX_ID", "AppState", "app_state", "bearer", "caller_with", "request_info"]
 
 # Largest id a path may name: the database's 64-bit integer range.
 MAX_ID = 2**63 - 1
+
+# The permission of routes open to every authenticated principal (sign-out, "who am I"): a valid
+# token, whatever its role, scopes or pending password change.
+ANY_PRINCIPAL: None = None
 
 bearer = HTTPBearer(auto_error=False, description="An API token or a session token from /v1/auth/login")
 
@@ -72,7 +76,7 @@ def _authenticate(state: AppState, token: str) -> Principal:
 
 def caller_with(permission: Permission | None) -> Callable[..., Awaitable[Caller]]:
     """A dependency: the authenticated caller, who must hold ``permission`` (401 / 403 otherwise);
-    ``None`` asks only for a valid token (logout).
+    :data:`ANY_PRINCIPAL` asks only for a valid token.
 
     Rejected tokens and denied permissions are audited. A request with no credentials at all is
     not: it carries no identity to record, and auditing it would let anyone flood the log.

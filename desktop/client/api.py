@@ -31,6 +31,7 @@ from shared.schemas import (
     CompletionRequest,
     LoginRequest,
     LoginResponse,
+    Me,
     ModelList,
 )
 
@@ -163,15 +164,9 @@ class ApplianceClient:
     def models(self) -> list[str]:
         return [m.id for m in ModelList.model_validate(self._json("GET", "/v1/models")).data]
 
-    def can(self, path: str) -> bool:
-        """Whether the current credential may read ``path`` (used to show the audit and admin pages)."""
-        try:
-            self._request("GET", path)
-        except EnclaveError as exc:
-            if isinstance(exc, UnreachableError | CertificateMismatchError):
-                raise
-            return False
-        return True
+    def me(self) -> Me:
+        """Who the current credential speaks for: role, permissions, teams, effective policy."""
+        return Me.model_validate(self._json("GET", "/v1/auth/me"))
 
     # -- generation ------------------------------------------------------------------------------
 

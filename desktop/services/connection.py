@@ -19,6 +19,7 @@ from desktop.client.tls import ca_fingerprint
 from desktop.qt import QObject, QThreadPool, Signal
 from desktop.services.worker import Job, submit
 from shared.errors import AuthError, EnclaveError, InputError
+from shared.schemas import Me
 
 __all__ = ["ClientFactory", "ConnectionService", "Session"]
 
@@ -29,9 +30,20 @@ ClientFactory = Callable[..., ApplianceClient]
 class Session:
     username: str
     models: list[str]
-    can_audit: bool
-    can_admin: bool
+    role: str = ""
+    permissions: frozenset[str] = frozenset()
+    # The server policy's exclusions: files matching them are never indexed or sent.
+    path_exclusions: tuple[str, ...] = ()
+    me: Me | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def can_audit(self) -> bool:
+        return "audit:read" in self.permissions
+
+    @property
+    def can_admin(self) -> bool:
+        return "users:manage" in self.permissions
 
 
 class ConnectionService(QObject):
@@ -159,7 +171,7 @@ class ConnectionService(QObject):
             if not token:
                 return None
             client = self._make_client(profile, token)
-            return client, self._session_for(client, profile.username)
+            return client, self._session_for(client)
 
         self._run("restore", work, self._signed_in_or_none)
 
@@ -169,14 +181,19 @@ class ConnectionService(QObject):
 
     # -- sign-in / sign-out ----------------------------------------------------------------------
 
-    def _session_for(self, client: ApplianceClient, username: str) -> Session:
-        models = client.models()  # also proves the token works: 401 here means expired/revoked
-        # The API has no "who am I" route, so the pages to show come from probing what this
-        # credential may read. Roles are exclusive, so an auditor is never probed for admin; each
-        # refused probe is audited by the appliance as a denial.
-        can_audit = client.can("/v1/audit/events?limit=1")
-        can_admin = not can_audit and client.can("/v1/admin/users")
-        return Session(username=username, models=models, can_audit=can_audit, can_admin=can_admin)
+    def _session_for(self, client: ApplianceClient) -> Session:
+        # /v1/auth/me also proves the token works (401: expired or revoked) and says which pages
+        # to show, without probing routes this credential may not use.
+        me = client.me()
+        models = client.models() if "models:read" in me.permissions else []
+        return Session(
+            username=me.username,
+            models=models,
+            role=me.role,
+            permissions=frozenset(me.permissions),
+            path_exclusions=tuple(me.policy.path_exclusions),
+            me=me,
+        )
 
     def _signed_in(self, result: tuple[ApplianceClient, Session]) -> None:
         client, session = result
@@ -193,9 +210,9 @@ class ConnectionService(QObject):
             client = self._make_client(profile, None)
             client.token = client.login(username, password).token
             self._credentials.save(profile.url, client.token)
-            return client, self._session_for(client, username)
+            return client, self._session_for(client)
 
-        self._run("sign-in", work, lambda r: self._after_sign_in(r, username))
+        self._run("sign-in", work, self._after_sign_in)
 
     def sign_in_token(self, token: str) -> None:
         profile = self._require_profile()
@@ -204,14 +221,15 @@ class ConnectionService(QObject):
             if not token.strip():
                 raise InputError("paste an API token (it starts with encl_)")
             client = self._make_client(profile, token.strip())
-            session = self._session_for(client, profile.username or "token")
+            session = self._session_for(client)
             self._credentials.save(profile.url, token.strip())
             return client, session
 
-        self._run("sign-in", work, lambda r: self._after_sign_in(r, profile.username or "token"))
+        self._run("sign-in", work, self._after_sign_in)
 
-    def _after_sign_in(self, result: tuple[ApplianceClient, Session], username: str) -> None:
+    def _after_sign_in(self, result: tuple[ApplianceClient, Session]) -> None:
         profile = self._require_profile()
+        username = result[1].username
         if profile.username != username:
             self.profile = Profile(profile.url, profile.ca_fingerprint, username)
             self._profiles.save(self.profile, self._profiles.ca_file.read_bytes())

@@ -1,5 +1,11 @@
 """The open project: indexing in the background, keeping the index current, files in and out,
-and context assembly off the GUI thread."""
+and context assembly off the GUI thread.
+
+Exclusions come from two places: patterns given at construction (local configuration) and the
+signed-in appliance's policy (:meth:`ProjectService.set_server_patterns`). Both reach the scan, so a
+matching file never enters the index; the assembled context is checked against them once more,
+because the editor's current file and the recent files are read from disk, not from the index.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from desktop.project.context import Context, ContextRequest, assemble
+from desktop.project.ignore import Exclusion, IgnoreRules
 from desktop.project.index import IndexStats, ProjectIndex, project_id
 from desktop.qt import QObject, QThreadPool, QTimer, Signal
 from desktop.services.worker import Job, submit
@@ -40,10 +47,13 @@ class ProjectService(QObject):
         super().__init__(parent)
         self._cache_dir = cache_dir
         self._pool = pool
-        self._policy = tuple(policy_patterns)
+        self._local_patterns = tuple(policy_patterns)
+        self._policy = self._local_patterns
         self.index: ProjectIndex | None = None
         self.project_id = ""
         self._refreshing = False
+        # A refresh was asked for while one ran (e.g. new exclusions): run another when it ends.
+        self._refresh_again = False
         self.paths: list[str] = []
         self.recent: list[str] = []
         # Polling by stat is what keeps the index current: it needs no OS watch limits and sees
@@ -52,6 +62,21 @@ class ProjectService(QObject):
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
         self._timer.timeout.connect(self.refresh)
+
+    @property
+    def policy_patterns(self) -> tuple[str, ...]:
+        return self._policy
+
+    def set_server_patterns(self, patterns: Sequence[str]) -> None:
+        """Exclude what the appliance's policy excludes (besides the local patterns); an open project
+        is re-scanned, which drops newly excluded files from its index."""
+        combined = tuple(dict.fromkeys((*self._local_patterns, *patterns)))
+        if combined == self._policy:
+            return
+        self._policy = combined
+        if self.index is not None:
+            self.index.policy_patterns = combined
+            self.refresh()
 
     @property
     def root(self) -> Path | None:
@@ -79,7 +104,10 @@ class ProjectService(QObject):
 
     def refresh(self) -> None:
         index = self.index
-        if index is None or self._refreshing:
+        if index is None:
+            return
+        if self._refreshing:
+            self._refresh_again = True
             return
         self._refreshing = True
 
@@ -91,8 +119,13 @@ class ProjectService(QObject):
         submit(self._pool, work, on_done=self._refreshed, on_failed=self._refresh_failed,
                on_progress=self.indexProgress.emit, parent=self)
 
-    def _refreshed(self, result: tuple[IndexStats, list[str], float]) -> None:
+    def _refresh_done(self) -> None:
         self._refreshing = False
+        if self._refresh_again:
+            self._refresh_again = False
+            self.refresh()
+
+    def _refreshed(self, result: tuple[IndexStats, list[str], float]) -> None:
         stats, paths, seconds = result
         # A big tree takes a while to stat; polling then backs off so it stays a small share of a core.
         self._timer.setInterval(max(self._poll_ms, int(seconds * 10_000)))
@@ -100,10 +133,11 @@ class ProjectService(QObject):
             self.paths = paths
             self.pathsChanged.emit(paths)
         self.indexed.emit(stats)
+        self._refresh_done()
 
     def _refresh_failed(self, exc: BaseException) -> None:
-        self._refreshing = False
         self.failed.emit("index", exc)
+        self._refresh_done()
 
     def _abs(self, rel: str) -> Path:
         root = self.root
@@ -151,8 +185,14 @@ class ProjectService(QObject):
                 request.selection, request.visible, tuple(self.recent),
             )
 
+        patterns = self._policy
+
         def work(job: Job) -> Context:
-            return assemble(index, request, budget=budget)
+            context = assemble(index, request, budget=budget)
+            rules = IgnoreRules(index.root, policy_patterns=patterns)
+            never = (Exclusion.SECRET, Exclusion.POLICY)
+            context.items = [item for item in context.items if rules.exclusion(item.path) not in never]
+            return context
 
         def done(ctx: Any) -> None:
             self.contextReady.emit(number, ctx)

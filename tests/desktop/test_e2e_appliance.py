@@ -105,6 +105,10 @@ def test_connect_sign_in_ask_apply_undo_conflict(
     assert ws.context is not None
     sent = {(f["path"], f["sha256"]) for f in requested["details"]["context_files"]}
     assert sent == set(ws.context.files())
+    # The client learnt its role from /v1/auth/me: signing in probed no route it may not use.
+    assert app.connection.session is not None and app.connection.session.role == "developer"
+    denied = auditor.audit_events(AuditQuery(action="authz.denied", actor=appliance.username), limit=10)["records"]
+    assert denied == []
 
 
 def test_wrong_fingerprint_unreachable_and_expired_session(

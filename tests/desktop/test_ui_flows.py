@@ -517,3 +517,43 @@ def test_asking_without_a_project_says_so_and_keeps_the_question(qtbot: QtBot, s
         qtbot.mouseClick(ws.panel.send, Qt.MouseButton.LeftButton)
     assert "open a project first" in ws.panel.status.text()
     assert ws.panel.question.toPlainText() == "what does this do?"
+
+
+def test_server_path_exclusions_keep_a_file_out_of_the_index_and_every_request(
+    qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, tmp_path: Path, fixture_project: Path
+) -> None:
+    excluded = "src/shop/discounts.py"
+    (fixture_project / excluded).write_text(
+        "from shop.prices import unit_price\n\n\ndef staff_price(sku: str) -> float:\n"
+        "    return unit_price(sku) * 0.7  # STAFFRATE\n"
+    )
+    fake.path_exclusions = ["src/shop/discounts.py"]
+    app = make_app(client_factory=fake.client_factory)
+    confirm_and_connect(qtbot, app, connect(qtbot, app, URL, str(make_ca().write(tmp_path / "ca.pem"))))
+    # Opened before sign-in, the project is indexed with the local rules only ...
+    open_project(qtbot, app, fixture_project)
+    assert app.project.index is not None and excluded in app.project.index.paths()
+    # ... and signing in brings the appliance's exclusions, which drop the file from the index.
+    sign_in(qtbot, app, "dev", "pw")
+    assert app.connection.session is not None and excluded in app.connection.session.path_exclusions
+    qtbot.waitUntil(lambda: excluded not in app.project.paths, timeout=20_000)
+    assert excluded not in app.project.index.paths()
+    assert all(hit.path != excluded for hit in app.project.index.search("staff_price STAFFRATE"))
+    # Even open in the editor (read from disk, not the index), it is not sent as context.
+    open_file(qtbot, app, excluded)
+    ask(qtbot, app, "how does Cart total use unit_price and staff_price")
+    sent = fake.requests[-1]
+    assert excluded not in [f["path"] for f in sent["enclave"]["context_files"]]
+    assert "STAFFRATE" not in json.dumps(sent)
+
+
+def test_exclusions_apply_to_a_project_opened_after_sign_in(
+    qtbot: QtBot, signed_in: App, fake: FakeAppliance, fixture_project: Path
+) -> None:
+    (fixture_project / "web" / "admin.js").write_text("export const ADMINKEY = 1;\n")
+    assert signed_in.connection.session is not None
+    fake.path_exclusions = ["web/admin.js"]
+    signed_in.project.set_server_patterns(fake.path_exclusions)
+    open_project(qtbot, signed_in, fixture_project)
+    assert signed_in.project.index is not None
+    assert "web/app.js" in signed_in.project.index.paths() and "web/admin.js" not in signed_in.project.index.paths()

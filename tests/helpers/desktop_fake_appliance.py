@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from appliance.auth.roles import permissions_for
 from desktop.client.api import ApplianceClient
 
 __all__ = ["FakeAppliance"]
@@ -34,6 +35,8 @@ class FakeAppliance:
         self.tokens: dict[str, str] = {}  # token -> user
         self.requests: list[dict[str, Any]] = []  # bodies of generation requests
         self.reachable = True
+        # The policy's path exclusions, as /v1/auth/me reports them.
+        self.path_exclusions: list[str] = [".env", "*.pem"]
         # Tokens the fake model takes; it counts two characters a token (a worse tokenizer than the
         # client's estimate of four), as the demo model's small vocabulary does.
         self.context_limit: int | None = None
@@ -95,6 +98,15 @@ class FakeAppliance:
         if path == "/v1/auth/logout":
             self.tokens.pop(auth.removeprefix("Bearer "), None)
             return httpx.Response(204)
+        if path == "/v1/auth/me":
+            return httpx.Response(200, json={
+                "username": user, "role": role, "permissions": sorted(p.value for p in permissions_for(role)),
+                "teams": ["default"], "credential": "session", "scopes": None,
+                "expires_at": "2026-12-01T00:00:00Z", "must_change_password": False,
+                "policy": {"allowed_models": [["*"]], "requests_per_minute": 60, "tokens_per_minute": None,
+                           "concurrent_streams": 4, "max_prompt_tokens": None, "max_output_tokens": None,
+                           "capture_mode": "sealed", "path_exclusions": list(self.path_exclusions)},
+            })
         if path == "/v1/models":
             return httpx.Response(200, json={"object": "list", "data": [{"id": "deepseek-v4-demo", "object": "model", "created": 1, "owned_by": "enclave"}]})
         if path == "/v1/chat/completions":

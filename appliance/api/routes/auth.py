@@ -1,5 +1,6 @@
 """Sign-in routes: ``POST /v1/auth/login`` (password -> short-lived session token),
-``POST /v1/auth/logout``, ``POST /v1/auth/password`` and one's own API tokens under ``/v1/auth/tokens``.
+``POST /v1/auth/logout``, ``GET /v1/auth/me`` (who the token speaks for, with the effective policy),
+``POST /v1/auth/password`` and one's own API tokens under ``/v1/auth/tokens``.
 
 A failed login is counted by the throttle and audited in the same transaction, which commits before
 the 401 goes out — otherwise an attacker could retry without the throttle ever seeing a failure.
@@ -14,18 +15,29 @@ import anyio
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from appliance.api.auditing import Caller
 from appliance.api.errors import ERROR_RESPONSES
-from appliance.api.state import MAX_ID, AppState, app_state, bearer, caller_with, request_info
+from appliance.api.state import (
+    ANY_PRINCIPAL,
+    MAX_ID,
+    AppState,
+    app_state,
+    bearer,
+    caller_with,
+    request_info,
+)
 from appliance.audit.events import AuditEvent
 from appliance.auth import tokens as token_ops
 from appliance.auth.login import change_password as auth_change_password
 from appliance.auth.login import login as auth_login
 from appliance.auth.login import logout as auth_logout
+from appliance.auth.principal import Principal
 from appliance.auth.roles import Permission
+from appliance.db.models import ApiToken, LoginSession, Team
 from shared.errors import AuthError
-from shared.schemas import LoginRequest, LoginResponse
+from shared.schemas import LoginRequest, LoginResponse, Me, MePolicy
 
 __all__ = ["TokenCreate", "TokenCreated", "TokenOut", "router"]
 
@@ -160,7 +172,7 @@ def _logout(state: AppState, token: str, caller: Caller, request_id: str, addres
 )
 async def logout(
     request: Request,
-    caller: Caller = Depends(caller_with(None)),
+    caller: Caller = Depends(caller_with(ANY_PRINCIPAL)),
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 ) -> Response:
     state = app_state(request)
@@ -168,6 +180,50 @@ async def logout(
     token = credentials.credentials if credentials else ""
     await anyio.to_thread.run_sync(_logout, state, token, caller, info.request_id, info.client_address)
     return Response(status_code=204)
+
+
+def _me(state: AppState, principal: Principal) -> Me:
+    with state.read_uow() as session:
+        teams = session.scalars(select(Team.name).where(Team.id.in_(principal.team_ids)).order_by(Team.name))
+        team_names = list(teams)
+        if principal.token_id is not None:
+            expires = session.scalar(select(ApiToken.expires_at).where(ApiToken.id == principal.token_id))
+        else:
+            expires = session.scalar(select(LoginSession.expires_at).where(LoginSession.id == principal.session_id))
+    if expires is None:
+        # Deleted between authentication and this read: the credential is gone.
+        raise AuthError("invalid token", reason="unknown_token")
+    policy = principal.policy
+    return Me(
+        username=principal.username,
+        role=principal.role.value if principal.role is not None else "",
+        permissions=sorted(p.value for p in principal.permissions),
+        teams=team_names,
+        policy=MePolicy(
+            allowed_models=[list(patterns) for patterns in policy.allowed_models],
+            requests_per_minute=policy.requests_per_minute,
+            tokens_per_minute=policy.tokens_per_minute,
+            concurrent_streams=policy.concurrent_streams,
+            max_prompt_tokens=policy.max_prompt_tokens,
+            max_output_tokens=policy.max_output_tokens,
+            capture_mode=policy.capture_mode.value,
+            path_exclusions=list(policy.path_exclusions),
+        ),
+        credential="api_token" if principal.token_id is not None else "session",
+        scopes=sorted(p.value for p in principal.token_scopes) if principal.token_scopes is not None else None,
+        expires_at=expires,
+        must_change_password=principal.must_change_password,
+    )
+
+
+@router.get(
+    "/me",
+    response_model=Me,
+    responses=ERROR_RESPONSES,
+    summary="Who this token speaks for: role, permissions, teams, effective policy, token scopes and expiry",
+)
+async def me(request: Request, caller: Caller = Depends(caller_with(ANY_PRINCIPAL))) -> Me:
+    return await anyio.to_thread.run_sync(_me, app_state(request), caller.principal)
 
 
 def _change_password(
