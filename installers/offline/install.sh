@@ -145,7 +145,31 @@ if [ "$CREATE_USER" = 1 ] && ! id -u "$SERVICE_USER" >/dev/null 2>&1; then
     useradd --system --user-group --home-dir "$DATA" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
 fi
 
-# 4. Data directory: a first install creates it (settings, database, keys, TLS, first admin).
+# 4. Models: each one checked against the keys that signed it (shipped in model-keys/, vouched for
+#    by this bundle's signature) before anything changes.
+MODEL_KEYS=()
+if [ -d "$BUNDLE/model-keys" ]; then
+    for pub in "$BUNDLE"/model-keys/*.pub; do MODEL_KEYS+=(--key "$pub"); done
+fi
+MODELS=()
+if [ -d "$BUNDLE/models" ]; then
+    [ "${#MODEL_KEYS[@]}" -gt 0 ] || die "the bundle ships models but no model-keys/; rebuild it with --model-key"
+    for model in "$BUNDLE"/models/*/; do
+        model=${model%/}
+        "$ENCLAVE" model verify "$model" "${MODEL_KEYS[@]}" >/dev/null \
+            || die "model bundle $model refused; nothing was changed"
+        read -r name version < <("$RELEASE/bin/python" -c \
+            'import json, sys; d = json.load(open(sys.argv[1])); print(d["name"], d["version"])' "$model/manifest.json")
+        if [ -d "$DATA/models/$name/$version" ]; then
+            say "model $name version $version is already installed"
+        else
+            MODELS+=("$model")
+        fi
+    done
+fi
+
+# 5. Data directory: a first install creates it (settings, database, keys, TLS, first admin); the
+#    model keys join its trust store.
 if [ ! -f "$DATA/enclave.toml" ]; then
     init_args=(--data "$DATA" --admin "$ADMIN")
     [ -n "$DATABASE_URL" ] && init_args+=(--database-url "$DATABASE_URL")
@@ -154,27 +178,10 @@ if [ ! -f "$DATA/enclave.toml" ]; then
 else
     FRESH_DATA=0
 fi
-
-# 5. Models: trust the keys that signed them (this bundle's signature vouches for them) and check
-#    each one before anything stops.
 if [ -d "$BUNDLE/model-keys" ]; then
     mkdir -p "$DATA/keys/trusted_models"
     for pub in "$BUNDLE"/model-keys/*.pub; do
         install -m 0644 "$pub" "$DATA/keys/trusted_models/bundle-$(basename "$pub")"
-    done
-fi
-MODELS=()
-if [ -d "$BUNDLE/models" ]; then
-    for model in "$BUNDLE"/models/*/; do
-        model=${model%/}
-        "$ENCLAVE" model verify "$model" --data "$DATA" >/dev/null || die "model bundle $model refused; nothing was changed"
-        read -r name version < <("$RELEASE/bin/python" -c \
-            'import json, sys; d = json.load(open(sys.argv[1])); print(d["name"], d["version"])' "$model/manifest.json")
-        if [ -d "$DATA/models/$name/$version" ]; then
-            say "model $name version $version is already installed"
-        else
-            MODELS+=("$model")
-        fi
     done
 fi
 
@@ -206,7 +213,7 @@ cp "$BUNDLE/manifest.json" "$INSTALLED.new" && mv "$INSTALLED.new" "$INSTALLED"
 if [ "$MODE" = install ]; then
     cp "$BUNDLE/signing-key.pub" "$PINNED.new" && mv "$PINNED.new" "$PINNED"
 fi
-# Keep the previous release for inspection; older ones go.
+# Keep the release this one replaces (recorded by the run that installed it); older ones go.
 keep_prev=""
 if [ -f "$PREFIX/.previous" ]; then keep_prev=$(cat "$PREFIX/.previous"); fi
 for old in "$PREFIX"/releases/*; do

@@ -142,3 +142,22 @@ def test_cli_build_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 1
     assert "signing key" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_build_needs_the_key_that_signed_each_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_MODEL_SIGNING_KEY", str(tmp_path / "no-default-key.pem"))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "bundle.json").write_text("{}")
+    (model / "manifest.json").write_text('{"name": "m", "version": 3}')
+    (model / "manifest.sig").write_text(
+        '{"algorithm": "ed25519", "key_id": "0123456789abcdef", "signature": ""}'
+    )
+    with pytest.raises(
+        InputError, match="signed by key 0123456789abcdef; pass its public key with --model-key"
+    ):
+        build_bundle(tmp_path / "out", models=[model])
+    (model / "manifest.sig").unlink()
+    with pytest.raises(InputError, match=r"no readable manifest\.sig"):
+        build_bundle(tmp_path / "out", models=[model])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.signing-key.pem").exists()
