@@ -222,9 +222,12 @@ def test_async_streams_match_the_sync_engine(tok: Tokenizer) -> None:
 
 
 def test_async_cancellation_frees_the_slot(tok: Tokenizer) -> None:
-    engine, _ = make_engine(tok, num_slots=1)
+    # A context far longer than the test runs: the requests cannot end by length on their own
+    # before the test has closed or cancelled them, however slowly its coroutines are scheduled.
+    context = 1_000_000
+    engine, _ = make_engine(tok, num_slots=1, max_context=context)
     service = AsyncEngine(engine)
-    long = SamplingParams(temperature=0.0, max_tokens=10_000)
+    long = SamplingParams(temperature=0.0, max_tokens=context - 10)
 
     async def close_early() -> None:
         stream = service.stream([5, 6], long, request_id="closed")
@@ -238,7 +241,9 @@ def test_async_cancellation_frees_the_slot(tok: Tokenizer) -> None:
                 pass
 
         task = asyncio.create_task(consume())
+        deadline = time.monotonic() + 30
         while service.stats().running == 0:
+            assert time.monotonic() < deadline, "the request never started running"
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -252,7 +257,8 @@ def test_async_cancellation_frees_the_slot(tok: Tokenizer) -> None:
 
         # The freed slot serves the next request.
         async def one() -> list[Delta]:
-            return [d async for d in service.stream([7], GREEDY, request_id="next")]
+            short = SamplingParams(temperature=0.0, max_tokens=8)
+            return [d async for d in service.stream([7], short, request_id="next")]
 
         assert asyncio.run(one())[-1].finish_reason == "length"
     finally:
