@@ -1,8 +1,23 @@
 """The local project index: SQLite FTS5 over line-numbered chunks, plus symbol definitions.
 
-One database file per project, in the user's cache directory: it holds copies of project text, so
-it lives on the user's machine only and can always be rebuilt from the files (hence
-``synchronous=OFF``: a crash costs a re-index, never data).
+One database file per project, in the user's cache directory. It is a cache: it can always be
+rebuilt from the files, so it is written with ``synchronous=OFF`` (a crash costs a re-index, never
+data; WAL keeps an interrupted transaction from leaving a half-written index), and an index written
+by another version of this code is dropped and rebuilt (``PRAGMA user_version``).
+
+Layout, chosen for indexing speed (``bench/index.py``):
+
+* The FTS5 table is *contentless*: it holds the token index only, not a second copy of the text
+  (searching reads the few files it returns from disk, as context assembly does anyway). A chunk's
+  rowid is ``file_id << 20 | chunk_number``; chunks are :data:`CHUNK_LINES` lines, so the rowid and
+  the file's line count give the line range and no per-chunk table is needed.
+* A changed file gets a new id, and the FTS rows of its old id become unreachable: every query joins
+  to ``files``, so they are never returned. SQLite before 3.43 cannot delete from a contentless
+  table without the old text, so instead, once unreachable rows outnumber half the live ones, the
+  next refresh rebuilds the index from the files.
+* Each batch of files goes in as a few statements over packed rows (:func:`_pack`), not a statement
+  per row: SQLite releases the GIL while a statement runs, so a background thread can read, hash and
+  cut the next batch (and find its symbols) meanwhile, and nothing waits for the GIL on every row.
 
 Updates are incremental: a file whose size and mtime are unchanged is not read again; one whose
 bytes hash the same is only re-stamped. Each thread gets its own connection, so a context lookup in
@@ -12,49 +27,122 @@ one worker is never blocked by indexing in another (WAL lets readers run beside 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import os
+import queue
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from desktop.project.scan import ScannedFile, ScanResult, decode_text, scan
-from desktop.project.symbols import Symbol, extract_symbols
+from desktop.project.symbols import extract_symbols
 from shared.errors import InputError
 
 __all__ = ["CHUNK_LINES", "Hit", "IndexStats", "ProjectIndex", "SymbolHit", "project_id"]
 
 CHUNK_LINES = 40
+_CHUNK_BITS = 20  # a file of at most 1 MB has at most 1M lines, 25k chunks: far below 2**20
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 _STOPWORDS = frozenset(
     ["the", "and", "for", "with", "that", "this", "from", "what", "how", "does", "are", "was", "were", "will", "can", "into", "not", "but", "you", "your", "about", "which", "when", "where", "why", "who", "use", "used", "using", "have", "has", "had", "should", "would", "could", "please", "make", "write", "add", "change", "function", "code", "file"]
 )
+# Below this many files to read, a background reader costs more than it saves.
+_THREADED_FROM = 64
+_BATCH_CHARS = 2_000_000
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _DROP = """
 DROP TABLE IF EXISTS chunks_vocab; DROP TABLE IF EXISTS chunks_fts; DROP TABLE IF EXISTS chunks;
-DROP TABLE IF EXISTS symbols; DROP TABLE IF EXISTS files;
+DROP TABLE IF EXISTS symbols; DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS meta;
 """
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL, line_count INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS chunks (
-    id INTEGER PRIMARY KEY, path TEXT NOT NULL, start_line INTEGER NOT NULL, end_line INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS chunks_path ON chunks(path);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(body, tokenize="unicode61 tokenchars '_'");
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_vocab USING fts5vocab(chunks_fts, 'row');
-CREATE TABLE IF NOT EXISTS symbols (
-    name TEXT NOT NULL, kind TEXT NOT NULL, path TEXT NOT NULL, line INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS symbols_name ON symbols(name);
-CREATE INDEX IF NOT EXISTS symbols_path ON symbols(path);
+_FTS = """
+CREATE VIRTUAL TABLE chunks_fts USING fts5(body, content='', tokenize="unicode61 tokenchars '_'");
+CREATE VIRTUAL TABLE chunks_vocab USING fts5vocab(chunks_fts, 'row');
 """
+_SCHEMA = (
+    """
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, line_count INTEGER NOT NULL);
+CREATE TABLE symbols (name TEXT NOT NULL, kind TEXT NOT NULL, file_id INTEGER NOT NULL, line INTEGER NOT NULL);
+CREATE INDEX symbols_name ON symbols(name);
+CREATE INDEX symbols_file ON symbols(file_id);
+-- next_file_id never goes back, so a reused id can never revive unreachable FTS rows.
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO meta VALUES ('next_file_id', 1), ('live_chunks', 0), ('dead_chunks', 0);
+"""
+    + _FTS
+)
+
+_W = 20  # characters per number in a packed column: any 64-bit integer, with its sign
+
+
+def _packed_select(columns: str) -> str:
+    """``SELECT`` of rows packed by :func:`_pack`: ``columns`` is a string of ``t`` (text) and ``i``
+    (integer) per column. ``?1`` is the row count, ``?2`` the numbers, ``?3`` the texts' bytes."""
+    width = sum(2 if c == "t" else 1 for c in columns) * _W
+    fields = []
+    at = 0
+    for c in columns:
+        num = f"CAST(CAST(substr(?2, i * {width} + {at + 1}, {_W}) AS TEXT) AS INTEGER)"
+        if c == "t":
+            length = f"CAST(CAST(substr(?2, i * {width} + {at + _W + 1}, {_W}) AS TEXT) AS INTEGER)"
+            fields.append(f"CAST(substr(?3, {num} + 1, {length}) AS TEXT)")
+            at += 2 * _W
+        else:
+            fields.append(num)
+            at += _W
+    return (
+        "SELECT " + ", ".join(fields) + " FROM "
+        "(WITH RECURSIVE r(i) AS (SELECT 0 WHERE ?1 > 0 AND ?3 IS NOT NULL UNION ALL SELECT i + 1 FROM r WHERE i + 1 < ?1) SELECT i FROM r)"
+    )
+
+
+def _pack(columns: str, rows: Sequence[Sequence[str | int]]) -> tuple[int, bytes, bytes]:
+    """Rows of ``columns`` (as for :func:`_packed_select`) as (count, numbers, texts).
+
+    Thousands of rows go in as one statement: SQLite runs it without the GIL, so the reader thread
+    works meanwhile, where a statement per row would wait for the GIL after every row. (JSON and
+    ``json_each`` would do too, but SQLite 3.40 parses JSON at a third of the cost of the FTS5 insert.)
+    """
+    numbers: list[Sequence[int]] = []
+    texts: list[bytes] = []
+    offset = 0
+    for kind, values in zip(columns, zip(*rows, strict=True) if rows else [() for _ in columns], strict=True):
+        if kind == "i":
+            numbers.append(values)
+            continue
+        encoded = [v.encode() for v in values]
+        lengths = [len(e) for e in encoded]
+        numbers.append(list(itertools.accumulate(lengths, initial=offset))[:-1])
+        numbers.append(lengths)
+        texts.append(b"".join(encoded))
+        offset += sum(lengths)
+    row = f"%0{_W}d" * len(numbers)
+    return len(rows), "".join([row % values for values in zip(*numbers, strict=True)]).encode(), b"".join(texts)
+
+
+_INSERT_FILES = "INSERT INTO files (id, path, size, mtime_ns, sha256, line_count) " + _packed_select("itiiti")
+_INSERT_SYMBOLS = "INSERT INTO symbols (name, kind, file_id, line) " + _packed_select("ttii")
+_INSERT_CHUNKS = "INSERT INTO chunks_fts (rowid, body) " + _packed_select("it")
+_DELETE_SYMBOLS = f"DELETE FROM symbols WHERE file_id IN ({_packed_select('i')})"
+_DELETE_FILES = f"DELETE FROM files WHERE id IN ({_packed_select('i')})"
+_RESTAMP = (
+    "WITH j(id, size, mtime_ns) AS (" + _packed_select("iii") + ") "
+    "UPDATE files SET size = j.size, mtime_ns = j.mtime_ns FROM j WHERE files.id = j.id"
+)
 
 
 def project_id(root: Path) -> str:
     """A stable identifier for a project folder on this machine (also sent as ``enclave.project``)."""
     return hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+
+
+def _chunk_count(line_count: int) -> int:
+    return (line_count + CHUNK_LINES - 1) // CHUNK_LINES
 
 
 @dataclass(frozen=True)
@@ -90,33 +178,173 @@ class IndexStats:
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    file: ScannedFile
-    old_sha: str | None
-    sha: str = ""
-    text_lines: int | None = None  # None: binary or unreadable
-    chunks: list[tuple[int, int, str]] = field(default_factory=list)
-    symbols: list[Symbol] = field(default_factory=list)
+class _Known:
+    id: int
+    size: int
+    mtime_ns: int
+    sha: str
+    line_count: int
 
 
-def _prepare(root: Path, f: ScannedFile, old_sha: str | None) -> _Prepared:
+@dataclass
+class _Batch:
+    """One write's worth of prepared files; :meth:`seal` turns them into statements."""
+
+    done: int = 0  # files looked at so far, for progress
+    added: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    chars: int = 0
+    gone: list[_Known] = field(default_factory=list)  # index entries to drop
+    restamp: list[tuple[int, int, int]] = field(default_factory=list)
+    files: list[tuple[int, str, int, int, str, int]] = field(default_factory=list)
+    symbols: list[tuple[str, str, int, int]] = field(default_factory=list)
+    chunks: list[tuple[int, str]] = field(default_factory=list)
+    statements: list[tuple[str, tuple[int, bytes, bytes]]] = field(default_factory=list)
+    dead_chunks: int = 0
+    next_id: int = 0
+
+    def seal(self, next_id: int) -> _Batch:
+        """Pack the rows into statements (in the reader thread, so the writer only runs SQL)."""
+        if self.gone:
+            ids = _pack("i", [(k.id,) for k in self.gone])
+            self.statements += [(_DELETE_SYMBOLS, ids), (_DELETE_FILES, ids)]
+            self.dead_chunks = sum(_chunk_count(k.line_count) for k in self.gone)
+        if self.restamp:
+            self.statements.append((_RESTAMP, _pack("iii", self.restamp)))
+        if self.files:
+            self.statements += [
+                (_INSERT_FILES, _pack("itiiti", self.files)),
+                (_INSERT_SYMBOLS, _pack("ttii", self.symbols)),
+                (_INSERT_CHUNKS, _pack("it", self.chunks)),
+            ]
+        self.next_id = next_id
+        return self
+
+
+def _encodable(rel: str) -> bool:
+    """Whether SQLite can store the path (a name that is not UTF-8 comes back with surrogates)."""
     try:
-        data = (root / f.rel).read_bytes()
+        rel.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read(path: str, size: int) -> bytes | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError:
-        return _Prepared(f, old_sha)
-    text = decode_text(data)
-    if text is None:
-        return _Prepared(f, old_sha)
-    sha = hashlib.sha256(data).hexdigest()
-    lines = text.split("\n")
-    if sha == old_sha:
-        return _Prepared(f, old_sha, sha, len(lines))
-    # The path's words are indexed with each chunk, so "where is config loaded" finds config.py.
-    chunks = [
-        (s + 1, min(len(lines), s + CHUNK_LINES), f.rel + "\n" + "\n".join(lines[s : s + CHUNK_LINES]))
-        for s in range(0, len(lines), CHUNK_LINES)
-    ]
-    return _Prepared(f, old_sha, sha, len(lines), chunks, extract_symbols(f.rel, text, extents=False))
+        return None
+    try:
+        # One read of the size the scan saw, plus a byte to notice that the file has grown since.
+        first = os.read(fd, size + 1)
+        if len(first) <= size:
+            return first
+        parts = [first]
+        while more := os.read(fd, 1 << 20):
+            parts.append(more)
+        return b"".join(parts)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _prepare(
+    root: str, todo: list[tuple[ScannedFile, _Known | None]], removed: list[_Known], next_id: int, force: bool
+) -> Iterator[_Batch]:
+    """Read, hash, cut into chunks and find the symbols of ``todo``, in batches; the first batch
+    also drops ``removed``.
+
+    ``force`` re-indexes files whose bytes are unchanged too (a rebuild). New ids are handed out
+    from ``next_id`` in order; each batch says what the next one is.
+    """
+    batch = _Batch(gone=list(removed))
+    for done, (f, old) in enumerate(todo, 1):
+        batch.done = done
+        data = _read(os.path.join(root, f.rel), f.size) if f.rel.isascii() or _encodable(f.rel) else None
+        text = None if data is None else decode_text(data)
+        if data is None or text is None:
+            batch.skipped += 1
+            if old is not None and not force:
+                batch.gone.append(old)
+        else:
+            sha = hashlib.sha256(data).hexdigest()
+            if old is not None and sha == old.sha and not force:
+                batch.unchanged += 1
+                batch.restamp.append((old.id, f.size, f.mtime_ns))
+            else:
+                if old is None:
+                    batch.added += 1
+                elif sha == old.sha:
+                    batch.unchanged += 1
+                else:
+                    batch.changed += 1
+                if old is not None and not force:
+                    batch.gone.append(old)
+                file_id, next_id = next_id, next_id + 1
+                lines = text.split("\n")
+                batch.files.append((file_id, f.rel, f.size, f.mtime_ns, sha, len(lines)))
+                # The path's words are indexed with each chunk, so "where is config loaded" finds config.py.
+                base = file_id << _CHUNK_BITS
+                head = f.rel + "\n"
+                for n, s in enumerate(range(0, len(lines), CHUNK_LINES)):
+                    batch.chunks.append((base + n, head + "\n".join(lines[s : s + CHUNK_LINES])))
+                batch.symbols.extend((s.name, s.kind, file_id, s.line) for s in extract_symbols(f.rel, text, extents=False))
+                batch.chars += len(text)
+        if batch.chars >= _BATCH_CHARS or len(batch.files) + len(batch.restamp) + len(batch.gone) >= 2000:
+            yield batch.seal(next_id)
+            batch = _Batch()
+    if batch.done or not todo:
+        yield batch.seal(next_id)
+
+
+_END = object()
+
+
+def _in_background(items: Iterator[_Batch]) -> Iterator[_Batch]:
+    """``items``, produced by a thread a couple of batches ahead of the consumer.
+
+    An error in the thread is raised in the consumer; a consumer that stops early (an error while
+    writing) makes the thread stop at its next batch instead of blocking on a full queue forever.
+    """
+    out: queue.Queue[object] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as e:  # handed to the consumer, which raises it
+            put(e)
+
+    worker = threading.Thread(target=run, name="index-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, _Batch)
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 Progress = Callable[[int, int], None]
@@ -170,81 +398,60 @@ class ProjectIndex:
         return self.update(scan(self.root, policy_patterns=self.policy_patterns), progress)
 
     def update(self, result: ScanResult, progress: Progress | None = None) -> IndexStats:
-        """Bring the index in line with ``result`` in one transaction.
-
-        One thread does it all: a reader thread beside the inserts was tried and measured no faster
-        on this 2-core box (the GIL is handed back and forth on every row SQLite steps).
-        """
+        """Bring the index in line with ``result`` in one transaction."""
         conn = self._conn()
         with self._write_lock:
-            known = {row[0]: (row[1], row[2], row[3]) for row in conn.execute("SELECT path, size, mtime_ns, sha256 FROM files")}
-            current = {f.rel for f in result.files}
-            removed = [p for p in known if p not in current]
-            todo = []
-            unchanged = 0
-            for f in result.files:
-                old = known.get(f.rel)
-                if old is not None and old[0] == f.size and old[1] == f.mtime_ns:
-                    unchanged += 1
-                else:
-                    todo.append((f, old[2] if old else None))
-            added = changed = skipped = 0
-            total = len(todo)
             conn.execute("BEGIN")
             try:
-                next_id = int(conn.execute("SELECT coalesce(max(id), 0) + 1 FROM chunks").fetchone()[0])
-                for path in removed:
-                    self._delete(conn, path)
-                for done, (f, old_sha) in enumerate(todo, 1):
-                    item = _prepare(self.root, f, old_sha)
-                    if item.text_lines is None:
-                        skipped += 1
-                        if old_sha is not None:
-                            self._delete(conn, f.rel)
-                    elif item.sha == old_sha:
-                        unchanged += 1
-                        conn.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (f.size, f.mtime_ns, f.rel))
-                    else:
-                        if old_sha is None:
-                            added += 1
-                        else:
-                            changed += 1
-                            self._delete(conn, f.rel)
-                        next_id = self._insert(conn, item, next_id)
-                    if progress is not None and (done % 200 == 0 or done == total):
-                        progress(done, total)
+                stats = self._update(conn, result, progress)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        return stats
+
+    def _update(self, conn: sqlite3.Connection, result: ScanResult, progress: Progress | None) -> IndexStats:
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        known = {
+            row[0]: _Known(*row[1:])
+            for row in conn.execute("SELECT path, id, size, mtime_ns, sha256, line_count FROM files")
+        }
+        # Unreachable FTS rows only cost space and skew bm25's statistics a little; past half the
+        # live ones, everything is indexed afresh (a contentless table is emptied only by a rebuild).
+        rebuild = meta["dead_chunks"] > max(1000, meta["live_chunks"] // 2)
+        if rebuild:
+            conn.executescript("DROP TABLE chunks_vocab; DROP TABLE chunks_fts;" + _FTS)
+            conn.execute("DELETE FROM symbols")
+            conn.execute("DELETE FROM files")
+            meta["live_chunks"] = meta["dead_chunks"] = 0
+        current = {f.rel for f in result.files}
+        removed = [k for p, k in known.items() if p not in current]
+        todo: list[tuple[ScannedFile, _Known | None]] = []
+        unchanged = 0
+        for f in result.files:
+            old = known.get(f.rel)
+            if old is not None and old.size == f.size and old.mtime_ns == f.mtime_ns and not rebuild:
+                unchanged += 1
+            else:
+                todo.append((f, old))
+        added = changed = skipped = 0
+        batches = _prepare(str(self.root), todo, [] if rebuild else removed, meta["next_file_id"], rebuild)
+        if len(todo) >= _THREADED_FROM:
+            batches = _in_background(batches)
+        for batch in batches:
+            for sql, params in batch.statements:
+                conn.execute(sql, params)
+            meta["next_file_id"] = batch.next_id
+            meta["dead_chunks"] += batch.dead_chunks
+            meta["live_chunks"] += len(batch.chunks) - batch.dead_chunks
+            added += batch.added
+            changed += batch.changed
+            unchanged += batch.unchanged
+            skipped += batch.skipped
+            if progress is not None:
+                progress(batch.done, len(todo))
+        conn.executemany("UPDATE meta SET value = ? WHERE key = ?", [(v, k) for k, v in meta.items()])
         return IndexStats(added, changed, len(removed), unchanged, skipped)
-
-    def _delete(self, conn: sqlite3.Connection, path: str) -> None:
-        conn.execute("DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE path = ?)", (path,))
-        conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
-        conn.execute("DELETE FROM symbols WHERE path = ?", (path,))
-        conn.execute("DELETE FROM files WHERE path = ?", (path,))
-
-    def _insert(self, conn: sqlite3.Connection, item: _Prepared, first_id: int) -> int:
-        f = item.file
-        assert item.text_lines is not None
-        conn.execute(
-            "INSERT INTO files (path, size, mtime_ns, sha256, line_count) VALUES (?, ?, ?, ?, ?)",
-            (f.rel, f.size, f.mtime_ns, item.sha, item.text_lines),
-        )
-        conn.executemany(
-            "INSERT INTO chunks (id, path, start_line, end_line) VALUES (?, ?, ?, ?)",
-            [(first_id + i, f.rel, s, e) for i, (s, e, _) in enumerate(item.chunks)],
-        )
-        conn.executemany(
-            "INSERT INTO chunks_fts (rowid, body) VALUES (?, ?)",
-            [(first_id + i, body) for i, (_, _, body) in enumerate(item.chunks)],
-        )
-        conn.executemany(
-            "INSERT INTO symbols (name, kind, path, line) VALUES (?, ?, ?, ?)",
-            [(s.name, s.kind, f.rel, s.line) for s in item.symbols],
-        )
-        return first_id + len(item.chunks)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -266,7 +473,8 @@ class ProjectIndex:
         conn = self._conn()
         # Words found in a large share of all chunks ("self", "return") rank nothing and make
         # bm25 score most of the index, so they are dropped; the rarest words are always kept.
-        total = max(1, int(conn.execute("SELECT count(*) FROM chunks").fetchone()[0]))
+        # Unreachable rows are counted on both sides of that comparison, as the vocabulary has them.
+        total = max(1, sum(v for k, v in conn.execute("SELECT key, value FROM meta") if k.endswith("_chunks")))
         marks = ",".join("?" * len(words))
         freq = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", [w.lower() for w in words]))
         ranked = sorted((freq.get(w.lower(), 0), w) for w in words)
@@ -277,16 +485,23 @@ class ProjectIndex:
         match = " OR ".join(f'"{w}"' for w in kept[:8])
         excluded = set(exclude_paths)
         rows = conn.execute(
-            "SELECT c.path, c.start_line, c.end_line, bm25(chunks_fts) AS score, chunks_fts.body "
-            "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+            f"SELECT f.path, f.line_count, c.rowid & {(1 << _CHUNK_BITS) - 1}, bm25(chunks_fts) AS score "
+            f"FROM chunks_fts AS c JOIN files AS f ON f.id = c.rowid >> {_CHUNK_BITS} "
             "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
             (match, limit + len(excluded) * 4),
         ).fetchall()
         hits = []
-        for path, start, end, score, body in rows:
+        texts: dict[str, list[str]] = {}
+        for path, line_count, number, score in rows:
             if path in excluded:
                 continue
-            hits.append(Hit(path, start, end, -float(score), body.partition("\n")[2]))
+            start = number * CHUNK_LINES + 1
+            end = min(line_count, start + CHUNK_LINES - 1)
+            if path not in texts:
+                data = _read(str(self.root / path), 1 << 16)
+                text = None if data is None else decode_text(data)
+                texts[path] = [] if text is None else text.split("\n")
+            hits.append(Hit(path, start, end, -float(score), "\n".join(texts[path][start - 1 : end])))
             if len(hits) == limit:
                 break
         return hits
@@ -298,7 +513,8 @@ class ProjectIndex:
         order = {n: i for i, n in enumerate(names)}
         marks = ",".join("?" * len(names))
         rows = self._conn().execute(
-            f"SELECT name, kind, path, line FROM symbols WHERE name IN ({marks}) LIMIT ?",
+            "SELECT s.name, s.kind, f.path, s.line FROM symbols AS s JOIN files AS f ON f.id = s.file_id "
+            f"WHERE s.name IN ({marks}) LIMIT ?",
             (*names, limit * 4),
         ).fetchall()
         hits = [SymbolHit(*r) for r in rows]
@@ -307,6 +523,8 @@ class ProjectIndex:
 
     def symbols_in(self, path: str) -> list[SymbolHit]:
         rows = self._conn().execute(
-            "SELECT name, kind, path, line FROM symbols WHERE path = ? ORDER BY line", (path,)
+            "SELECT s.name, s.kind, f.path, s.line FROM symbols AS s JOIN files AS f ON f.id = s.file_id "
+            "WHERE f.path = ? ORDER BY s.line",
+            (path,),
         ).fetchall()
         return [SymbolHit(*r) for r in rows]
