@@ -11,7 +11,7 @@ from appliance.audit import models
 from appliance.audit.capture import CAPTURE_MODES, CaptureMode, SealedBlob, digest_content, seal_content
 from appliance.audit.chain import canonical_json, check_json_value
 from appliance.audit.keys import AuditKeys
-from appliance.audit.redact import redact, redact_value
+from appliance.audit.redact import redact
 from shared.errors import InputError
 
 __all__ = ["AuditEvent", "AuditRecord", "PreparedEvent", "prepare_event"]
@@ -123,14 +123,47 @@ def _text(name: str, value: object, limit: int) -> str:
     return value
 
 
+class _NotJson(Exception):
+    pass
+
+
+def _clean(value: Any) -> Any:
+    """``value`` with every string redacted, in one walk that also checks the types the canonical
+    encoding allows (exact types first: this runs for every event). On a bad value it raises
+    _NotJson and :func:`check_json_value` is asked for the message that names the place."""
+    kind = type(value)
+    if kind is str:
+        return redact(value)
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is dict or isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str and not isinstance(key, str):
+                raise _NotJson
+            out[redact(key)] = _clean(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_clean(item) for item in value]
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, int) and not isinstance(value, float):
+        return value
+    raise _NotJson
+
+
 def prepare_event(event: AuditEvent, keys: AuditKeys) -> PreparedEvent:
     """Redact, validate and capture; raises InputError so a bad event never joins a batch."""
     texts = {name: _text(name, getattr(event, name), limit) for name, limit in _LIMITS}
     if not texts["action"] or not texts["outcome"]:
         raise InputError("audit action and outcome must not be empty")
-    check_json_value(event.details)
     try:
-        details_json = canonical_json(redact_value(event.details))
+        details = _clean(event.details)
+    except _NotJson:
+        check_json_value(event.details)  # raises the InputError that names the bad value
+        raise InputError("audit details are not valid JSON") from None
+    try:
+        details_json = canonical_json(details)
         details_json.encode("utf-8")
     except (ValueError, UnicodeEncodeError):
         raise InputError("audit details are not valid JSON text") from None

@@ -82,6 +82,7 @@ class AuditLog:
         max_batch: int = 1000,
         commit_timeout_s: float = 60.0,
         linger_s: float = 0.001,
+        max_linger_s: float = 0.010,
     ) -> None:
         self.engine = engine
         self.keys = keys
@@ -91,7 +92,9 @@ class AuditLog:
         self._max_batch = max_batch
         self._timeout = commit_timeout_s
         self._linger = linger_s
+        self._max_linger = max(linger_s, max_linger_s)
         self._last_batch_size = 1
+        self._commit_s = linger_s  # a running estimate of one group commit's wall time
         self._lock = threading.Lock()
         # Held by whoever is committing a group: the writer thread or an appending thread.
         self._commit_lock = threading.Lock()
@@ -124,16 +127,19 @@ class AuditLog:
     def append(self, event: AuditEvent) -> int:
         """Append and wait until durable; returns the seq. Raises AuditUnavailableError.
 
-        When no commit is in progress the calling thread commits itself (with whatever else is
-        queued), sparing a lone writer two thread hand-offs; otherwise it queues for the writer
-        thread's next group commit. After a timeout the event may still commit later; the caller
+        A lone appender (the last group was one event, no commit in progress) commits itself with
+        whatever else is queued, sparing it two thread hand-offs; otherwise it queues for the
+        writer thread's next group commit. (Concurrent appenders must not take that shortcut: the
+        first to wake from a group would commit alone, and groups would alternate 1, N-1.) After a timeout the event may still commit later; the caller
         has refused its action by then, so the log can hold one record too many, never one too few.
         """
         pending = _Pending(prepare_event(event, self.keys), Future())
         self._ensure_writer()
-        if self._commit_lock.acquire(blocking=False):
+        if self._last_batch_size <= 1 and self._commit_lock.acquire(blocking=False):
             try:
-                self._commit([pending.take(), *self._drain()])
+                batch = [pending.take(), *self._drain()]
+                self._last_batch_size = len(batch)
+                self._commit(batch)
             finally:
                 self._commit_lock.release()
         else:
@@ -220,10 +226,13 @@ class AuditLog:
 
     def _gather(self, q: queue.SimpleQueue[Any], first: _Pending) -> tuple[list[_Pending], bool]:
         """``first`` plus what else is queued. If fewer appenders are waiting than joined the last
-        batch, linger briefly for the rest: they are usually just waking from the last commit,
-        and one short wait costs less than a commit (fsync) of its own."""
+        batch, linger for the rest: they are usually just waking from the last commit. Waiting up
+        to one commit's time (the running estimate, within [linger_s, max_linger_s]) never costs
+        more than the commit (fsync) a straggler would otherwise need of its own, and on a busy
+        machine waking eight threads can take longer than a fixed millisecond."""
         batch = [first.take()]
-        deadline = time.monotonic() + self._linger
+        linger = min(self._max_linger, max(self._linger, self._commit_s))
+        deadline = time.monotonic() + linger
         while len(batch) < self._max_batch:
             try:
                 if len(batch) >= self._last_batch_size:
@@ -240,10 +249,12 @@ class AuditLog:
 
     def _commit(self, batch: list[_Pending]) -> None:
         made: Checkpoint | None = None
+        started = time.monotonic()
         try:
             with self.engine.begin() as conn:
                 seqs, head_seq, head_hash = append_prepared(conn, [p.event for p in batch], self._now)
                 made = self._checkpoint_if_due(conn, head_seq, head_hash)
+            self._commit_s = 0.8 * self._commit_s + 0.2 * (time.monotonic() - started)
         except SQLAlchemyError as exc:
             error = _unavailable(exc)
             for p in batch:
