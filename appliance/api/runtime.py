@@ -1,5 +1,6 @@
 """Everything ``enclave serve`` and ``enclave demo`` wire together from a data directory: the database,
-the audit log, the installed model on the real engine, and the app.
+the audit log, the installed model on the real engine, the app, and — when ``audit_syslog`` is set —
+the forwarder that sends every committed audit record to the site's syslog collector.
 
 The model is loaded (and its signed manifest verified against the data directory's pinned keys)
 before the server listens. A directory without any installed model still serves sign-in,
@@ -18,6 +19,7 @@ from sqlalchemy import Engine
 
 from appliance.api.app import close_app, create_app
 from appliance.audit.log import AuditLog
+from appliance.audit.syslog import SyslogForwarder
 from appliance.config import Settings
 from appliance.db import migrate
 from appliance.db.engine import UnitOfWork, make_engine
@@ -56,8 +58,12 @@ class Runtime:
     engine: AsyncEngine | None
     app: FastAPI
     warnings: list[str] = field(default_factory=list)
+    syslog: SyslogForwarder | None = None
 
     def close(self) -> None:
+        if self.syslog is not None:
+            # Its position is kept in the data directory: what it has not sent yet goes at the next start.
+            self.syslog.stop()
         close_app(self.app)
         if self.engine is not None:
             self.engine.close()
@@ -71,7 +77,9 @@ def open_runtime(settings: Settings, *, require_model: bool = False) -> Runtime:
     audit = AuditLog.from_settings(settings, db)
     warnings: list[str] = []
     engine: AsyncEngine | None = None
+    syslog: SyslogForwarder | None = None
     try:
+        syslog = SyslogForwarder.from_settings(settings, db)
         try:
             engine = load_engine(settings)
         except NotFoundError as exc:
@@ -79,10 +87,12 @@ def open_runtime(settings: Settings, *, require_model: bool = False) -> Runtime:
                 raise
             warnings.append(f"no model loaded ({exc}); generation answers 503 until one is installed")
         app = create_app(settings=settings, uow=UnitOfWork(db), audit_log=audit, engine=engine)
+        if syslog is not None:
+            syslog.start()
     except BaseException:
         if engine is not None:
             engine.close()
         audit.close()
         db.dispose()
         raise
-    return Runtime(settings, db, audit, engine, app, warnings)
+    return Runtime(settings, db, audit, engine, app, warnings, syslog)
