@@ -15,9 +15,12 @@ import dataclasses
 import datetime as dt
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.orm import Session
 
 from appliance.api.runtime import open_runtime
 from appliance.api.server import bind, exit_on_sigterm, serve
@@ -26,12 +29,15 @@ from appliance.audit.events import AuditEvent
 from appliance.audit.log import AuditLog
 from appliance.auth import admin
 from appliance.auth import tokens as token_ops
+from appliance.auth.change import Change
 from appliance.commands.init import STEPS
 from appliance.commands.serve import _port, announce
 from appliance.config import Settings, load_settings
 from appliance.db.base import utcnow
 from appliance.db.engine import UnitOfWork, make_engine
+from appliance.model.bundle import Bundle
 from appliance.model.demo import build_demo
+from appliance.model.manifest import MANIFEST, sha256_file
 from appliance.model.signing import pin_public_key
 from appliance.model.store import import_bundle
 from shared.errors import ConflictError
@@ -48,32 +54,69 @@ class DemoAccount:
     token: str
 
 
-def _create_account(settings: Settings) -> DemoAccount:
+Record = Callable[[Change], None]
+
+
+@contextmanager
+def _audited_transaction(settings: Settings) -> Iterator[tuple[Session, Record]]:
+    """One transaction on the demo's database, and a function that audits a change in it."""
     engine = make_engine(settings.db_url)
     try:
         audit = AuditLog.from_settings(settings, engine)
-        password = admin.one_time_password()
-        with UnitOfWork(engine)() as session:
-            now = utcnow()
-            change, _ = admin.create_user(session, DEMO_USER, role="developer", now=now, password=password)
-            user = admin.get_user(session, DEMO_USER)
-            raw, _, token_change = token_ops.create_token(
-                session, user.id, name="demo", expires_in=dt.timedelta(days=7), now=now
-            )
-            for c in (change, token_change):
-                audit.append_in(
-                    session,
-                    AuditEvent(
-                        action=c.action,
-                        actor="cli:demo",
-                        target=c.target,
-                        details={"old": c.old, "new": c.new},
-                    ),
-                )
-        audit.close()
+        try:
+            with UnitOfWork(engine)() as session:
+
+                def record(change: Change) -> None:
+                    audit.append_in(
+                        session,
+                        AuditEvent(
+                            action=change.action,
+                            actor="cli:demo",
+                            target=change.target,
+                            details={"old": change.old, "new": change.new},
+                        ),
+                    )
+
+                yield session, record
+        finally:
+            audit.close()
     finally:
         engine.dispose()
+
+
+def _create_account(settings: Settings) -> DemoAccount:
+    password = admin.one_time_password()
+    with _audited_transaction(settings) as (session, record):
+        now = utcnow()
+        change, _ = admin.create_user(session, DEMO_USER, role="developer", now=now, password=password)
+        user = admin.get_user(session, DEMO_USER)
+        raw, _, token_change = token_ops.create_token(
+            session, user.id, name="demo", expires_in=dt.timedelta(days=7), now=now
+        )
+        record(change)
+        record(token_change)
     return DemoAccount(DEMO_USER, password, raw)
+
+
+def _install_model(settings: Settings, bundle_dir: Path) -> None:
+    """Import the bundle and record it in the database, in the transaction that commits only if the
+    copy succeeds (as ``enclave model import`` does)."""
+    with _audited_transaction(settings) as (session, record):
+
+        def register(bundle: Bundle) -> None:
+            details = {key: bundle.info.get(key) for key in ("quant", "dtype", "stages")}
+            change = admin.register_model(
+                session,
+                name=bundle.name,
+                version=str(bundle.version),
+                path=str(settings.models_dir / bundle.name / str(bundle.version)),
+                manifest_sha256=sha256_file(bundle.path / MANIFEST),
+                now=utcnow(),
+                details={"key_id": bundle.manifest.key_id, **details},
+            )
+            record(change)
+
+        import_bundle(bundle_dir, settings.data_dir, before_install=register)
 
 
 def prepare_demo(data_dir: Path) -> tuple[Settings, DemoAccount]:
@@ -88,7 +131,7 @@ def prepare_demo(data_dir: Path) -> tuple[Settings, DemoAccount]:
     with tempfile.TemporaryDirectory(prefix="enclave-demo-model-") as scratch:
         paths = build_demo(Path(scratch) / "demo", signing_key=key)
         pin_public_key(data_dir, key.public_key(), "demo")
-        import_bundle(paths.bundle, data_dir)
+        _install_model(settings, paths.bundle)
     return load_settings(data_dir), _create_account(settings)
 
 

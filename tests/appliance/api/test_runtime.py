@@ -83,3 +83,22 @@ def test_a_generation_is_forwarded_to_the_syslog_collector(demo: Demo) -> None:
     assert all(m.startswith("<") and " enclave - audit - " in m for m in demo.collector.messages())
     assert (demo.data_dir / "audit_syslog.cursor").exists()
 
+
+def test_the_demo_model_is_recorded_so_admin_models_lists_it(demo: Demo) -> None:
+    password = "Admin-pass-for-runtime-2026"
+    done = subprocess.run(
+        [sys.executable, "-m", "appliance", "user", "add", "boss", "--role", "admin", "--password-stdin",
+         "--data", str(demo.data_dir)],
+        input=password, capture_output=True, text=True, timeout=120, env=ENV,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with demo.client() as http:
+        login = http.post("/v1/auth/login", json={"username": "boss", "password": password})
+        assert login.status_code == 200, login.text
+        r = http.get("/v1/admin/models", headers={"Authorization": f"Bearer {login.json()['token']}"})
+    assert r.status_code == 200, r.text
+    [model] = r.json()
+    assert (model["name"], model["active"]) == ("deepseek-v4-demo", True)
+    assert Path(model["path"]).is_dir() and Path(model["path"]).is_relative_to(demo.data_dir)
+    [installed] = _forwarded(demo.collector, "admin.model.installed")
+    assert installed["actor"] == "cli:demo" and installed["target"] == f"model:deepseek-v4-demo@{model['version']}"
