@@ -25,7 +25,7 @@ from appliance.auth import admin as ops
 from appliance.auth import tokens as token_ops
 from appliance.auth.change import Change
 from appliance.auth.roles import Permission
-from appliance.db.models import Team, User
+from appliance.db.models import Team
 from shared.errors import NotFoundError
 
 __all__ = ["router"]
@@ -132,12 +132,12 @@ class ModelOut(BaseModel):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _user_out(user: User, team_names: dict[int, str]) -> UserOut:
+def _user_out(user: ops.UserInfo) -> UserOut:
     return UserOut(
         id=user.id,
         username=user.username,
         role=user.role,
-        teams=sorted(team_names[m.team_id] for m in user.memberships),
+        teams=list(user.teams),
         disabled=user.disabled,
         must_change_password=user.must_change_password,
         created_at=user.created_at,
@@ -145,8 +145,7 @@ def _user_out(user: User, team_names: dict[int, str]) -> UserOut:
 
 
 def _all_users(session: Session) -> list[UserOut]:
-    names = {team.id: team.name for team in session.scalars(select(Team))}
-    return [_user_out(u, names) for u in session.scalars(select(User).order_by(User.username))]
+    return [_user_out(u) for u in ops.list_users(session)]
 
 
 def _find_user(session: Session, username: str) -> UserOut:
