@@ -5,6 +5,10 @@ Records and checkpoints are append-only in the database too: triggers refuse UPD
 is why the chain, the signed checkpoints and ``enclave audit verify`` exist; the triggers stop
 every path short of that, including the application's own code.
 
+A later migration that rebuilds ``audit_events`` or ``audit_checkpoints`` on SQLite (a
+``batch_alter_table`` that recreates the table) drops these triggers silently and must create
+them again; tests/appliance/audit/test_audit_migration.py fails at head if it does not.
+
 Revision ID: 0002_audit
 Revises: 0001_foundation
 Create Date: 2026-11-28
