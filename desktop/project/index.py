@@ -36,8 +36,9 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
-from desktop.project.scan import ScannedFile, ScanResult, decode_text, scan
+from desktop.project.scan import ScannedFile, ScanResult, decode_text, walk
 from desktop.project.symbols import extract_symbols
 from shared.errors import InputError
 
@@ -49,8 +50,6 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 _STOPWORDS = frozenset(
     ["the", "and", "for", "with", "that", "this", "from", "what", "how", "does", "are", "was", "were", "will", "can", "into", "not", "but", "you", "your", "about", "which", "when", "where", "why", "who", "use", "used", "using", "have", "has", "had", "should", "would", "could", "please", "make", "write", "add", "change", "function", "code", "file"]
 )
-# Below this many files to read, a background reader costs more than it saves.
-_THREADED_FROM = 64
 _BATCH_CHARS = 2_000_000
 
 _SCHEMA_VERSION = 3
@@ -204,6 +203,7 @@ class _Batch:
     statements: list[tuple[str, tuple[int, bytes, bytes]]] = field(default_factory=list)
     dead_chunks: int = 0
     next_id: int = 0
+    removed: int = 0
 
     def seal(self, next_id: int) -> _Batch:
         """Pack the rows into statements (in the reader thread, so the writer only runs SQL)."""
@@ -252,37 +252,40 @@ def _read(path: str, size: int) -> bytes | None:
         os.close(fd)
 
 
-def _prepare(
-    root: str, todo: list[tuple[ScannedFile, _Known | None]], removed: list[_Known], next_id: int, force: bool
-) -> Iterator[_Batch]:
-    """Read, hash, cut into chunks and find the symbols of ``todo``, in batches; the first batch
-    also drops ``removed``.
+def _prepare(root: str, files: Iterable[ScannedFile], known: dict[str, _Known], next_id: int, force: bool) -> Iterator[_Batch]:
+    """Read, hash, cut into chunks and find the symbols of what changed in ``files``, in batches.
 
-    ``force`` re-indexes files whose bytes are unchanged too (a rebuild). New ids are handed out
-    from ``next_id`` in order; each batch says what the next one is.
+    ``files`` may still be coming from the walk. The last batch drops what ``known`` has that
+    ``files`` did not. ``force`` re-indexes every file (a rebuild, into emptied tables). New ids are
+    handed out from ``next_id`` in order; each batch says what the next one is.
     """
-    batch = _Batch(gone=list(removed))
-    for done, (f, old) in enumerate(todo, 1):
+    batch = _Batch()
+    seen: set[str] = set()
+    for done, f in enumerate(files, 1):
         batch.done = done
+        seen.add(f.rel)
+        old = known.get(f.rel)
+        if force:
+            old = None
+        elif old is not None and old.size == f.size and old.mtime_ns == f.mtime_ns:
+            batch.unchanged += 1
+            continue
         data = _read(os.path.join(root, f.rel), f.size) if f.rel.isascii() or _encodable(f.rel) else None
         text = None if data is None else decode_text(data)
         if data is None or text is None:
             batch.skipped += 1
-            if old is not None and not force:
+            if old is not None:
                 batch.gone.append(old)
         else:
             sha = hashlib.sha256(data).hexdigest()
-            if old is not None and sha == old.sha and not force:
+            if old is not None and sha == old.sha:
                 batch.unchanged += 1
                 batch.restamp.append((old.id, f.size, f.mtime_ns))
             else:
                 if old is None:
                     batch.added += 1
-                elif sha == old.sha:
-                    batch.unchanged += 1
                 else:
                     batch.changed += 1
-                if old is not None and not force:
                     batch.gone.append(old)
                 file_id, next_id = next_id, next_id + 1
                 lines = text.split("\n")
@@ -296,21 +299,25 @@ def _prepare(
                 batch.chars += len(text)
         if batch.chars >= _BATCH_CHARS or len(batch.files) + len(batch.restamp) + len(batch.gone) >= 2000:
             yield batch.seal(next_id)
-            batch = _Batch()
-    if batch.done or not todo:
-        yield batch.seal(next_id)
+            batch = _Batch(done=done)
+    removed = [k for p, k in known.items() if p not in seen]
+    batch.removed = len(removed)
+    if not force:
+        batch.gone += removed
+    yield batch.seal(next_id)
 
 
 _END = object()
+_T = TypeVar("_T")
 
 
-def _in_background(items: Iterator[_Batch]) -> Iterator[_Batch]:
-    """``items``, produced by a thread a couple of batches ahead of the consumer.
+def _in_background(items: Iterator[_T], name: str, ahead: int) -> Iterator[_T]:
+    """``items``, produced by a thread up to ``ahead`` items ahead of the consumer (0: no limit).
 
     An error in the thread is raised in the consumer; a consumer that stops early (an error while
-    writing) makes the thread stop at its next batch instead of blocking on a full queue forever.
+    writing) makes the thread stop at its next item instead of blocking on a full queue forever.
     """
-    out: queue.Queue[object] = queue.Queue(maxsize=2)
+    out: queue.Queue[object] = queue.Queue(maxsize=ahead)
     stop = threading.Event()
 
     def put(item: object) -> bool:
@@ -330,8 +337,12 @@ def _in_background(items: Iterator[_Batch]) -> Iterator[_Batch]:
             put(_END)
         except BaseException as e:  # handed to the consumer, which raises it
             put(e)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
 
-    worker = threading.Thread(target=run, name="index-reader", daemon=True)
+    worker = threading.Thread(target=run, name=name, daemon=True)
     worker.start()
     try:
         while True:
@@ -340,11 +351,33 @@ def _in_background(items: Iterator[_Batch]) -> Iterator[_Batch]:
                 return
             if isinstance(item, BaseException):
                 raise item
-            assert isinstance(item, _Batch)
-            yield item
+            yield item  # type: ignore[misc]
     finally:
         stop.set()
         worker.join()
+
+
+class _Walk:
+    """The walk's files, found by a thread of their own, so that reading starts at once and the
+    progress total (:attr:`found`) is the final one soon after."""
+
+    def __init__(self, files: Iterable[ScannedFile]) -> None:
+        self.found = 0
+        self._files = files
+
+    def _groups(self) -> Iterator[list[ScannedFile]]:
+        group: list[ScannedFile] = []
+        for f in self._files:
+            group.append(f)
+            self.found += 1
+            if len(group) == 256:
+                yield group
+                group = []
+        yield group
+
+    def __iter__(self) -> Iterator[ScannedFile]:
+        for group in _in_background(self._groups(), "index-walker", 0):
+            yield from group
 
 
 Progress = Callable[[int, int], None]
@@ -394,23 +427,31 @@ class ProjectIndex:
     # -- writing ---------------------------------------------------------------------------------
 
     def refresh(self, progress: Progress | None = None) -> IndexStats:
-        """Scan the project and bring the index up to date."""
-        return self.update(scan(self.root, policy_patterns=self.policy_patterns), progress)
+        """Walk the project and bring the index up to date.
+
+        Files are read and indexed while the walk goes on, so ``progress``'s total (files found)
+        grows until the walk is done, a small share of the time: the walk reads directories only.
+        """
+        return self._apply(_Walk(walk(self.root, {}, policy_patterns=self.policy_patterns)), progress)
 
     def update(self, result: ScanResult, progress: Progress | None = None) -> IndexStats:
-        """Bring the index in line with ``result`` in one transaction."""
+        """Bring the index in line with the files of ``result``."""
+        return self._apply(result.files, progress)
+
+    def _apply(self, files: _Walk | Sequence[ScannedFile], progress: Progress | None) -> IndexStats:
+        """Make the index hold exactly ``files``, in one transaction."""
         conn = self._conn()
         with self._write_lock:
             conn.execute("BEGIN")
             try:
-                stats = self._update(conn, result, progress)
+                stats = self._update(conn, files, progress)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
         return stats
 
-    def _update(self, conn: sqlite3.Connection, result: ScanResult, progress: Progress | None) -> IndexStats:
+    def _update(self, conn: sqlite3.Connection, files: _Walk | Sequence[ScannedFile], progress: Progress | None) -> IndexStats:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         known = {
             row[0]: _Known(*row[1:])
@@ -420,25 +461,17 @@ class ProjectIndex:
         # live ones, everything is indexed afresh (a contentless table is emptied only by a rebuild).
         rebuild = meta["dead_chunks"] > max(1000, meta["live_chunks"] // 2)
         if rebuild:
-            conn.executescript("DROP TABLE chunks_vocab; DROP TABLE chunks_fts;" + _FTS)
+            # Statement by statement: executescript() would commit the open transaction first.
+            for sql in ["DROP TABLE chunks_vocab", "DROP TABLE chunks_fts", *_FTS.split(";")]:
+                if sql.strip():
+                    conn.execute(sql)
             conn.execute("DELETE FROM symbols")
             conn.execute("DELETE FROM files")
             meta["live_chunks"] = meta["dead_chunks"] = 0
-        current = {f.rel for f in result.files}
-        removed = [k for p, k in known.items() if p not in current]
-        todo: list[tuple[ScannedFile, _Known | None]] = []
-        unchanged = 0
-        for f in result.files:
-            old = known.get(f.rel)
-            if old is not None and old.size == f.size and old.mtime_ns == f.mtime_ns and not rebuild:
-                unchanged += 1
-            else:
-                todo.append((f, old))
-        added = changed = skipped = 0
-        batches = _prepare(str(self.root), todo, [] if rebuild else removed, meta["next_file_id"], rebuild)
-        if len(todo) >= _THREADED_FROM:
-            batches = _in_background(batches)
-        for batch in batches:
+        added = changed = removed = unchanged = skipped = 0
+        # The walk, reading and cutting run in a thread while this one writes (see the module doc).
+        prepared = _prepare(str(self.root), files, known, meta["next_file_id"], rebuild)
+        for batch in _in_background(prepared, "index-reader", 2):
             for sql, params in batch.statements:
                 conn.execute(sql, params)
             meta["next_file_id"] = batch.next_id
@@ -446,12 +479,14 @@ class ProjectIndex:
             meta["live_chunks"] += len(batch.chunks) - batch.dead_chunks
             added += batch.added
             changed += batch.changed
+            removed += batch.removed
             unchanged += batch.unchanged
             skipped += batch.skipped
             if progress is not None:
-                progress(batch.done, len(todo))
+                total = files.found if isinstance(files, _Walk) else len(files)
+                progress(batch.done, max(total, batch.done))
         conn.executemany("UPDATE meta SET value = ? WHERE key = ?", [(v, k) for k, v in meta.items()])
-        return IndexStats(added, changed, len(removed), unchanged, skipped)
+        return IndexStats(added, changed, removed, unchanged, skipped)
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -8,13 +8,13 @@ a NUL byte near the start, which is git's own binary test.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from desktop.project.ignore import Exclusion, IgnoreRules
 
-__all__ = ["DEFAULT_MAX_BYTES", "ScanResult", "ScannedFile", "decode_text", "read_text", "scan"]
+__all__ = ["DEFAULT_MAX_BYTES", "ScanResult", "ScannedFile", "decode_text", "read_text", "scan", "walk"]
 
 DEFAULT_MAX_BYTES = 1_000_000
 _BINARY_PROBE = 8192
@@ -46,8 +46,23 @@ def scan(
     rules: IgnoreRules | None = None,
 ) -> ScanResult:
     """Every indexable file under ``root``, sorted by path, and what was skipped and why."""
-    rules = rules or IgnoreRules(root, policy_patterns=policy_patterns)
     result = ScanResult()
+    result.files.extend(walk(root, result.skipped, policy_patterns=policy_patterns, max_bytes=max_bytes, rules=rules))
+    result.files.sort(key=lambda f: f.rel)
+    return result
+
+
+def walk(
+    root: Path,
+    skipped: dict[str, str],
+    *,
+    policy_patterns: Sequence[str] = (),
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    rules: IgnoreRules | None = None,
+) -> Iterator[ScannedFile]:
+    """The files :func:`scan` admits, in no particular order, as the walk finds them (so indexing
+    can start before the walk ends); what is skipped, and why, goes into ``skipped``."""
+    rules = rules or IgnoreRules(root, policy_patterns=policy_patterns)
     stack = [""]
     while stack:
         rel_dir = stack.pop()
@@ -67,7 +82,7 @@ def scan(
                 why = rules.exclusion(rel, is_dir=is_dir)
                 if why is not None:
                     if why is not Exclusion.IGNORED or not is_dir:
-                        result.skipped[rel] = why.value
+                        skipped[rel] = why.value
                     continue
                 if is_dir:
                     stack.append(rel)
@@ -76,13 +91,11 @@ def scan(
             except OSError:
                 continue
             if os.path.splitext(entry.name)[1].lower() in _BINARY_SUFFIXES:
-                result.skipped[rel] = "binary"
+                skipped[rel] = "binary"
             elif st.st_size > max_bytes:
-                result.skipped[rel] = "too_large"
+                skipped[rel] = "too_large"
             else:
-                result.files.append(ScannedFile(rel, st.st_size, st.st_mtime_ns))
-    result.files.sort(key=lambda f: f.rel)
-    return result
+                yield ScannedFile(rel, st.st_size, st.st_mtime_ns)
 
 
 def decode_text(data: bytes) -> str | None:
