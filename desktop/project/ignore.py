@@ -15,7 +15,8 @@ Patterns are matched with ``pathspec``'s ``GitIgnoreSpec``, which implements git
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -77,6 +78,26 @@ def _spec(lines: Iterable[str]) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines(list(lines))
 
 
+def _matcher(spec: pathspec.GitIgnoreSpec) -> Callable[[str], bool]:
+    """``spec.match_file`` for "/"-separated relative paths; one regular expression for all the
+    patterns when none negates (then any match is a match), instead of one match per pattern.
+    The secret patterns are checked for every entry of a walk, which made them a third of its cost."""
+    patterns = [p for p in spec.patterns if p.include is not None]
+    if any(not p.include or not isinstance(p, pathspec.pattern.RegexPattern) for p in patterns):
+        return spec.match_file
+    regexes = [p.regex for p in patterns if p.regex is not None]
+    if not regexes:
+        return lambda path: False
+    try:
+        # The group name marks directory matches, which only negations care about; names may not repeat.
+        combined = re.compile("|".join(f"(?:{r.pattern.replace('(?P<ps_d>', '(?:')})" for r in regexes))
+    except re.error:
+        return spec.match_file
+    if any(r.flags != regexes[0].flags for r in regexes) or combined.groupindex:
+        return spec.match_file
+    return lambda path: combined.match(path) is not None
+
+
 class IgnoreRules:
     """Decides, for one project root, whether a relative path is excluded and why.
 
@@ -87,8 +108,8 @@ class IgnoreRules:
 
     def __init__(self, root: Path, *, policy_patterns: Sequence[str] = ()) -> None:
         self.root = root
-        self._secrets = _spec(SECRET_PATTERNS)
-        self._policy = _spec(policy_patterns)
+        self._secrets = _matcher(_spec(SECRET_PATTERNS))
+        self._policy = _matcher(_spec(policy_patterns))
         self._layers: dict[str, list[_Layer]] = {}
 
     def _layers_for_dir(self, rel_dir: str) -> list[_Layer]:
@@ -124,9 +145,9 @@ class IgnoreRules:
         if is_dir and name in _ALWAYS_SKIPPED_DIRS:
             return Exclusion.IGNORED
         probe = f"{rel}/" if is_dir else rel
-        if self._secrets.match_file(probe):
+        if self._secrets(probe):
             return Exclusion.SECRET
-        if self._policy.match_file(probe):
+        if self._policy(probe):
             return Exclusion.POLICY
         rel_dir = rel.rpartition("/")[0]
         ignored: bool | None = None

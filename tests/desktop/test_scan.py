@@ -59,3 +59,28 @@ def test_is_excluded_checks_parent_directories(fixture_project: Path) -> None:
     assert rules.is_excluded("build/deep/file.py")
     assert rules.is_excluded("src/.ssh/config")
     assert not rules.is_excluded("src/shop/cart.py")
+
+
+def test_combined_patterns_match_exactly_what_pathspec_matches() -> None:
+    import itertools
+    import os
+
+    import pathspec
+
+    from desktop.project.ignore import SECRET_PATTERNS, _matcher
+
+    names = ["a.py", ".env", "x.env", ".env.local", "server.pem", "id_rsa.pub", "secrets.yaml", "config.json",
+             "credentials.json", ".ssh", ".aws", "config", ".docker", ".kube", "site-packages", "notes.key.txt", "env"]
+    dirs = ["", "src/", ".ssh/", "deep/.aws/", ".docker/", ".kube/", "lib/site-packages/", "a/b/"]
+    probes = [d + n for d, n in itertools.product(dirs, names)]
+    probes += [p + "/" for p in probes]  # directories are probed with a trailing slash
+    stdlib = os.path.dirname(os.__file__)
+    walked = (os.path.relpath(os.path.join(d, f), stdlib).replace(os.sep, "/") for d, _, fs in os.walk(stdlib) for f in fs)
+    probes += list(itertools.islice(walked, 2000))
+    for lines in (SECRET_PATTERNS, ("site-packages/", "/build", "docs/**/*.md", "*.gen.*"), ("*.py", "!keep.py"), ()):
+        spec = pathspec.GitIgnoreSpec.from_lines(list(lines))
+        match = _matcher(spec)
+        assert [p for p in probes if match(p)] == [p for p in probes if spec.match_file(p)], lines
+    secrets = pathspec.GitIgnoreSpec.from_lines(list(SECRET_PATTERNS))
+    assert _matcher(secrets) != secrets.match_file  # the combined expression, not the fallback
+    assert any(_matcher(secrets)(p) for p in probes)
