@@ -45,14 +45,17 @@ from shared.errors import InputError
 __all__ = ["CHUNK_LINES", "Hit", "IndexStats", "ProjectIndex", "SymbolHit", "project_id"]
 
 CHUNK_LINES = 40
-_CHUNK_BITS = 20  # a file of at most 1 MB has at most 1M lines, 25k chunks: far below 2**20
+_CHUNK_BITS = 20
+# Chunks (and symbols) per file: ids are file_id << 20 | number. A 1 MB file (the scan's limit) has
+# at most 25k chunks; a larger one has its first 42M lines indexed.
+_MAX_PER_FILE = 1 << _CHUNK_BITS
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
 _STOPWORDS = frozenset(
     ["the", "and", "for", "with", "that", "this", "from", "what", "how", "does", "are", "was", "were", "will", "can", "into", "not", "but", "you", "your", "about", "which", "when", "where", "why", "who", "use", "used", "using", "have", "has", "had", "should", "would", "could", "please", "make", "write", "add", "change", "function", "code", "file"]
 )
 _BATCH_CHARS = 2_000_000
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _DROP = """
 DROP TABLE IF EXISTS chunks_vocab; DROP TABLE IF EXISTS chunks_fts; DROP TABLE IF EXISTS chunks;
 DROP TABLE IF EXISTS symbols; DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS meta;
@@ -66,9 +69,9 @@ _SCHEMA = (
 CREATE TABLE files (
     id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, sha256 TEXT NOT NULL, line_count INTEGER NOT NULL);
-CREATE TABLE symbols (name TEXT NOT NULL, kind TEXT NOT NULL, file_id INTEGER NOT NULL, line INTEGER NOT NULL);
+-- A symbol's id is file_id << 20 | its number in the file: a file's symbols are one id range.
+CREATE TABLE symbols (id INTEGER PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, line INTEGER NOT NULL);
 CREATE INDEX symbols_name ON symbols(name);
-CREATE INDEX symbols_file ON symbols(file_id);
 -- next_file_id never goes back, so a reused id can never revive unreachable FTS rows.
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT INTO meta VALUES ('next_file_id', 1), ('live_chunks', 0), ('dead_chunks', 0);
@@ -125,9 +128,12 @@ def _pack(columns: str, rows: Sequence[Sequence[str | int]]) -> tuple[int, bytes
 
 
 _INSERT_FILES = "INSERT INTO files (id, path, size, mtime_ns, sha256, line_count) " + _packed_select("itiiti")
-_INSERT_SYMBOLS = "INSERT INTO symbols (name, kind, file_id, line) " + _packed_select("ttii")
+_INSERT_SYMBOLS = "INSERT INTO symbols (id, name, kind, line) " + _packed_select("itti")
 _INSERT_CHUNKS = "INSERT INTO chunks_fts (rowid, body) " + _packed_select("it")
-_DELETE_SYMBOLS = f"DELETE FROM symbols WHERE file_id IN ({_packed_select('i')})"
+_DELETE_SYMBOLS = (
+    f"WITH g(id) AS ({_packed_select('i')}) DELETE FROM symbols WHERE id IN (SELECT s.id FROM g "
+    f"JOIN symbols AS s ON s.id BETWEEN g.id << {_CHUNK_BITS} AND (g.id << {_CHUNK_BITS}) + {_MAX_PER_FILE - 1})"
+)
 _DELETE_FILES = f"DELETE FROM files WHERE id IN ({_packed_select('i')})"
 _RESTAMP = (
     "WITH j(id, size, mtime_ns) AS (" + _packed_select("iii") + ") "
@@ -198,7 +204,7 @@ class _Batch:
     gone: list[_Known] = field(default_factory=list)  # index entries to drop
     restamp: list[tuple[int, int, int]] = field(default_factory=list)
     files: list[tuple[int, str, int, int, str, int]] = field(default_factory=list)
-    symbols: list[tuple[str, str, int, int]] = field(default_factory=list)
+    symbols: list[tuple[int, str, str, int]] = field(default_factory=list)
     chunks: list[tuple[int, str]] = field(default_factory=list)
     statements: list[tuple[str, tuple[int, bytes, bytes]]] = field(default_factory=list)
     dead_chunks: int = 0
@@ -216,7 +222,7 @@ class _Batch:
         if self.files:
             self.statements += [
                 (_INSERT_FILES, _pack("itiiti", self.files)),
-                (_INSERT_SYMBOLS, _pack("ttii", self.symbols)),
+                (_INSERT_SYMBOLS, _pack("itti", self.symbols)),
                 (_INSERT_CHUNKS, _pack("it", self.chunks)),
             ]
         self.next_id = next_id
@@ -293,9 +299,10 @@ def _prepare(root: str, files: Iterable[ScannedFile], known: dict[str, _Known], 
                 # The path's words are indexed with each chunk, so "where is config loaded" finds config.py.
                 base = file_id << _CHUNK_BITS
                 head = f.rel + "\n"
-                for n, s in enumerate(range(0, len(lines), CHUNK_LINES)):
+                for n, s in enumerate(range(0, min(len(lines), _MAX_PER_FILE * CHUNK_LINES), CHUNK_LINES)):
                     batch.chunks.append((base + n, head + "\n".join(lines[s : s + CHUNK_LINES])))
-                batch.symbols.extend((s.name, s.kind, file_id, s.line) for s in extract_symbols(f.rel, text, extents=False))
+                symbols = extract_symbols(f.rel, text, extents=False)[:_MAX_PER_FILE]
+                batch.symbols.extend([(base + n, s.name, s.kind, s.line) for n, s in enumerate(symbols)])
                 batch.chars += len(text)
         if batch.chars >= _BATCH_CHARS or len(batch.files) + len(batch.restamp) + len(batch.gone) >= 2000:
             yield batch.seal(next_id)
@@ -548,8 +555,8 @@ class ProjectIndex:
         order = {n: i for i, n in enumerate(names)}
         marks = ",".join("?" * len(names))
         rows = self._conn().execute(
-            "SELECT s.name, s.kind, f.path, s.line FROM symbols AS s JOIN files AS f ON f.id = s.file_id "
-            f"WHERE s.name IN ({marks}) LIMIT ?",
+            "SELECT s.name, s.kind, f.path, s.line FROM symbols AS s "
+            f"JOIN files AS f ON f.id = s.id >> {_CHUNK_BITS} WHERE s.name IN ({marks}) LIMIT ?",
             (*names, limit * 4),
         ).fetchall()
         hits = [SymbolHit(*r) for r in rows]
@@ -558,8 +565,8 @@ class ProjectIndex:
 
     def symbols_in(self, path: str) -> list[SymbolHit]:
         rows = self._conn().execute(
-            "SELECT s.name, s.kind, f.path, s.line FROM symbols AS s JOIN files AS f ON f.id = s.file_id "
-            "WHERE f.path = ? ORDER BY s.line",
+            "SELECT s.name, s.kind, f.path, s.line FROM files AS f JOIN symbols AS s ON s.id "
+            f"BETWEEN f.id << {_CHUNK_BITS} AND (f.id << {_CHUNK_BITS}) + {_MAX_PER_FILE - 1} WHERE f.path = ? ORDER BY s.line",
             (path,),
         ).fetchall()
         return [SymbolHit(*r) for r in rows]
