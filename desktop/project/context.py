@@ -227,7 +227,7 @@ class _Assembler:
             query += " " + " ".join(identifiers("\n".join(got[0][r.selection[0] - 1 : r.selection[1]]))[:6])
         recent = [p for p in r.recent_paths if p != r.current_path][:3]
         reserve = min(self.remaining // 4, len(recent) * 200)
-        for found in self.index.search(query, limit=6):
+        for found in self.index.search(query, limit=6, with_text=False):
             if self.remaining <= reserve:
                 break
             self.add(found.path, found.start_line, found.end_line, "search", self.remaining - reserve)

@@ -514,8 +514,14 @@ class ProjectIndex:
     def paths(self) -> list[str]:
         return [r[0] for r in self._conn().execute("SELECT path FROM files ORDER BY path")]
 
-    def search(self, query: str, *, limit: int = 8, exclude_paths: Iterable[str] = ()) -> list[Hit]:
-        """Best chunks for the words of ``query`` (bm25), at most ``limit``."""
+    def search(
+        self, query: str, *, limit: int = 8, exclude_paths: Iterable[str] = (), with_text: bool = True
+    ) -> list[Hit]:
+        """Best chunks for the words of ``query`` (bm25), at most ``limit``.
+
+        The index holds no text: a hit's ``text`` is read from the file now, or left empty
+        without ``with_text`` (context assembly reads the files itself, once).
+        """
         words = [w for w in dict.fromkeys(_WORD.findall(query)) if w.lower() not in _STOPWORDS][:16]
         if not words:
             return []
@@ -546,11 +552,12 @@ class ProjectIndex:
                 continue
             start = number * CHUNK_LINES + 1
             end = min(line_count, start + CHUNK_LINES - 1)
-            if path not in texts:
+            if with_text and path not in texts:
                 data = _read(str(self.root / path), 1 << 16)
-                text = None if data is None else decode_text(data)
-                texts[path] = [] if text is None else text.split("\n")
-            hits.append(Hit(path, start, end, -float(score), "\n".join(texts[path][start - 1 : end])))
+                decoded = None if data is None else decode_text(data)
+                texts[path] = [] if decoded is None else decoded.split("\n")
+            text = "\n".join(texts[path][start - 1 : end]) if with_text else ""
+            hits.append(Hit(path, start, end, -float(score), text))
             if len(hits) == limit:
                 break
         return hits

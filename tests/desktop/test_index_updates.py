@@ -150,3 +150,13 @@ def test_packed_rows_come_back_as_they_went_in() -> None:
     conn = sqlite3.connect(":memory:")
     assert conn.execute(_packed_select("itit"), _pack("itit", rows)).fetchall() == rows
     assert conn.execute(_packed_select("itit"), _pack("itit", [])).fetchall() == []
+
+
+def test_search_without_text_finds_the_same_chunks(fixture_project: Path, tmp_path: Path) -> None:
+    ix = ProjectIndex(fixture_project, tmp_path / "ix.sqlite")
+    ix.refresh()
+    full = ix.search("unit_price Cart")
+    bare = ix.search("unit_price Cart", with_text=False)
+    assert full and [(h.path, h.start_line, h.end_line) for h in bare] == [(h.path, h.start_line, h.end_line) for h in full]
+    assert all(h.text for h in full) and not any(h.text for h in bare)
+    ix.close()
