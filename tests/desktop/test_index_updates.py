@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import desktop.project.index as index_module
-from desktop.project.index import CHUNK_LINES, ProjectIndex, _pack, _packed_select
+import desktop.project.index_build as index_build
+from desktop.project.index import CHUNK_LINES, ProjectIndex
+from desktop.project.index_build import pack, packed_select
 
 
 def _fts_rows(db: Path) -> int:
@@ -106,15 +107,14 @@ def test_an_error_mid_refresh_leaves_the_index_as_it_was(
     before = (ix.paths(), ix.file_sha256("src/shop/cart.py"))
     cart = fixture_project / "src/shop/cart.py"
     cart.write_text(cart.read_text() + "\ndef wombat():\n    pass\n")
-    threads = threading.active_count()
 
     def broken(path: str, text: str, *, extents: bool = True) -> list[object]:
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(index_module, "extract_symbols", broken)
+    monkeypatch.setattr(index_build, "extract_symbols", broken)
     with pytest.raises(OSError, match="disk on fire"):
         ix.refresh()  # raised in the reader thread, re-raised here
-    assert threading.active_count() == threads
+    assert not [t for t in threading.enumerate() if t.name.startswith("index-")]
     assert (ix.paths(), ix.file_sha256("src/shop/cart.py")) == before
 
     monkeypatch.undo()
@@ -124,7 +124,7 @@ def test_an_error_mid_refresh_leaves_the_index_as_it_was(
 
     with pytest.raises(KeyboardInterrupt):
         ix.refresh(stop)  # an error in the writing thread stops the reader too
-    assert threading.active_count() == threads
+    assert not [t for t in threading.enumerate() if t.name.startswith("index-")]
     assert (ix.paths(), ix.file_sha256("src/shop/cart.py")) == before
     assert ix.refresh().changed == 1 and [h.path for h in ix.definitions(["wombat"])] == ["src/shop/cart.py"]
     ix.close()
@@ -148,8 +148,8 @@ def test_a_file_name_that_is_not_utf8_is_skipped(tmp_path: Path) -> None:
 def test_packed_rows_come_back_as_they_went_in() -> None:
     rows = [(1, "a.py", -3, ""), (2**62, "d\u00e9j\u00e0/\u6f22.py", 1_700_000_000_123_456_789, "x\ny"), (0, "", 0, "z")]
     conn = sqlite3.connect(":memory:")
-    assert conn.execute(_packed_select("itit"), _pack("itit", rows)).fetchall() == rows
-    assert conn.execute(_packed_select("itit"), _pack("itit", [])).fetchall() == []
+    assert conn.execute(packed_select("itit"), pack("itit", rows)).fetchall() == rows
+    assert conn.execute(packed_select("itit"), pack("itit", [])).fetchall() == []
 
 
 def test_search_without_text_finds_the_same_chunks(fixture_project: Path, tmp_path: Path) -> None:
