@@ -189,6 +189,10 @@ def report(name: str, r: dict[str, float]) -> None:
           f"   ratio {r['verify cpu'] / r['naive verify cpu']:.2f}x   (this process only)")  # fmt: skip
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "all"], default="all")
@@ -198,7 +202,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     print(f"audit benchmark: {args.appends} appends per measurement, verify over {args.verify_events} events, "
-          f"{os.cpu_count()} CPUs")  # fmt: skip
+          f"{os.cpu_count()} CPUs, load average {_load()}")  # fmt: skip
     if args.backend in ("sqlite", "all"):
         with tempfile.TemporaryDirectory() as tmp:
             report("sqlite (WAL, synchronous=FULL)", bench_backend("sqlite", f"sqlite:///{tmp}/enclave.db",
@@ -211,6 +215,8 @@ def main() -> int:
                 report("postgresql", bench_backend("postgresql", url, args.appends, args.verify_events))
             finally:
                 drop()
+    # The machine is shared: the load says how much of it these figures had.
+    print(f"\nload average at the end: {_load()}")
     return 0
 
 
