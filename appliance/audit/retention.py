@@ -10,8 +10,9 @@ By hand: ``enclave audit purge --before T`` where T is an ISO 8601 date/time or 
     # None: retention is off; otherwise the number of records whose content was shredded
 
 It raises :class:`~shared.errors.AuditUnavailableError` when the store cannot commit (a periodic
-caller logs that and tries again at its next tick; nothing was shredded). It records ``audit.content.purged`` with actor ``system:retention`` only when it shredded something,
-so an hourly timer does not fill the chain with empty purges. Only the wrapped data keys are
+caller logs that and tries again at its next tick; nothing was shredded). It records
+``audit.content.purged`` with actor ``system:retention`` only when it shredded something, so an
+hourly timer does not fill the chain with empty purges. Only the wrapped data keys are
 destroyed: every record, and therefore the chain, stays verifiable (see :mod:`.capture`).
 """
 
