@@ -19,7 +19,7 @@ from appliance.api.auditing import Auditor
 from appliance.api.clock import Clock, SystemClock
 from appliance.api.errors import install_error_handlers
 from appliance.api.metrics import Metrics
-from appliance.api.middleware import BodyLimitMiddleware, RequestIdMiddleware, RequestMetricsMiddleware
+from appliance.api.middleware import EdgeMiddleware
 from appliance.api.quotas import QuotaTracker
 from appliance.api.reads import read_only_uow
 from appliance.api.routes import admin, audit, auth, health, openai
@@ -84,10 +84,8 @@ def create_app(
     install_error_handlers(app)
     for module in (openai, auth, admin, audit, health):
         app.include_router(module.router)
-    # Outermost first: the request id exists before anything can fail, and 413s are counted.
-    app.add_middleware(BodyLimitMiddleware, limit=settings.max_body_bytes)
-    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
+    # Outermost: the request id exists before anything can fail, and 413s are counted.
+    app.add_middleware(EdgeMiddleware, limit=settings.max_body_bytes, metrics=metrics)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]
     return app
 

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, the body-size limit (413) and per-route request counting.
+"""ASGI middleware: request ids, the body-size limit (413) and per-route request counting, in one layer.
 
 Written as plain ASGI callables rather than ``BaseHTTPMiddleware`` so streamed responses pass through
 untouched and a client disconnect still reaches the streaming response.
@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from appliance.api.metrics import Metrics
 
-__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware", "RequestMetricsMiddleware"]
+__all__ = ["REQUEST_ID_HEADER", "EdgeMiddleware"]
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -28,29 +29,61 @@ def _error_body(message: str, code: str) -> bytes:
     return json.dumps(body).encode()
 
 
-class BodyLimitMiddleware:
-    """Refuses bodies over ``limit`` bytes with 413, by header up front or by counting as they arrive."""
+class EdgeMiddleware:
+    """Every HTTP request's first and last stop, in one layer (one wrapper around every streamed
+    chunk's ``send``, not one per concern):
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    - a request id (``scope["state"]["request_id"]``), echoed as ``X-Request-Id``. Always minted
+      here: a client-chosen id would let a caller plant misleading ids in the audit log;
+    - the body limit: bodies over ``limit`` bytes get 413, by header up front or by counting as
+      they arrive;
+    - responses counted by route template (not raw path, which would explode label cardinality),
+      the 413s and 400s given here included.
+    """
+
+    def __init__(self, app: ASGIApp, *, limit: int, metrics: Metrics) -> None:
         self.app = app
         self.limit = limit
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        request_id = "req_" + uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (REQUEST_ID_HEADER.encode(), request_id.encode())
+        status = 0
+
+        async def edge_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        try:
+            await self._limited(scope, receive, edge_send, lambda: status != 0)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.inc(
+                route=str(path), method=str(scope.get("method", "")), status=str(status or 500)
+            )
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, started: Callable[[], bool]) -> None:
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
-                    await self._reply(send, 400, "invalid Content-Length header", "invalid_header")
+                    await _reply(send, 400, "invalid Content-Length header", "invalid_header")
                     return
                 if declared > self.limit:
                     await self._too_large(send)
                     return
         seen = 0
-        started = False
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -61,90 +94,26 @@ class BodyLimitMiddleware:
                     raise _BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, send)
         except _BodyTooLarge:
-            if not started:
+            if not started():
                 await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
-        await self._reply(send, 413, f"request body larger than {self.limit} bytes", "request_too_large")
-
-    @staticmethod
-    async def _reply(send: Send, status: int, message: str, code: str) -> None:
-        body = _error_body(message, code)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _reply(send, 413, f"request body larger than {self.limit} bytes", "request_too_large")
 
 
-class RequestIdMiddleware:
-    """Gives every request an id (``scope["state"]["request_id"]``) and echoes it as ``X-Request-Id``.
-
-    The id is always minted here: a client-chosen id would let a caller plant misleading ids in the
-    audit log.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = "req_" + uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-
-        async def with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = dict(message)
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (REQUEST_ID_HEADER.encode(), request_id.encode()),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, with_header)
-
-
-class RequestMetricsMiddleware:
-    """Counts responses by route template (not raw path, which would explode label cardinality)."""
-
-    def __init__(self, app: ASGIApp, *, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def recording(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, recording)
-        finally:
-            route: Any = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.inc(
-                route=str(path), method=str(scope.get("method", "")), status=str(status)
-            )
+async def _reply(send: Send, status: int, message: str, code: str) -> None:
+    body = _error_body(message, code)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

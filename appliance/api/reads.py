@@ -32,6 +32,9 @@ def read_only_uow(uow: UnitOfWork) -> UnitOfWork:
     """A unit of work for reads on ``uow``'s database (``uow`` itself unless it is SQLite)."""
     if not is_sqlite(uow.engine):
         return uow
-    engine = create_engine(uow.engine.url, connect_args={"timeout": 30})
+    # As many pooled connections as the worker threads that authenticate (anyio's default limit is
+    # 40): under load, each look-up then reuses an open connection instead of opening one and
+    # running its PRAGMAs.
+    engine = create_engine(uow.engine.url, connect_args={"timeout": 30}, pool_size=40, max_overflow=10)
     event.listen(engine, "connect", _read_pragmas)
     return UnitOfWork(engine)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from json.encoder import encode_basestring
 from typing import Any
 
 import anyio
@@ -16,13 +17,35 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["DONE", "SSEResponse", "sse_event"]
+__all__ = ["DONE", "TEXT_SLOT", "SSEResponse", "TextFrames", "sse_event"]
 
 DONE = b"data: [DONE]\n\n"
 
 
 def sse_event(payload: Any) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+# Stands for the text in a TextFrames payload; no generated text can contain it (NUL is not a token).
+TEXT_SLOT = "\u0000enclave-text-slot\u0000"
+
+
+class TextFrames:
+    """The frames of one stream that differ only in one text field, as ``sse_event`` writes them.
+
+    The payload (with :data:`TEXT_SLOT` where the text goes) is encoded once; each frame is then the
+    encoded prefix, the JSON string of the text and the suffix — per token, one C call instead of
+    re-encoding the whole object.
+    """
+
+    def __init__(self, payload: Any) -> None:
+        slot = encode_basestring(TEXT_SLOT).encode()
+        self._prefix, found, self._suffix = sse_event(payload).partition(slot)
+        if not found or slot in self._suffix:
+            raise ValueError("the payload must hold TEXT_SLOT exactly once")
+
+    def __call__(self, text: str) -> bytes:
+        return self._prefix + encode_basestring(text).encode() + self._suffix
 
 
 class SSEResponse(Response):

@@ -10,7 +10,6 @@ token, and serves over HTTPS on loopback. Once listening it prints ``ENCLAVE_URL
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import datetime as dt
 import shutil
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.orm import Session
 
 from appliance.api.runtime import open_runtime
-from appliance.api.server import bind, exit_on_sigterm, serve
+from appliance.api.server import bind, exit_on_sigterm, run_loop, serve
 from appliance.api.tls import ca_fingerprint, tls_files
 from appliance.audit.events import AuditEvent
 from appliance.audit.log import AuditLog
@@ -162,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
 
         try:
             exit_on_sigterm()
-            asyncio.run(serve(runtime.app, listener, on_listening=ready))
+            run_loop(serve(runtime.app, listener, on_listening=ready))
         finally:
             runtime.close()
     finally:

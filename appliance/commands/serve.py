@@ -12,12 +12,11 @@ so scripts and tests can pick them up. ``--port 0`` lets the OS choose a free po
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import sys
 
 from appliance.api.runtime import open_runtime
-from appliance.api.server import bind, exit_on_sigterm, serve
+from appliance.api.server import bind, exit_on_sigterm, run_loop, serve
 from appliance.api.tls import ca_fingerprint, tls_files
 from appliance.db.datadir import load_data_dir
 
@@ -54,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     ca = str(tls.ca_cert) if tls else None
     try:
         exit_on_sigterm()
-        asyncio.run(serve(runtime.app, listener, on_listening=lambda url: announce(url, ca)))
+        run_loop(serve(runtime.app, listener, on_listening=lambda url: announce(url, ca)))
     finally:
         runtime.close()
     return 0

@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from appliance.api.auditing import Caller
 from appliance.api.errors import ERROR_RESPONSES, ApiError
 from appliance.api.generation import Generation, admit, check_model
-from appliance.api.sse import DONE, SSEResponse, sse_event
+from appliance.api.sse import DONE, TEXT_SLOT, SSEResponse, TextFrames, sse_event
 from appliance.api.state import app_state, caller_with, request_info
 from appliance.auth.roles import Permission
 from appliance.engine.types import ChatMessage
@@ -85,23 +85,19 @@ async def _chat_events(gen: Generation, rid: str, created: int, include_usage: b
             ],
         }
     )
+    content = TextFrames(
+        {
+            **base,
+            "choices": [
+                {"index": 0, "delta": {"content": TEXT_SLOT}, "finish_reason": None, "logprobs": None}
+            ],
+        }
+    )
     deltas = gen.deltas()
     try:
         async for delta in deltas:
             if delta.text:
-                yield sse_event(
-                    {
-                        **base,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "delta": {"content": delta.text},
-                                "finish_reason": None,
-                                "logprobs": None,
-                            }
-                        ],
-                    }
-                )
+                yield content(delta.text)
             if delta.finish_reason is not None:
                 usage = _usage(delta.prompt_tokens, delta.completion_tokens)
                 yield sse_event(
@@ -134,24 +130,29 @@ async def _completion_events(
     gen: Generation, rid: str, created: int, include_usage: bool
 ) -> AsyncIterator[bytes]:
     base = {"id": rid, "object": "text_completion", "created": created, "model": gen.engine.model_id}
+    text = TextFrames(
+        {**base, "choices": [{"index": 0, "text": TEXT_SLOT, "finish_reason": None, "logprobs": None}]}
+    )
     deltas = gen.deltas()
     try:
         async for delta in deltas:
             finish = _finish(delta.finish_reason) if delta.finish_reason is not None else None
-            if not delta.text and finish is None:
+            if finish is None:
+                if delta.text:
+                    yield text(delta.text)
                 continue
-            chunk: dict[str, Any] = {
-                **base,
-                "choices": [{"index": 0, "text": delta.text, "finish_reason": finish, "logprobs": None}],
-            }
-            if finish is not None:
-                chunk["usage"] = _usage(delta.prompt_tokens, delta.completion_tokens)
-            yield sse_event(chunk)
-            if finish is not None:
-                if include_usage:
-                    yield sse_event({**base, "choices": [], "usage": chunk["usage"]})
-                yield DONE
-                return
+            usage = _usage(delta.prompt_tokens, delta.completion_tokens)
+            yield sse_event(
+                {
+                    **base,
+                    "choices": [{"index": 0, "text": delta.text, "finish_reason": finish, "logprobs": None}],
+                    "usage": usage,
+                }
+            )
+            if include_usage:
+                yield sse_event({**base, "choices": [], "usage": usage})
+            yield DONE
+            return
         raise EngineError("generation ended without a finish reason")
     except EngineError as exc:
         yield _stream_error(exc)
