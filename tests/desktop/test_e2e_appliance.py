@@ -77,20 +77,20 @@ def test_connect_sign_in_ask_apply_undo_conflict(
 
     cart = fixture_project / "src/shop/cart.py"
     original = cart.read_text()
-    with qtbot.waitSignal(app.edits.proposed, timeout=10_000):
+    with qtbot.waitSignal(app.edits.proposed, timeout=60_000):
         qtbot.mouseClick(ws.panel.propose, Qt.MouseButton.LeftButton)
     view = ws.proposal_view
     assert view.diff.toPlainText().startswith("--- a/src/shop/cart.py")
-    with qtbot.waitSignal(app.edits.applied, timeout=10_000):
+    with qtbot.waitSignal(app.edits.applied, timeout=60_000):
         qtbot.mouseClick(view.apply, Qt.MouseButton.LeftButton)
     assert cart.read_text() != original
-    with qtbot.waitSignal(app.edits.undone, timeout=10_000):
+    with qtbot.waitSignal(app.edits.undone, timeout=60_000):
         qtbot.mouseClick(view.undo, Qt.MouseButton.LeftButton)
     assert cart.read_text() == original
-    with qtbot.waitSignal(app.edits.proposed, timeout=10_000):
+    with qtbot.waitSignal(app.edits.proposed, timeout=60_000):
         qtbot.mouseClick(ws.panel.propose, Qt.MouseButton.LeftButton)
     cart.write_text(original + "# changed by someone else\n")
-    with qtbot.waitSignal(app.edits.conflict, timeout=10_000):
+    with qtbot.waitSignal(app.edits.conflict, timeout=60_000):
         qtbot.mouseClick(view.apply, Qt.MouseButton.LeftButton)
     assert cart.read_text() == original + "# changed by someone else\n"
     assert view.title.text().startswith("Conflict")
