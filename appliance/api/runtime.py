@@ -1,6 +1,7 @@
 """Everything ``enclave serve`` and ``enclave demo`` wire together from a data directory: the database,
 the audit log, the installed model on the real engine, the app, and — when ``audit_syslog`` is set —
-the forwarder that sends every committed audit record to the site's syslog collector.
+the forwarder that sends every committed audit record to the site's syslog collector, and the
+housekeeper (sealed-content retention, dead auth rows; see ``housekeeping``).
 
 The model is loaded (and its signed manifest verified against the data directory's pinned keys)
 before the server listens. A directory without any installed model still serves sign-in,
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from appliance.api.app import close_app, create_app
+from appliance.api.housekeeping import Housekeeper
 from appliance.audit.log import AuditLog
 from appliance.audit.syslog import SyslogForwarder
 from appliance.config import Settings
@@ -59,8 +61,11 @@ class Runtime:
     app: FastAPI
     warnings: list[str] = field(default_factory=list)
     syslog: SyslogForwarder | None = None
+    housekeeper: Housekeeper | None = None
 
     def close(self) -> None:
+        if self.housekeeper is not None:
+            self.housekeeper.stop()
         if self.syslog is not None:
             # Its position is kept in the data directory: what it has not sent yet goes at the next start.
             self.syslog.stop()
@@ -86,13 +91,18 @@ def open_runtime(settings: Settings, *, require_model: bool = False) -> Runtime:
             if require_model:
                 raise
             warnings.append(f"no model loaded ({exc}); generation answers 503 until one is installed")
-        app = create_app(settings=settings, uow=UnitOfWork(db), audit_log=audit, engine=engine)
+        uow = UnitOfWork(db)
+        app = create_app(settings=settings, uow=uow, audit_log=audit, engine=engine)
         if syslog is not None:
             syslog.start()
+        housekeeper = Housekeeper(settings=settings, uow=uow, audit_log=audit)
+        housekeeper.start()
     except BaseException:
+        if syslog is not None:
+            syslog.stop()
         if engine is not None:
             engine.close()
         audit.close()
         db.dispose()
         raise
-    return Runtime(settings, db, audit, engine, app, warnings, syslog)
+    return Runtime(settings, db, audit, engine, app, warnings, syslog, housekeeper)
