@@ -179,7 +179,9 @@ def _run_until_done(
 
 def _print_how_to_connect(conn: Connection, *, desktop_started: bool, asked_no_desktop: bool) -> None:
     if desktop_started:
-        client = "The desktop client is connected to it."
+        client = (
+            "The desktop client is open with this server filled in: confirm the CA fingerprint to connect."
+        )
     elif asked_no_desktop:
         client = "Desktop client not started (--no-desktop)."
     else:
@@ -191,7 +193,7 @@ def _print_how_to_connect(conn: Connection, *, desktop_started: bool, asked_no_d
         f"  token:          {conn.token}\n"
         f"  {client}\n"
         "  Connect a client yourself:\n"
-        f"    enclave-desktop: server {conn.url}, CA file {conn.ca}, then sign in (the demo account is above)\n"
+        f"    ENCLAVE_URL={conn.url} ENCLAVE_CA={conn.ca} ENCLAVE_TOKEN={conn.token} enclave-desktop\n"
         f"    curl --cacert {conn.ca} -H 'Authorization: Bearer {conn.token}' {conn.url}/v1/models\n"
         "  Ctrl-C stops it (the data directory is temporary).\n",
         flush=True,
