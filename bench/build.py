@@ -14,8 +14,10 @@ The claim it checks: the builder's memory follows the largest tensor, not the ch
 peer's grows with the checkpoint, ours stays flat.
 
 Then quantized bundles of the demo model: top-1 agreement and logit cosine of int8 / int4 bundles
-against the fp32 bundle over teacher-forced decode steps (targets: int8 >= 99%, int4 >= 95%), with
-an fp16 bundle as the peer measured in the same run.
+against the fp32 bundle over teacher-forced decode steps, with an fp16 bundle as the peer measured
+in the same run. The demo model's weights are random, so these figures show the bundle path works,
+not the quantization's accuracy: issue 5's targets (int8 >= 99% top-1, int4 >= 95%) are measured on a
+trained model by bench/graph_quality.py.
 
     .venv/bin/python bench/build.py [--layers 4,16] [--hidden 256] [--experts 16] [--tokens 256]
 """
@@ -207,7 +209,8 @@ def _quant_report(tokens: int) -> None:
               f"{(1 - agree) / peer_miss:>21.2f} {nodes[label]:>9}")
     print(f"noise = fp32 with every matrix multiplied by (1 + {int8_error:.2e} * N(0,1)), random error of the same")
     print("relative RMS as int8 block rounding: what this random-weight model loses to any perturbation that size")
-    print("(its MoE-routing and indexer top-k margins are thin). targets: int8 >= 99% top-1, int4 >= 95% top-1")
+    print("(its MoE-routing and indexer top-k margins are thin). The int8 >= 99% / int4 >= 95% top-1 targets are")
+    print("measured on a trained model: bench/graph_quality.py")
 
 
 def _int8_relative_error(ckpt: Path) -> float:

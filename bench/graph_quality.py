@@ -1,78 +1,127 @@
 """Reduced-precision graphs against the fp32 graph, with the reference's own precision loss as the peer.
 
-    .venv/bin/python bench/graph_quality.py [--tokens 200] [--seed 0]
+    .venv/bin/python bench/graph_quality.py [--steps 600] [--tokens 2048] [--seed 0]
 
-Prints, for fp16 / int8 / int4 bundles of a small random V4 model: top-1 agreement and mean/min logit
-cosine against the fp32 graph, and the same figures for transformers' reference run in fp16 (the peer:
-what halving precision does to the model itself). Also prints graph node counts per layer type.
-Test-only dependencies (torch, transformers) are needed: this builds its model from the reference.
+Two small V4 models (hidden 128, 4 layers: sliding, CSA, HCA, CSA):
+  trained  the reference trained for --steps AdamW steps on standard-library source (byte tokens;
+           tests/helpers/v4_reference.trained_model, ~2 min here), run on --tokens of held-out modules.
+           Issue 5's targets apply to this one: int8 >= 99% top-1, int4 >= 95%.
+  random   random weights on 200 random tokens: a model with no margins, where any perturbation —
+           the reference's own fp16 run included — flips top-1s. Shown for contrast.
+For each: top-1 agreement and mean/min logit cosine of the fp16 / int8 / int4 graphs against the fp32
+graph; for the disagreements, the largest gap between the fp32 graph's two best logits (how close to a
+tie a position must be for quantization to tip it); and the same figures for transformers' reference
+run in fp16 against its fp32 run (the peer: what halving precision does to the model itself). Also
+bundle-size ratios (bytes of weights) and graph node counts per layer type.
+Test-only dependencies (torch, transformers) are needed: the models come from the reference.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from appliance.model.graph import build_graphs, graph_io
 from tests.helpers.v4_onnx import StageRunner
-from tests.helpers.v4_reference import StateDictCheckpoint, lowest_index_ties, reference_model, tiny_config
+from tests.helpers.v4_reference import (
+    HELD_OUT_MODULES,
+    TRAIN_MODULES,
+    StateDictCheckpoint,
+    code_bytes,
+    lowest_index_ties,
+    reference_model,
+    tiny_config,
+    trained_model,
+)
+
+TARGETS = {"int8": 0.99, "int4": 0.95}
 
 
-def agreement(ours: np.ndarray, base: np.ndarray) -> tuple[float, float, float]:
+def agreement(ours: np.ndarray, base: np.ndarray) -> str:
     cosine = (ours * base).sum(-1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(base, axis=-1)
-    return float((ours.argmax(-1) == base.argmax(-1)).mean()), float(cosine.mean()), float(cosine.min())
+    differs = ours.argmax(-1) != base.argmax(-1)
+    top2 = np.sort(base, axis=-1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    return (
+        f"top-1 {1 - differs.mean():7.2%}  cosine mean {cosine.mean():.6f} min {cosine.min():.6f}"
+        f"  largest gap at a disagreement {gap[differs].max(initial=0):.3f} (median gap {np.median(gap):.2f})"
+    )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+def weight_bytes(graphs: list[onnx.ModelProto]) -> int:
+    return sum(t.ByteSize() for g in graphs for t in g.graph.initializer)
 
-    config = tiny_config(hidden_size=128, q_lora_rank=64, o_lora_rank=32, moe_intermediate_size=64)
-    model = reference_model(config, seed=args.seed)
+
+def report(label: str, model: torch.nn.Module, ids: np.ndarray, targets: dict[str, float]) -> None:
     ckpt = StateDictCheckpoint(model)
-    ids = np.random.default_rng(args.seed).integers(0, config.vocab_size, args.tokens)
 
-    def run(**options: str) -> np.ndarray:
+    def run(**options: str) -> tuple[np.ndarray, int]:
         graphs = build_graphs(ckpt, logits="all", **options)
         io = graph_io(ckpt.config, logits="all", dtype=options.get("dtype", "fp32"))
-        return StageRunner(graphs, io, max_context=args.tokens).step(ids[None], np.array([0]))[0]
+        logits = StageRunner(graphs, io, max_context=len(ids)).step(ids[None], np.array([0]))[0]
+        return logits, weight_bytes(graphs)
 
-    base = run()
+    base, base_bytes = run()
     with lowest_index_ties(), torch.no_grad():
         ref32 = model(torch.tensor(ids)[None], use_cache=False).logits[0].numpy()
         ref16 = model.half()(torch.tensor(ids)[None], use_cache=False).logits[0].float().numpy()
-    peer_top1, peer_cos, peer_min = agreement(ref16, ref32)
-    print(
-        f"random V4 model: hidden {config.hidden_size}, {config.num_hidden_layers} layers, {args.tokens} tokens"
-    )
+    model.float()
+    hits = (base[:-1].argmax(-1) == ids[1:]).mean()
+    print(f"\n== {label} model: {len(ids)} tokens; fp32 graph predicts the next token {hits:.1%} of the time")
     print(f"fp32 graph vs reference fp32: max |diff| {np.abs(base - ref32).max():.2e}")
-    print(
-        f"peer  reference fp16 vs fp32: top-1 {peer_top1:6.1%}  cosine mean {peer_cos:.5f} min {peer_min:.5f}"
-    )
-    for label, options in (
+    print(f"peer reference fp16 vs fp32:  {agreement(ref16, ref32)}")
+    for name, options in (
         ("fp16", {"dtype": "fp16"}),
         ("int8", {"quant": "int8"}),
         ("int4", {"quant": "int4"}),
     ):
-        top1, cos, low = agreement(run(**options), base)
+        logits, size = run(**options)
+        target = f"  target >= {targets[name]:.0%}" if name in targets else ""
         print(
-            f"graph {label:>4} vs fp32 graph:     top-1 {top1:6.1%}  cosine mean {cos:.5f} min {low:.5f}"
-            f"  (top-1 ratio to peer {top1 / peer_top1:.3f})"
+            f"graph {name} vs fp32 graph:    {agreement(logits, base)}  weights x{size / base_bytes:.3f}{target}"
         )
-    graph = build_graphs(ckpt)[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600, help="training steps for the trained model")
+    parser.add_argument("--tokens", type=int, default=2048, help="held-out tokens to compare on")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    sizes = {"hidden_size": 128, "q_lora_rank": 64, "o_lora_rank": 32, "moe_intermediate_size": 64}
+    config = tiny_config(**sizes, initializer_range=0.02)
+    started = time.perf_counter()
+    trained = trained_model(config, steps=args.steps, seed=args.seed)
+    print(
+        f"trained {args.steps} steps on {len(TRAIN_MODULES)} standard-library modules' source "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
+    report("trained", trained, code_bytes(HELD_OUT_MODULES)[: args.tokens], TARGETS)
+
+    random_config = tiny_config(**sizes)
+    report(
+        "random",
+        reference_model(random_config, seed=args.seed),
+        np.random.default_rng(args.seed).integers(0, random_config.vocab_size, 200),
+        {},
+    )
+
+    graph = build_graphs(StateDictCheckpoint(reference_model(random_config)))[0]
     per_layer = Counter(n.name.split("/")[2] for n in graph.graph.node if n.name.startswith("/model/layers."))
-    for layer, kind in enumerate(config.layer_types):
+    print()
+    for layer, kind in enumerate(random_config.layer_types):
         print(f"nodes in layer {layer} ({kind}): {per_layer[f'layers.{layer}']}")
-    sinkhorn = sum(1 for n in graph.graph.node if "/sinkhorn/" in n.name) // config.num_hidden_layers
+    sinkhorn = sum(1 for n in graph.graph.node if "/sinkhorn/" in n.name) // random_config.num_hidden_layers
     print(
         f"of which Sinkhorn (both hyper-connections): {sinkhorn}; whole graph: {len(graph.graph.node)} nodes"
     )

@@ -17,7 +17,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     build.add_argument("checkpoint", type=Path, metavar="CHECKPOINT_DIR")
     build.add_argument("out", type=Path, metavar="OUT_DIR", help="bundle directory to create (must not exist)")
     build.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="activation dtype")
-    build.add_argument("--quant", choices=("none", "int8", "int4"), default="none", help="weight-only quantization")
+    build.add_argument("--quant", choices=("none", "int8", "int4"), default="none", help="weight-only quantization (int4: routed experts at 4 bits, other projections at 8)")
     build.add_argument("--stages", type=int, default=1, metavar="N", help="pipeline stages (one per GPU)")
     build.add_argument("--moe", choices=("portable", "ort"), default="portable", help="MoE implementation")
     build.add_argument("--name", help="bundle name (default: the checkpoint directory's name)")

@@ -119,7 +119,9 @@ def load_bundle(path: Path | str, *, trusted_keys: Sequence[Ed25519PublicKey]) -
     if not isinstance(info, dict) or info.get("format") != BUNDLE_FORMAT:
         raise ModelError(f"{root.name}: bundle.json is not an Enclave model bundle")
     if info.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise ModelError(f"{root.name}: bundle format version {info.get('format_version')!r} is not supported")
+        raise ModelError(
+            f"{root.name}: bundle format version {info.get('format_version')!r} is not supported"
+        )
     if info.get("name") != manifest.name or info.get("version") != manifest.version:
         raise IntegrityError(f"{root.name}: bundle.json name/version disagree with the signed manifest")
     for key in ("config", "graphs", "io", "tokenizer"):
@@ -201,7 +203,11 @@ class ExternalData:
             tensor.ClearField("raw_data")
             tensor.data_location = TensorProto.EXTERNAL
             del tensor.external_data[:]
-            for key, value in (("location", self.path.name), ("offset", str(offset)), ("length", str(len(raw)))):
+            for key, value in (
+                ("location", self.path.name),
+                ("offset", str(offset)),
+                ("length", str(len(raw))),
+            ):
                 entry = tensor.external_data.add()
                 entry.key, entry.value = key, value
 
@@ -319,7 +325,9 @@ def write_bundle_files(
         known[data.path.name] = data.sha256
     shutil.copyfile(tokenizer_path, root / "tokenizer.json")
     (root / "bundle.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return write_manifest(root, signing_key, name=str(info["name"]), version=int(info["version"]), known=known)
+    return write_manifest(
+        root, signing_key, name=str(info["name"]), version=int(info["version"]), known=known
+    )
 
 
 def build_bundle(
@@ -377,7 +385,9 @@ def build_bundle(
         # ONNX Runtime reads a stage's tensors by offset, so a stage maps only what it uses.
         data = ExternalData(root / (f"{files[0]}.data" if len(files) == 1 else "weights.data"))
         try:
-            models = build_graphs(counting, dtype=dtype, quant=quant, stages=stages, moe=moe, weight_sink=data.sink)
+            models = build_graphs(
+                counting, dtype=dtype, quant=quant, stages=stages, moe=moe, weight_sink=data.sink
+            )
         finally:
             data.close()
             progress.finish()  # ends the bar's line on failure too, so an error prints on its own line
@@ -386,8 +396,12 @@ def build_bundle(
         progress.phase("writing graphs, manifest and signature")
         data.reopen()
         write_bundle_files(
-            root, info=info, graphs=list(zip(files, models, strict=True)), tokenizer_path=ckpt.tokenizer_path,
-            signing_key=key, data=data,
+            root,
+            info=info,
+            graphs=list(zip(files, models, strict=True)),
+            tokenizer_path=ckpt.tokenizer_path,
+            signing_key=key,
+            data=data,
         )
     return out
 
@@ -395,4 +409,12 @@ def build_bundle(
 def _quantization_info(quant: str) -> dict[str, Any]:
     if quant == "none":
         return {"method": "none"}
-    return {"method": "weight-only", "bits": 8 if quant == "int8" else 4, "ops": ["MatMulNBits", "QMoE"]}
+    from .graph.builder import QUANT_BITS, QUANT_BLOCK
+
+    expert_bits, projection_bits = QUANT_BITS[quant]
+    return {
+        "method": "weight-only",
+        "block_size": QUANT_BLOCK,
+        "routed_experts": {"bits": expert_bits, "op": "QMoE"},
+        "projections": {"bits": projection_bits, "op": "MatMulNBits"},
+    }

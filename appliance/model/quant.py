@@ -2,7 +2,13 @@
 
 Pure numpy. One scheme for both ops: asymmetric min/max per block of ``block_size`` consecutive
 inputs (K), ``w ~= (q - zero_point) * scale`` with ``q`` and ``zero_point`` in ``[0, 2**bits - 1]``;
-the block range always includes 0 so that zero weights stay exactly zero.
+the block range always includes 0 so that zero weights stay exactly zero. At 4 bits the range is
+also searched: each block keeps the shrink of its min/max range (``CLIP_RATIOS``) whose rounded
+weights have the smallest squared error — clipping a block's one or two outliers buys a finer step for
+the other 30, and the step is then refitted by least squares to the chosen levels (the search of
+llama.cpp's k-quants; no calibration data). Weights come out ~7% closer in squared error than plain
+rounding on Gaussian rows (tests/appliance/model/test_quant.py). At 8 bits the step is already fine
+and the plain range is best to within noise, so no search is done.
 
 ``MatMulNBits`` (y = x @ W.T for W of shape [N, K]):
     B            uint8 [N, k_blocks, block_size * bits / 8]; int4 packs two values per byte, the
@@ -31,6 +37,7 @@ from shared.errors import ModelError
 __all__ = [
     "BITS",
     "BLOCK_SIZES",
+    "CLIP_RATIOS",
     "QuantizedMatrix",
     "dequantize",
     "interleave_gate_up",
@@ -40,6 +47,10 @@ __all__ = [
 
 BITS = (4, 8)
 BLOCK_SIZES = (16, 32, 64, 128)
+#: Shrinks of a block's [min, max] range tried at 4 bits, 1.0 first (plain rounding wins ties).
+CLIP_RATIOS = tuple(float(r) for r in np.linspace(1.0, 0.7, 13))
+#: Weights quantized per pass: bounds the search's temporaries (a few arrays of this many floats).
+_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -83,8 +94,14 @@ def _check(bits: int, block_size: int) -> None:
         raise ModelError(f"unsupported quantization block size {block_size} (choose from {BLOCK_SIZES})")
 
 
-def quantize_blocks(weight: np.ndarray, *, bits: int, block_size: int) -> QuantizedMatrix:
-    """Quantize ``weight`` [..., N, K] (float) along K in blocks of ``block_size``."""
+def quantize_blocks(
+    weight: np.ndarray, *, bits: int, block_size: int, search: bool | None = None
+) -> QuantizedMatrix:
+    """Quantize ``weight`` [..., N, K] (float) along K in blocks of ``block_size``.
+
+    ``search`` (default: at 4 bits) picks each block's range from ``CLIP_RATIOS`` by squared error;
+    without it every weight is within half a step of its float value.
+    """
     _check(bits, block_size)
     w = np.asarray(weight, dtype=np.float32)
     if w.ndim < 2:
@@ -94,20 +111,60 @@ def quantize_blocks(weight: np.ndarray, *, bits: int, block_size: int) -> Quanti
     if k_blocks * block_size != k:
         pad = np.zeros((*lead, n, k_blocks * block_size - k), dtype=np.float32)
         w = np.concatenate([w, pad], axis=-1)
-    blocks = w.reshape(*lead, n, k_blocks, block_size)
-    qmax = float(2**bits - 1)
-    lo = np.minimum(blocks.min(axis=-1), 0.0)
-    hi = np.maximum(blocks.max(axis=-1), 0.0)
-    scale = ((hi - lo) / qmax).astype(np.float32)
-    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
-    zero = np.clip(np.rint(-lo / scale), 0, qmax).astype(np.uint8)
-    q = np.clip(np.rint(blocks / scale[..., None]) + zero[..., None], 0, qmax).astype(np.uint8)
+    blocks = w.reshape(-1, block_size)
+    ratios = CLIP_RATIOS if (bits == 4 if search is None else search) else (1.0,)
+    q = np.empty(blocks.shape, np.uint8)
+    scale = np.empty(len(blocks), np.float32)
+    zero = np.empty(len(blocks), np.uint8)
+    step = max(1, _CHUNK // block_size)
+    for start in range(0, len(blocks), step):
+        part = slice(start, start + step)
+        q[part], scale[part], zero[part] = _quantize_rows(blocks[part], float(2**bits - 1), ratios)
+    q = q.reshape(*lead, n, k_blocks, block_size)
+    scale = scale.reshape(*lead, n, k_blocks)
+    zero = zero.reshape(*lead, n, k_blocks)
     if bits == 4:
         packed = _pack4(q)
         zero_points = _pack4(zero)
     else:
         packed, zero_points = q, zero
     return QuantizedMatrix(packed, scale, zero_points, bits, block_size, k)
+
+
+def _quantize_rows(
+    blocks: np.ndarray, qmax: float, ratios: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks [R, block] -> (q [R, block], scale [R], zero [R]) with the least-error range per block."""
+    lo0 = np.minimum(blocks.min(axis=-1), 0.0)
+    hi0 = np.maximum(blocks.max(axis=-1), 0.0)
+    best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    best_err = np.full(len(blocks), np.inf, np.float32)
+    for ratio in ratios:
+        lo, hi = lo0 * np.float32(ratio), hi0 * np.float32(ratio)
+        scale = ((hi - lo) / qmax).astype(np.float32)
+        scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+        zero = np.clip(np.rint(-lo / scale), 0, qmax)
+        q = np.clip(np.rint(blocks / scale[:, None]) + zero[:, None], 0, qmax)
+        if len(ratios) == 1:
+            return q.astype(np.uint8), scale, zero.astype(np.uint8)
+        # With the levels fixed, the least-squares step fits the block better than the range's.
+        levels = q - zero[:, None]
+        norm = np.square(levels).sum(axis=-1)
+        fitted = (blocks * levels).sum(axis=-1) / np.where(norm > 0, norm, 1.0)
+        scale = np.where(fitted > 0, fitted, scale).astype(np.float32)
+        err = np.square(levels * scale[:, None] - blocks).sum(axis=-1)
+        if best is None:
+            best, best_err = (q, scale, zero), err
+            continue
+        better = err < best_err
+        best = (
+            np.where(better[:, None], q, best[0]),
+            np.where(better, scale, best[1]),
+            np.where(better, zero, best[2]),
+        )
+        best_err = np.minimum(err, best_err)
+    assert best is not None
+    return best[0].astype(np.uint8), best[1].astype(np.float32), best[2].astype(np.uint8)
 
 
 def quantize_experts(weights: np.ndarray, *, bits: int, block_size: int) -> QuantizedMatrix:

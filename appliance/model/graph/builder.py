@@ -30,9 +30,12 @@ ACT_DTYPES: dict[str, int] = {
     "bf16": TensorProto.BFLOAT16,
 }
 
-# --quant label -> weight bits (0: float weights). Quantized graphs use com.microsoft MatMulNBits for
-# the large projections and QMoE for the routed experts.
-QUANT_BITS: dict[str, int] = {"none": 0, "int8": 8, "int4": 4}
+# --quant label -> (routed-expert bits, other projections' bits); 0: float weights. Quantized graphs
+# use com.microsoft QMoE for the routed experts and MatMulNBits for the large projections. "int4" keeps
+# the projections outside the routed experts (attention, shared expert: ~2% of a V4 checkpoint's
+# weights, but every token passes through them) at 8 bits — DeepSeek's own release makes the same split
+# (FP4 experts, FP8 elsewhere), as llama.cpp's Q4_K_M mixes do.
+QUANT_BITS: dict[str, tuple[int, int]] = {"none": (0, 0), "int8": (8, 8), "int4": (4, 8)}
 QUANT_BLOCK = 32
 
 #: Turns a named numpy weight into the TensorProto the graph holds. The bundle writer passes one that
@@ -80,7 +83,7 @@ class GraphBuilder:
             raise ModelError(f"unsupported dtype {dtype!r} (choose from {', '.join(ACT_DTYPES)})")
         if quant not in QUANT_BITS:
             raise ModelError(f"unsupported quant {quant!r} (choose from {', '.join(QUANT_BITS)})")
-        self.quant_bits = QUANT_BITS[quant]
+        self.expert_bits, self.quant_bits = QUANT_BITS[quant]
         self.ckpt = ckpt
         self.config = ckpt.config
         self.dtype = dtype

@@ -77,7 +77,7 @@ class MoEBuilder(GraphBuilder):
             )
         weights = self.op("GatherElements", f"{path}/route/GatherElements", [scores, chosen], axis=1)
 
-        if self.quant_bits:
+        if self.expert_bits:
             routed = self._experts_qmoe(path, prefix, x, scores, chosen, weights)
         elif self.moe_path == "ort":
             routed = self._experts_ort(path, prefix, x, scores, chosen, weights)
@@ -135,7 +135,7 @@ class MoEBuilder(GraphBuilder):
         from appliance.model.quant import interleave_gate_up, quantize_blocks
 
         c = self.config
-        bits = self.quant_bits
+        bits = self.expert_bits
         for width in (c.hidden_size, c.moe_intermediate_size):
             if width % QUANT_BLOCK:
                 raise ModelError(f"QMoE needs expert widths that are multiples of {QUANT_BLOCK}; got {width}")

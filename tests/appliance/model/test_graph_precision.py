@@ -77,7 +77,8 @@ def test_quantized_graphs_use_nbits_ops_and_track_fp32(
 
 
 class _Dequantized:
-    """The checkpoint with every weight an int4 bundle quantizes replaced by its dequantized value."""
+    """The checkpoint with every weight an int4 bundle quantizes replaced by its dequantized value
+    (routed experts at 4 bits, the other quantized projections at 8)."""
 
     _FLOAT_KEPT = ("gate.weight", "compressor.kv_proj", "compressor.gate_proj", "indexer.kv_proj",
                    "indexer.gate_proj", "weights_proj", "lm_head", "embed_tokens", "o_a_proj", "_hc.", "hc_head",
@@ -93,13 +94,14 @@ class _Dequantized:
         value = self._ckpt.tensor(name)
         if value.ndim < 2 or value.dtype != np.float32 or any(k in name for k in self._FLOAT_KEPT):
             return value
-        return dequantize(quantize_blocks(value, bits=4, block_size=32))
+        routed = ".experts." in name and "shared_experts" not in name
+        return dequantize(quantize_blocks(value, bits=4 if routed else 8, block_size=32))
 
 
 def test_int4_graph_computes_the_fp32_graph_of_its_dequantized_weights(
     setup: tuple[Any, StateDictCheckpoint, np.ndarray, np.ndarray],
 ) -> None:
-    """MatMulNBits and QMoE (fp32 activations at 4 bits) multiply by exactly quant.dequantize's weights."""
+    """MatMulNBits and QMoE (fp32 activations) multiply by exactly quant.dequantize's weights."""
     _, ckpt, ids, _ = setup
     quantized = _logits(ckpt, ids, quant="int4")
     simulated = _logits(_Dequantized(ckpt), ids)  # type: ignore[arg-type]

@@ -8,11 +8,20 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from appliance.model.quant import dequantize, interleave_gate_up, quantize_blocks, quantize_experts
+from appliance.model import quant
+from appliance.model.quant import (
+    QuantizedMatrix,
+    dequantize,
+    interleave_gate_up,
+    quantize_blocks,
+    quantize_experts,
+)
 from shared.errors import ModelError
 
 
-def _run(node: onnx.NodeProto, inits: list[TensorProto], feeds: dict[str, np.ndarray], out_shape: list[int]) -> np.ndarray:
+def _run(
+    node: onnx.NodeProto, inits: list[TensorProto], feeds: dict[str, np.ndarray], out_shape: list[int]
+) -> np.ndarray:
     graph = helper.make_graph(
         [node],
         "g",
@@ -27,7 +36,9 @@ def _run(node: onnx.NodeProto, inits: list[TensorProto], feeds: dict[str, np.nda
     return np.asarray(session.run(["y"], feeds)[0])
 
 
-@pytest.mark.parametrize(("bits", "block_size", "k"), [(4, 32, 96), (4, 128, 256), (8, 32, 96), (8, 128, 200), (4, 32, 70)])
+@pytest.mark.parametrize(
+    ("bits", "block_size", "k"), [(4, 32, 96), (4, 128, 256), (8, 32, 96), (8, 128, 200), (4, 32, 70)]
+)
 def test_matmulnbits_matches_numpy_dequant_matmul(bits: int, block_size: int, k: int) -> None:
     rng = np.random.default_rng(bits * 1000 + k)
     n = 24
@@ -35,8 +46,15 @@ def test_matmulnbits_matches_numpy_dequant_matmul(bits: int, block_size: int, k:
     x = rng.normal(size=(3, k)).astype(np.float32)
     q = quantize_blocks(w, bits=bits, block_size=block_size)
     node = helper.make_node(
-        "MatMulNBits", ["x", "B", "scales", "zp"], ["y"], domain="com.microsoft",
-        K=k, N=n, bits=bits, block_size=block_size, accuracy_level=0,
+        "MatMulNBits",
+        ["x", "B", "scales", "zp"],
+        ["y"],
+        domain="com.microsoft",
+        K=k,
+        N=n,
+        bits=bits,
+        block_size=block_size,
+        accuracy_level=0,
     )
     inits = [
         numpy_helper.from_array(q.packed, "B"),
@@ -46,9 +64,45 @@ def test_matmulnbits_matches_numpy_dequant_matmul(bits: int, block_size: int, k:
     y = _run(node, inits, {"x": x}, [3, n])
     expected = x @ dequantize(q).T
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
-    # And the quantization itself is tight: error per weight is at most half a step.
-    step = q.scales.repeat(block_size, axis=-1)[:, :k]
-    assert np.all(np.abs(dequantize(q) - w) <= step / 2 + 1e-6)
+    # Plain rounding is tight: every weight within half a step.
+    plain = quantize_blocks(w, bits=bits, block_size=block_size, search=False)
+    step = plain.scales.repeat(block_size, axis=-1)[:, :k]
+    assert np.all(np.abs(dequantize(plain) - w) <= step / 2 + 1e-6)
+
+
+def _block_errors(q: QuantizedMatrix, w: np.ndarray) -> np.ndarray:
+    pad = q.scales.shape[-1] * q.block_size - w.shape[-1]
+    diff = np.pad(dequantize(q) - w, ((0, 0), (0, pad)))
+    return np.square(diff).reshape(*q.scales.shape, q.block_size).sum(-1)
+
+
+@pytest.mark.parametrize("k", [64, 70])
+def test_int4_range_search_never_loses_to_plain_rounding(k: int) -> None:
+    rng = np.random.default_rng(k)
+    w = rng.normal(size=(64, k)).astype(np.float32)
+    searched = quantize_blocks(w, bits=4, block_size=32)
+    plain = quantize_blocks(w, bits=4, block_size=32, search=False)
+    ours, theirs = _block_errors(searched, w), _block_errors(plain, w)
+    assert np.all(ours <= theirs + 1e-6)
+    assert ours.sum() < 0.95 * theirs.sum()
+    # 8 bits is plain rounding unless asked.
+    assert np.array_equal(
+        dequantize(quantize_blocks(w, bits=8, block_size=32)),
+        dequantize(quantize_blocks(w, bits=8, block_size=32, search=False)),
+    )
+
+
+def test_quantization_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = np.random.default_rng(5).normal(size=(3, 40, 64)).astype(np.float32)
+    whole = quantize_blocks(w, bits=4, block_size=32)
+    monkeypatch.setattr(quant, "_CHUNK", 64)  # two blocks a pass
+    chunked = quantize_blocks(w, bits=4, block_size=32)
+    for a, b in zip(
+        (whole.packed, whole.scales, whole.zero_points),
+        (chunked.packed, chunked.scales, chunked.zero_points),
+        strict=True,
+    ):
+        assert np.array_equal(a, b)
 
 
 def test_zero_weights_stay_zero() -> None:
@@ -73,9 +127,17 @@ def test_qmoe_matches_numpy_experts(bits: int) -> None:
     node = helper.make_node(
         "QMoE",
         ["x", "router", "w1", "s1", "", "w2", "s2", "", "", "", "", "zp1", "zp2"],
-        ["y"], domain="com.microsoft",
-        k=top_k, expert_weight_bits=bits, block_size=32, activation_type="swiglu", swiglu_fusion=1,
-        normalize_routing_weights=1, activation_alpha=1.0, activation_beta=0.0, quant_type="int",
+        ["y"],
+        domain="com.microsoft",
+        k=top_k,
+        expert_weight_bits=bits,
+        block_size=32,
+        activation_type="swiglu",
+        swiglu_fusion=1,
+        normalize_routing_weights=1,
+        activation_alpha=1.0,
+        activation_beta=0.0,
+        quant_type="int",
     )
     inits = [
         numpy_helper.from_array(q1.flat_packed(), "w1"),

@@ -1,9 +1,8 @@
 """int8 / int4 bundles: built through the bundle writer, quantized ops present, logits close to fp32.
 
-Top-1 agreement against fp32 is reported here and by bench/build.py; on the random-weight demo model
-it falls short of the issue's targets because that model's routing and indexer top-k margins are
-thin (a 0.1% weight perturbation already flips ~1% of top-1s), so the asserted bounds are on
-cosine similarity, which tracks the quantization error itself.
+The demo model's weights are random: its top-1 flips under any perturbation (thin routing and indexer
+top-k margins), so the bounds here are on cosine similarity, which tracks the quantization error
+itself. Top-1 agreement is asserted on a trained model in test_quant_accuracy.py.
 """
 
 from __future__ import annotations
@@ -39,11 +38,25 @@ def _logits(bundle_dir: Path) -> np.ndarray:
     return runner.prefill_and_decode(IDS, 16)
 
 
-@pytest.mark.parametrize(("quant", "bits", "min_mean_cosine"), [("int8", 8, 0.99), ("int4", 4, 0.85)])
-def test_quantized_bundle(bundles: dict[str, Path], quant: str, bits: int, min_mean_cosine: float) -> None:
+@pytest.mark.parametrize(("quant", "expert_bits", "min_mean_cosine"), [("int8", 8, 0.99), ("int4", 4, 0.85)])
+def test_quantized_bundle(
+    bundles: dict[str, Path], quant: str, expert_bits: int, min_mean_cosine: float
+) -> None:
     bundle = load_bundle(bundles[quant], trusted_keys=[KEY.public_key()])
-    assert bundle.info["quantization"]["bits"] == bits
-    ops = {n.op_type for p in bundle.graph_paths for n in onnx.load(str(p), load_external_data=False).graph.node}
+    info = bundle.info["quantization"]
+    assert info["routed_experts"] == {"bits": expert_bits, "op": "QMoE"}
+    assert info["projections"] == {"bits": 8, "op": "MatMulNBits"}
+    bits_in_graphs = {
+        (n.op_type, a.i)
+        for p in bundle.graph_paths
+        for n in onnx.load(str(p), load_external_data=False).graph.node
+        for a in n.attribute
+        if a.name in ("bits", "expert_weight_bits")
+    }
+    assert bits_in_graphs == {("QMoE", expert_bits), ("MatMulNBits", 8)}
+    ops = {
+        n.op_type for p in bundle.graph_paths for n in onnx.load(str(p), load_external_data=False).graph.node
+    }
     assert {"MatMulNBits", "QMoE"} <= ops
     # Packed weights are smaller than the fp32 ones they replace.
     sizes = {q: sum(f.stat().st_size for f in b.iterdir()) for q, b in bundles.items()}
@@ -51,5 +64,7 @@ def test_quantized_bundle(bundles: dict[str, Path], quant: str, bits: int, min_m
     ref, got = _logits(bundles["none"]), _logits(bundles[quant])
     cosine = (ref * got).sum(-1) / np.linalg.norm(ref, axis=-1) / np.linalg.norm(got, axis=-1)
     top1 = float((ref.argmax(-1) == got.argmax(-1)).mean())
-    print(f"{quant}: top-1 agreement {top1:.2%}, logit cosine mean {cosine.mean():.5f} min {cosine.min():.5f}")
+    print(
+        f"{quant}: top-1 agreement {top1:.2%}, logit cosine mean {cosine.mean():.5f} min {cosine.min():.5f}"
+    )
     assert cosine.mean() >= min_mean_cosine
