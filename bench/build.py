@@ -62,7 +62,7 @@ def _config(layers: int, hidden: int, experts: int) -> dict[str, object]:
     }
 
 
-def _child_build(ckpt: str, out: str) -> dict[str, float]:
+def _child_build(ckpt: str, out: str, quant: str) -> dict[str, float]:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from appliance.model.bundle import build_bundle
@@ -70,7 +70,7 @@ def _child_build(ckpt: str, out: str) -> dict[str, float]:
 
     baseline = psutil.Process().memory_info().rss
     start = time.perf_counter()
-    build_bundle(ckpt, out, signing_key=Ed25519PrivateKey.generate(), version=1)
+    build_bundle(ckpt, out, quant=quant, signing_key=Ed25519PrivateKey.generate(), version=1)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"seconds": seconds, "peak": peak, "baseline": baseline}
@@ -122,6 +122,7 @@ def _memory_report(args: argparse.Namespace) -> None:
     from appliance.model.demo import write_random_checkpoint
 
     rows = []
+    int4_rows = []
     with tempfile.TemporaryDirectory(prefix="enclave-bench-build-") as tmp:
         for layers in (int(x) for x in args.layers.split(",")):
             ckpt = Path(tmp) / f"ckpt-{layers}"
@@ -129,9 +130,11 @@ def _memory_report(args: argparse.Namespace) -> None:
             opened = open_checkpoint(ckpt)
             size = opened.total_bytes
             largest = max(opened.stored_bytes(n) for n in opened.names())
-            ours = _run_child("build", str(ckpt), str(Path(tmp) / f"bundle-{layers}"))
+            ours = _run_child("build", str(ckpt), str(Path(tmp) / f"bundle-{layers}"), "none")
+            int4 = _run_child("build", str(ckpt), str(Path(tmp) / f"bundle-{layers}-int4"), "int4")
             peer = _run_child("load", str(ckpt))
             rows.append((layers, size, largest, ours, peer))
+            int4_rows.append((layers, size, int4))
 
     print(f"{'layers':>6} {'ckpt MB':>8} {'largest MB':>10} {'build s':>8} {'MB/s':>7} "
           f"{'peak MB':>8} {'+base MB':>8} | {'peer MB/s':>9} {'peer peak':>9} {'+base MB':>8} "
@@ -151,6 +154,11 @@ def _memory_report(args: argparse.Namespace) -> None:
         f"checkpoint grew x{s1 / s0:.2f} ({l0} -> {l1} layers): build memory above baseline grew x{grow_ours:.2f}, "
         f"peer (load_file) x{grow_peer:.2f}"
     )
+    for layers, size, int4 in int4_rows:
+        print(
+            f"--quant int4, {layers} layers: {int4['seconds']:.2f} s, {size / MB / int4['seconds']:.1f} MB/s, "
+            f"peak {int4['peak'] / MB:.1f} MB (+{(int4['peak'] - int4['baseline']) / MB:.1f} above baseline)"
+        )
 
 
 def _teacher_forced_logits(bundle_dir: Path, ids: list[int]) -> np.ndarray:

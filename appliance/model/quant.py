@@ -3,12 +3,12 @@
 Pure numpy. One scheme for both ops: asymmetric min/max per block of ``block_size`` consecutive
 inputs (K), ``w ~= (q - zero_point) * scale`` with ``q`` and ``zero_point`` in ``[0, 2**bits - 1]``;
 the block range always includes 0 so that zero weights stay exactly zero. At 4 bits the range is
-also searched: each block keeps the shrink of its min/max range (``CLIP_RATIOS``) whose rounded
-weights have the smallest squared error — clipping a block's one or two outliers buys a finer step for
-the other 30, and the step is then refitted by least squares to the chosen levels (the search of
-llama.cpp's k-quants; no calibration data). Weights come out ~7% closer in squared error than plain
-rounding on Gaussian rows (tests/appliance/model/test_quant.py). At 8 bits the step is already fine
-and the plain range is best to within noise, so no search is done.
+also searched: for each shrink of a block's min/max range in ``CLIP_RATIOS`` the weights are rounded
+to levels, the step is refitted to those levels by least squares, and the block keeps the shrink
+with the smallest squared error — clipping a block's one or two outliers buys a finer step for the
+other 30 (the search of llama.cpp's k-quants; no calibration data). Weights come out ~7% closer in
+squared error than plain rounding on Gaussian rows (tests/appliance/model/test_quant.py). At 8 bits
+the step is already fine and the plain range is best to within noise, so no search is done.
 
 ``MatMulNBits`` (y = x @ W.T for W of shape [N, K]):
     B            uint8 [N, k_blocks, block_size * bits / 8]; int4 packs two values per byte, the
@@ -28,6 +28,8 @@ only takes fused SwiGLU weights interleaved row by row (``swiglu_fusion=1``): se
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,9 +49,11 @@ __all__ = [
 
 BITS = (4, 8)
 BLOCK_SIZES = (16, 32, 64, 128)
-#: Shrinks of a block's [min, max] range tried at 4 bits, 1.0 first (plain rounding wins ties).
-CLIP_RATIOS = tuple(float(r) for r in np.linspace(1.0, 0.7, 13))
-#: Weights quantized per pass: bounds the search's temporaries (a few arrays of this many floats).
+#: Shrinks of a block's [min, max] range tried at 4 bits. Nine steps of 0.03 give 7.3% less squared
+#: error than plain rounding on Gaussian rows; thirteen down to 0.70 give 7.3% too, at 2/3 the speed.
+CLIP_RATIOS = tuple(float(r) for r in np.linspace(1.0, 0.76, 9))
+#: Weights quantized per pass: bounds the search's temporaries (a few arrays of this many floats per
+#: thread); larger tensors are split into chunks that run on a thread per core.
 _CHUNK = 1 << 22
 
 
@@ -117,9 +121,16 @@ def quantize_blocks(
     scale = np.empty(len(blocks), np.float32)
     zero = np.empty(len(blocks), np.uint8)
     step = max(1, _CHUNK // block_size)
-    for start in range(0, len(blocks), step):
-        part = slice(start, start + step)
+    parts = [slice(start, start + step) for start in range(0, len(blocks), step)]
+
+    def one(part: slice) -> None:
         q[part], scale[part], zero[part] = _quantize_rows(blocks[part], float(2**bits - 1), ratios)
+
+    if len(parts) == 1:
+        one(parts[0])
+    else:  # numpy releases the GIL in its loops: chunks run on all cores
+        with ThreadPoolExecutor(max_workers=min(len(parts), os.cpu_count() or 1)) as pool:
+            list(pool.map(one, parts))
     q = q.reshape(*lead, n, k_blocks, block_size)
     scale = scale.reshape(*lead, n, k_blocks)
     zero = zero.reshape(*lead, n, k_blocks)
@@ -137,34 +148,46 @@ def _quantize_rows(
     """Blocks [R, block] -> (q [R, block], scale [R], zero [R]) with the least-error range per block."""
     lo0 = np.minimum(blocks.min(axis=-1), 0.0)
     hi0 = np.maximum(blocks.max(axis=-1), 0.0)
-    best: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    best_err = np.full(len(blocks), np.inf, np.float32)
-    for ratio in ratios:
-        lo, hi = lo0 * np.float32(ratio), hi0 * np.float32(ratio)
-        scale = ((hi - lo) / qmax).astype(np.float32)
-        scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
-        zero = np.clip(np.rint(-lo / scale), 0, qmax)
-        q = np.clip(np.rint(blocks / scale[:, None]) + zero[:, None], 0, qmax)
-        if len(ratios) == 1:
-            return q.astype(np.uint8), scale, zero.astype(np.uint8)
-        # With the levels fixed, the least-squares step fits the block better than the range's.
-        levels = q - zero[:, None]
-        norm = np.square(levels).sum(axis=-1)
-        fitted = (blocks * levels).sum(axis=-1) / np.where(norm > 0, norm, 1.0)
-        scale = np.where(fitted > 0, fitted, scale).astype(np.float32)
-        err = np.square(levels * scale[:, None] - blocks).sum(axis=-1)
-        if best is None:
-            best, best_err = (q, scale, zero), err
-            continue
-        better = err < best_err
-        best = (
-            np.where(better[:, None], q, best[0]),
-            np.where(better, scale, best[1]),
-            np.where(better, zero, best[2]),
+    if len(ratios) == 1:
+        scale, zero = _block_range(lo0, hi0, qmax)
+        return (
+            (_levels(blocks, scale, zero, qmax) + zero[:, None]).astype(np.uint8),
+            scale,
+            zero.astype(np.uint8),
         )
-        best_err = np.minimum(err, best_err)
-    assert best is not None
-    return best[0].astype(np.uint8), best[1].astype(np.float32), best[2].astype(np.uint8)
+    # For levels l fixed, the least-squares step s = <w, l> / <l, l> leaves an error of
+    # <w, w> - <w, l>^2 / <l, l>: the search keeps the ratio whose levels make <w, l>^2 / <l, l> largest.
+    best = np.zeros(len(blocks), np.float32)
+    chosen = np.full(len(blocks), np.float32(ratios[0]))
+    for ratio in ratios:
+        r = np.float32(ratio)
+        scale, zero = _block_range(lo0 * r, hi0 * r, qmax)
+        levels = _levels(blocks, scale, zero, qmax)
+        norm = np.einsum("ij,ij->i", levels, levels)
+        cross = np.einsum("ij,ij->i", blocks, levels)
+        fit = np.where(norm > 0, cross * cross / np.where(norm > 0, norm, 1), 0).astype(np.float32)
+        better = fit > best
+        best = np.where(better, fit, best)
+        chosen = np.where(better, r, chosen)
+    scale, zero = _block_range(lo0 * chosen, hi0 * chosen, qmax)
+    levels = _levels(blocks, scale, zero, qmax)
+    norm = np.einsum("ij,ij->i", levels, levels)
+    cross = np.einsum("ij,ij->i", blocks, levels)
+    # Levels share the sign of their weights, so <w, l> > 0 whenever some level is not 0.
+    scale = np.where(norm > 0, cross / np.where(norm > 0, norm, 1), scale).astype(np.float32)
+    return (levels + zero[:, None]).astype(np.uint8), scale, zero.astype(np.uint8)
+
+
+def _block_range(lo: np.ndarray, hi: np.ndarray, qmax: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step and zero point (as float) that map [lo, hi] (lo <= 0 <= hi) onto 0..qmax."""
+    scale = ((hi - lo) / np.float32(qmax)).astype(np.float32)
+    scale = np.where(scale > 0, scale, np.float32(1.0)).astype(np.float32)
+    return scale, np.clip(np.rint(-lo / scale), 0, qmax).astype(np.float32)
+
+
+def _levels(blocks: np.ndarray, scale: np.ndarray, zero: np.ndarray, qmax: float) -> np.ndarray:
+    """``q - zero`` for ``q = clip(round(w / scale) + zero, 0, qmax)``, as float32."""
+    return np.clip(np.rint(blocks / scale[:, None]), -zero[:, None], (np.float32(qmax) - zero)[:, None])
 
 
 def quantize_experts(weights: np.ndarray, *, bits: int, block_size: int) -> QuantizedMatrix:
