@@ -26,9 +26,7 @@ from appliance.config import Settings
 from appliance.db import migrate
 from appliance.db.engine import UnitOfWork, make_engine
 from appliance.engine.engine import AsyncEngine, LLMEngine
-from appliance.model.bundle import load_bundle
-from appliance.model.signing import trusted_keys
-from appliance.model.store import active_bundle_path
+from appliance.model.store import active_bundle_path, open_installed
 from shared.errors import NotFoundError
 
 __all__ = ["Runtime", "load_engine", "open_runtime"]
@@ -39,7 +37,7 @@ log = logging.getLogger(__name__)
 def load_engine(settings: Settings) -> AsyncEngine:
     """The real engine on the active (or ``settings.model``) bundle, verified before it is read."""
     path = active_bundle_path(settings.data_dir, settings.model)
-    bundle = load_bundle(path, trusted_keys=trusted_keys(settings.data_dir))
+    bundle = open_installed(path, settings.data_dir)
     provider: Literal["cpu", "cuda"] = "cuda" if settings.execution_provider == "cuda" else "cpu"
     llm = LLMEngine.from_bundle(
         bundle,

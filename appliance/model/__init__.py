@@ -13,8 +13,8 @@ Public surface (import from the submodules):
     bundle.build_bundle(checkpoint_dir, out_dir, *, dtype, quant, stages, moe, signing_key, name,
                         version, progress) -> Path
         Writes into a temporary directory renamed at the end: an interrupted or failed build
-        leaves no half bundle. Weights go to ``model.onnx.data`` (one stage) or ``weights.data``
-        (shared by ``stage0.onnx``, ``stage1.onnx``, ...) as the graph builder makes them.
+        leaves no half bundle. Weights go to ``model.onnx.data`` (one stage) or one file per stage
+        (``stage0.onnx.data``, ``stage1.onnx.data``, ...) as the graph builder makes them.
     bundle.load_bundle(path, *, trusted_keys) -> Bundle
         The only way to open a bundle for use: the manifest signature must verify against one of
         ``trusted_keys`` (Ed25519 public keys; see ``signing.trusted_keys(data_dir)``) and every

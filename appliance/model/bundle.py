@@ -23,7 +23,7 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -108,10 +108,21 @@ class Bundle:
         return self.path / str(self.info["tokenizer"])
 
 
-def load_bundle(path: Path | str, *, trusted_keys: Sequence[Ed25519PublicKey]) -> Bundle:
-    """Verify and open a bundle; IntegrityError if it does not verify, ModelError if it is unusable."""
+def load_bundle(
+    path: Path | str,
+    *,
+    trusted_keys: Sequence[Ed25519PublicKey],
+    check_files: bool = True,
+    sealed: Mapping[str, Sequence[int]] | None = None,
+) -> Bundle:
+    """Verify and open a bundle; IntegrityError if it does not verify, ModelError if it is unusable.
+
+    ``sealed`` and ``check_files=False`` are verify_manifest's: the store passes the stamps of an
+    installed copy it hashed before, and import checks only the signature of a source it is about
+    to hash while copying.
+    """
     root = Path(path).resolve()
-    manifest = verify_manifest(root, trusted_keys)
+    manifest = verify_manifest(root, trusted_keys, check_files=check_files, sealed=sealed)
     try:
         info = json.loads((root / "bundle.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -302,27 +313,31 @@ def write_bundle_files(
     graphs: Sequence[tuple[str, onnx.ModelProto]],
     tokenizer_path: Path,
     signing_key: Ed25519PrivateKey,
-    data: ExternalData | None = None,
+    data: Sequence[ExternalData] | None = None,
 ) -> Manifest:
     """Write graphs (weights external), tokenizer, bundle.json, manifest and signature into ``root``.
 
-    Weights still inside the graphs go to ``data`` (default: ``<graph file>.data`` per graph).
+    Weights still inside the graphs go to their graph's ``data`` file (one per graph, closed; the
+    builder's), or by default to a new ``<graph file>.data``.
     """
-    for filename, model in graphs:
-        own = data is None
-        sink = ExternalData(root / f"{filename}.data") if data is None else data
+    if data is not None and len(data) != len(graphs):
+        raise ModelError(f"{len(data)} weight files for {len(graphs)} graphs")
+    known: dict[str, str] = {}
+    for k, (filename, model) in enumerate(graphs):
+        if data is None:
+            sink = ExternalData(root / f"{filename}.data")
+        else:
+            sink = data[k]
+            sink.reopen()
         try:
             sink.externalize(model)
         finally:
-            if own:
-                sink.close()
-        if own and sink.nbytes == 0:
+            sink.close()
+        if sink.nbytes == 0:
             sink.path.unlink()
+        else:
+            known[sink.path.name] = sink.sha256  # hashed as written: the manifest need not read it
         (root / filename).write_bytes(model.SerializeToString())
-    known: dict[str, str] = {}
-    if data is not None:
-        data.close()
-        known[data.path.name] = data.sha256
     shutil.copyfile(tokenizer_path, root / "tokenizer.json")
     (root / "bundle.json").write_text(json.dumps(info, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return write_manifest(
@@ -381,20 +396,20 @@ def build_bundle(
         progress.start(tensors=len(ckpt.names()), nbytes=ckpt.total_bytes)
         counting = _CountingCheckpoint(ckpt, progress)
         # Weights go to disk as the builder makes them, so the graphs in memory hold only references.
-        # All stages share one data file: the builder makes stages in turn through one sink, and
-        # ONNX Runtime reads a stage's tensors by offset, so a stage maps only what it uses.
-        data = ExternalData(root / (f"{files[0]}.data" if len(files) == 1 else "weights.data"))
+        # Each stage has its own data file (stageK.onnx.data): a GPU's session reads only its file,
+        # and a stage can be placed, copied or cached on its own.
+        data = [ExternalData(root / f"{file}.data") for file in files]
         try:
             models = build_graphs(
-                counting, dtype=dtype, quant=quant, stages=stages, moe=moe, weight_sink=data.sink
+                counting, dtype=dtype, quant=quant, stages=stages, moe=moe, weight_sink=[d.sink for d in data]
             )
         finally:
-            data.close()
+            for d in data:
+                d.close()
             progress.finish()  # ends the bar's line on failure too, so an error prints on its own line
         if len(models) != len(files):
             raise ModelError(f"graph builder returned {len(models)} graphs for {len(files)} stages")
         progress.phase("writing graphs, manifest and signature")
-        data.reopen()
         write_bundle_files(
             root,
             info=info,

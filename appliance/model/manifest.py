@@ -9,6 +9,13 @@ Verification fails closed: no trusted keys, no signature, an unknown key, a bad 
 that is missing, extra, a symlink, or whose digest or size differs — each an IntegrityError saying
 which. The bundle's name and version live in the signed manifest, so they cannot be edited to dodge
 the rollback check.
+
+Hashing a real bundle (~150 GB) takes minutes, so it is done once per copy of the bytes, not on every
+load: ``copy_verified`` hashes files as it copies them (import reads a bundle once), and
+``verify_manifest(..., sealed=stamps)`` skips the digest of a file whose stamp — size, mtime, ctime,
+inode, device — is the one recorded when it was last hashed (the store keeps those seals). ctime
+cannot be set back by a user process, so rewriting a file and restoring its mtime still changes its
+stamp and brings the full check back. ``enclave model verify`` always hashes everything.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import base64
 import binascii
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +37,16 @@ from shared.errors import IntegrityError
 
 from .signing import key_id
 
-__all__ = ["MANIFEST", "SIGNATURE", "Manifest", "sha256_file", "verify_manifest", "write_manifest"]
+__all__ = [
+    "MANIFEST",
+    "SIGNATURE",
+    "Manifest",
+    "copy_verified",
+    "file_stamp",
+    "sha256_file",
+    "verify_manifest",
+    "write_manifest",
+]
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -43,6 +60,16 @@ class Manifest:
     version: int
     files: dict[str, dict[str, Any]]
     key_id: str
+    #: sha256 of manifest.json's exact bytes, the ones the signature covers: the bundle's identity.
+    digest: str = ""
+    #: Each file's ``file_stamp`` as taken just before it was checked (verify_manifest fills it).
+    stamps: dict[str, list[int]] = field(default_factory=dict, compare=False)
+
+
+def file_stamp(path: Path) -> list[int]:
+    """What changes when a file's bytes may have: [size, mtime_ns, ctime_ns, inode, device]."""
+    st = os.stat(path)
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
 
 
 def sha256_file(path: Path) -> str:
@@ -82,7 +109,7 @@ def write_manifest(
     kid = key_id(key.public_key())
     signature = {"algorithm": "ed25519", "key_id": kid, "signature": base64.b64encode(key.sign(raw)).decode()}
     (root / SIGNATURE).write_text(json.dumps(signature, indent=1) + "\n")
-    return Manifest(name, version, files, kid)
+    return Manifest(name, version, files, kid, hashlib.sha256(raw).hexdigest())
 
 
 def _read_signature(root: Path) -> tuple[str, bytes]:
@@ -98,8 +125,18 @@ def _read_signature(root: Path) -> tuple[str, bytes]:
         raise IntegrityError(f"{root.name}: {SIGNATURE} is malformed") from None
 
 
-def verify_manifest(root: Path | str, trusted: Sequence[Ed25519PublicKey], *, check_files: bool = True) -> Manifest:
-    """Verify signature, then every file; return the manifest. Raises IntegrityError saying why not."""
+def verify_manifest(
+    root: Path | str,
+    trusted: Sequence[Ed25519PublicKey],
+    *,
+    check_files: bool = True,
+    sealed: Mapping[str, Sequence[int]] | None = None,
+) -> Manifest:
+    """Verify signature, then every file; return the manifest. Raises IntegrityError saying why not.
+
+    ``sealed`` maps files to the stamp they had when last hashed: a file whose stamp is unchanged
+    has its size checked but is not read again. ``check_files=False`` checks the signature only.
+    """
     root = Path(root)
     if not trusted:
         raise IntegrityError("no trusted model-signing keys are pinned; refusing to load any bundle")
@@ -116,7 +153,9 @@ def verify_manifest(root: Path | str, trusted: Sequence[Ed25519PublicKey], *, ch
     try:
         keys[kid].verify(signature, raw)
     except InvalidSignature:
-        raise IntegrityError(f"{root.name}: manifest signature does not verify (manifest modified?)") from None
+        raise IntegrityError(
+            f"{root.name}: manifest signature does not verify (manifest modified?)"
+        ) from None
     try:
         document = json.loads(raw)
         name, version, files = str(document["name"]), document["version"], document["files"]
@@ -124,14 +163,50 @@ def verify_manifest(root: Path | str, trusted: Sequence[Ed25519PublicKey], *, ch
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"{root.name}: {MANIFEST} is malformed") from None
+    stamps: dict[str, list[int]] = {}
     if check_files:
-        actual = _bundle_files(root)
-        for rel in sorted(set(actual) - set(files)):
-            raise IntegrityError(f"{root.name}: unexpected file {rel} (not in the manifest)")
-        for rel in sorted(set(files) - set(actual)):
-            raise IntegrityError(f"{root.name}: missing file {rel}")
+        actual = _matching_files(root, files)
+        sealed = sealed or {}
         for rel, entry in files.items():
             path = actual[rel]
-            if path.stat().st_size != entry.get("size") or sha256_file(path) != entry.get("sha256"):
+            stamps[rel] = stamp = file_stamp(path)
+            if stamp[0] != entry.get("size") or (
+                list(sealed.get(rel, ())) != stamp and sha256_file(path) != entry.get("sha256")
+            ):
                 raise IntegrityError(f"{root.name}: file {rel} does not match its manifest digest")
-    return Manifest(name, version, files, kid)
+    return Manifest(name, version, files, kid, hashlib.sha256(raw).hexdigest(), stamps)
+
+
+def _matching_files(root: Path, files: Mapping[str, Any]) -> dict[str, Path]:
+    """The bundle's files, which must be exactly the manifest's (no symlinks)."""
+    actual = _bundle_files(root)
+    for rel in sorted(set(actual) - set(files)):
+        raise IntegrityError(f"{root.name}: unexpected file {rel} (not in the manifest)")
+    for rel in sorted(set(files) - set(actual)):
+        raise IntegrityError(f"{root.name}: missing file {rel}")
+    return actual
+
+
+def copy_verified(source: Path, target: Path, manifest: Manifest) -> None:
+    """Copy a bundle whose signature ``manifest`` came from, checking every file's digest as it is
+    copied: the copy holds exactly the signed bytes, read once. ``target`` must not exist.
+    IntegrityError as verify_manifest words it when a file differs."""
+    actual = _matching_files(source, manifest.files)
+    target.mkdir()
+    for rel in (MANIFEST, SIGNATURE, *sorted(manifest.files)):
+        src, dst = (source / rel, target / rel)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        with (actual.get(rel) or src).open("rb") as fin, dst.open("xb") as fout:
+            while chunk := fin.read(_CHUNK):
+                digest.update(chunk)
+                fout.write(chunk)
+                size += len(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        entry = manifest.files.get(rel)
+        if rel == MANIFEST and digest.hexdigest() != manifest.digest:
+            raise IntegrityError(f"{source.name}: {MANIFEST} changed after it was verified")
+        if entry is not None and (size != entry.get("size") or digest.hexdigest() != entry.get("sha256")):
+            raise IntegrityError(f"{source.name}: file {rel} does not match its manifest digest")

@@ -5,13 +5,22 @@
                                       atomically (write + rename), so a reader sees the old model
                                       or the new one, never a mix.
 
-Import verifies the bundle against the data directory's pinned keys, refuses a version not newer
-than the newest installed one of the same name (rollback), copies it into a temporary directory
-inside ``models/``, verifies the copy, renames it into place and then swaps the active pointer.
+    <data>/models/<name>/.<version>.sealed.json
+                                      the stamps (size, mtime, ctime, inode) of the copy's files when
+                                      they were last hashed, and the manifest they were hashed against
+
+Import checks the bundle's signature against the data directory's pinned keys, refuses a version not
+newer than the newest installed one of the same name (rollback), copies it into a temporary directory
+inside ``models/`` hashing every file as it goes (the bundle is read once), renames the copy into
+place, seals it and then swaps the active pointer. ``open_installed`` — what ``serve`` loads with —
+checks the signature and every file's size, and re-hashes only files whose stamp is not the sealed
+one (then seals again), so a 150 GB model starts in seconds, not minutes, and a file changed on disk
+is still caught. ``enclave model verify`` hashes everything.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -23,9 +32,10 @@ from pathlib import Path
 from shared.errors import ConflictError, IntegrityError, ModelError, NotFoundError
 
 from .bundle import Bundle, load_bundle
+from .manifest import MANIFEST, Manifest, copy_verified, file_stamp
 from .signing import trusted_keys
 
-__all__ = ["ACTIVE", "InstalledModel", "active_bundle_path", "import_bundle", "list_models"]
+__all__ = ["ACTIVE", "InstalledModel", "active_bundle_path", "import_bundle", "list_models", "open_installed"]
 
 ACTIVE = "active.json"
 
@@ -86,14 +96,16 @@ def active_bundle_path(data_dir: Path | str, name: str = "") -> Path:
 def import_bundle(
     bundle_dir: Path | str, data_dir: Path | str, *, before_install: Callable[[Bundle], None] | None = None
 ) -> Bundle:
-    """Verify, install and activate a bundle; returns the installed (re-verified) copy.
+    """Verify, install and activate a bundle; returns the installed copy.
 
-    ``before_install`` runs once the source has verified and passed the rollback check, before
-    anything is copied (the CLI records the installation in the database there, in a transaction
-    that an exception from the copy rolls back).
+    ``before_install`` runs once the source's signature has verified and it has passed the rollback
+    check, before anything is copied (the CLI records the installation in the database there, in a
+    transaction that an exception from the copy — a file that does not match — rolls back).
     """
     keys = trusted_keys(data_dir)
-    source = load_bundle(bundle_dir, trusted_keys=keys)
+    # The signature and the rollback check need only the signed manifest; the files are hashed
+    # once, as they are copied.
+    source = load_bundle(bundle_dir, trusted_keys=keys, check_files=False)
     models = _models_dir(data_dir)
     newest = max((m.version for m in list_models(data_dir) if m.name == source.name), default=None)
     if newest is not None and source.version < newest:
@@ -114,25 +126,68 @@ def import_bundle(
     try:
         staged = tmp / "bundle"
         try:
-            shutil.copytree(source.path, staged, symlinks=True)
+            copy_verified(source.path, staged, source.manifest)
         except OSError as exc:
             raise ModelError(f"cannot copy {bundle_dir} into {models}: {exc}") from None
-        # Verify the copy, not only the source: the source may change under us while copying.
-        installed = load_bundle(staged, trusted_keys=keys)
-        if (installed.name, installed.version) != (source.name, source.version):
-            raise IntegrityError(f"{bundle_dir}: bundle changed while it was being imported")
         try:
             staged.rename(target)
         except OSError:
             # Another import of the same version won the race.
-            raise ConflictError(f"bundle {source.name} version {source.version} is already installed") from None
+            raise ConflictError(
+                f"bundle {source.name} version {source.version} is already installed"
+            ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    # Every byte of the copy was hashed as it was written: seal it as it now stands.
+    _write_seal(target, source.manifest, {rel: file_stamp(target / rel) for rel in source.manifest.files})
     try:
         _activate(models, source.name, source.version, target)
     except OSError as exc:
         raise ModelError(f"installed {target} but cannot make it active: {exc.strerror or exc}") from None
-    return load_bundle(target, trusted_keys=keys)
+    return open_installed(target, data_dir)
+
+
+def open_installed(path: Path | str, data_dir: Path | str) -> Bundle:
+    """Load an installed bundle, re-hashing only the files changed since they were last hashed."""
+    path = Path(path).resolve()
+    sealed = _read_seal(path)
+    bundle = load_bundle(path, trusted_keys=trusted_keys(data_dir), sealed=sealed)
+    if bundle.manifest.stamps != sealed:
+        _write_seal(path, bundle.manifest, bundle.manifest.stamps)
+    return bundle
+
+
+def _seal_path(bundle_path: Path) -> Path:
+    return bundle_path.parent / f".{bundle_path.name}.sealed.json"
+
+
+def _read_seal(bundle_path: Path) -> dict[str, list[int]]:
+    """The sealed stamps, or {} when there is no seal, it is unreadable, or the manifest changed."""
+    try:
+        document = json.loads(_seal_path(bundle_path).read_text(encoding="utf-8"))
+        manifest = hashlib.sha256((bundle_path / MANIFEST).read_bytes()).hexdigest()
+        stamps = document["stamps"]
+        if document.get("manifest") != manifest or not isinstance(stamps, dict):
+            return {}
+        return {
+            str(rel): list(stamp)
+            for rel, stamp in stamps.items()
+            if isinstance(stamp, list) and all(isinstance(v, int) for v in stamp)
+        }
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _write_seal(bundle_path: Path, manifest: Manifest, stamps: dict[str, list[int]]) -> None:
+    """Record ``stamps`` as hashed against ``manifest``; a data directory that cannot take the file
+    only costs the next load a full hash."""
+    seal = _seal_path(bundle_path)
+    tmp = seal.with_name(seal.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps({"manifest": manifest.digest, "stamps": stamps}) + "\n", encoding="utf-8")
+        os.replace(tmp, seal)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _activate(models: Path, name: str, version: int, path: Path) -> None:

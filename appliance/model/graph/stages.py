@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import onnx
@@ -46,22 +47,26 @@ def build_graphs(
     stages: int = 1,
     moe: str = "portable",
     logits: str = "last",
-    weight_sink: WeightSink | None = None,
+    weight_sink: WeightSink | Sequence[WeightSink] | None = None,
 ) -> list[onnx.ModelProto]:
     """One ONNX graph per pipeline stage, computing what transformers' DeepseekV4ForCausalLM computes.
 
     ``weight_sink`` receives every weight as it is made (see builder.WeightSink): a writer that puts
-    the bytes in external data at once keeps the build's memory near one layer's weights.
+    the bytes in external data at once keeps the build's memory near one layer's weights. Given one
+    sink per stage, stage ``k``'s weights go to ``weight_sink[k]``.
     """
     _check_choice("dtype", dtype, tuple(ACT_DTYPES))
     _check_choice("quant", quant, tuple(QUANT_BITS))
     _check_choice("moe", moe, MOE_PATHS)
     _check_choice("logits", logits, LOGITS_MODES)
     bounds = stage_layers(ckpt.config.num_hidden_layers, stages)
+    sinks = list(weight_sink) if isinstance(weight_sink, Sequence) else [weight_sink] * len(bounds)
+    if len(sinks) != len(bounds):
+        raise ModelError(f"{len(sinks)} weight sinks for {len(bounds)} stages")
     graphs = []
     for k, layers in enumerate(bounds):
         builder = BUILDERS["deepseek_v4"](
-            ckpt, layers=layers, dtype=dtype, quant=quant, moe=moe, logits=logits, weight_sink=weight_sink
+            ckpt, layers=layers, dtype=dtype, quant=quant, moe=moe, logits=logits, weight_sink=sinks[k]
         )
         graphs.append(builder.build(f"deepseek_v4_stage{k}"))
     return graphs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from appliance.model.bundle import BUNDLE_FORMAT, load_bundle, staged_directory, write_bundle_files
 from appliance.model.signing import pin_public_key, trusted_keys
-from appliance.model.store import active_bundle_path, import_bundle, list_models
+from appliance.model.store import active_bundle_path, import_bundle, list_models, open_installed
 from shared.errors import ConflictError, IntegrityError, ModelError, NotFoundError
 from tests.helpers.v4_release import TINY_CONFIG
 
@@ -167,3 +168,84 @@ def test_write_errors_are_one_line_and_leave_nothing(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ModelError, match="cannot create"), staged_directory(tmp_path / "file" / "b"):
         pass
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda b, o: _flip_byte(b / "model.onnx.data"), "file model.onnx.data does not match its manifest digest"),
+        (lambda b, o: (b / "extra.bin").write_bytes(b"x"), "unexpected file extra.bin"),
+        (lambda b, o: (b / "tokenizer.json").unlink(), "missing file tokenizer.json"),
+        (lambda b, o: [shutil.copy(o / f, b / f) for f in ("manifest.json", "manifest.sig")],
+         "does not match its manifest digest"),
+    ],
+    ids=["changed-file", "extra-file", "missing-file", "swapped-manifest"],
+)
+def test_import_hashes_while_copying_and_refuses_a_tampered_source(  # type: ignore[no-untyped-def]
+    tmp_path: Path, tokenizer: Path, tamper, reason: str
+) -> None:
+    data = tmp_path / "data"
+    pin_public_key(data, KEY.public_key(), "builder")
+    source = make_bundle(tmp_path / "src", tokenizer)
+    tamper(source, make_bundle(tmp_path / "other", tokenizer, scale=2.0))
+    with pytest.raises(IntegrityError, match=reason):
+        import_bundle(source, data)
+    assert list_models(data) == []
+    assert not [p for p in (data / "models").rglob("*") if p.name != "tiny"]  # no copy, no seal left
+
+
+def _count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from appliance.model import manifest
+
+    hashed: list[str] = []
+    real = manifest.sha256_file
+
+    def counting(path: Path) -> str:
+        hashed.append(path.name)
+        return real(path)
+
+    monkeypatch.setattr(manifest, "sha256_file", counting)
+    return hashed
+
+
+def test_installed_bundle_is_hashed_once_then_loads_from_its_seal(
+    tmp_path: Path, tokenizer: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    pin_public_key(data, KEY.public_key(), "builder")
+    source = make_bundle(tmp_path / "src", tokenizer)
+    hashed = _count_hashes(monkeypatch)
+    installed = import_bundle(source, data)
+    assert hashed == []  # the copy was hashed as it was written, not read back
+    assert open_installed(installed.path, data).manifest.digest == installed.manifest.digest
+    assert hashed == []
+
+    # A file rewritten with its size and mtime restored: ctime still moved, so it is hashed, caught.
+    target = installed.path / "model.onnx.data"
+    before = target.stat()
+    _flip_byte(target)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    with pytest.raises(IntegrityError, match=r"file model\.onnx\.data does not match its manifest digest"):
+        open_installed(installed.path, data)
+    assert hashed == ["model.onnx.data"]
+    _flip_byte(target)  # put back: hashed once more, then sealed again
+    hashed.clear()
+    open_installed(installed.path, data)
+    open_installed(installed.path, data)
+    assert hashed == ["model.onnx.data"]
+
+    # A seal is bound to the manifest it was hashed against, and a bad seal only costs a full hash.
+    seal = installed.path.parent / ".1.sealed.json"
+    document = json.loads(seal.read_text())
+    seal.write_text(json.dumps({**document, "manifest": "0" * 64}))
+    hashed.clear()
+    open_installed(installed.path, data)
+    assert sorted(hashed) == sorted(installed.manifest.files)
+    seal.write_text("not json")
+    hashed.clear()
+    open_installed(installed.path, data)
+    assert len(hashed) == len(installed.manifest.files)
+    # `enclave model verify` (load_bundle) hashes everything, seal or not.
+    hashed.clear()
+    load_bundle(installed.path, trusted_keys=[KEY.public_key()])
+    assert len(hashed) == len(installed.manifest.files)

@@ -63,6 +63,11 @@ def test_stages_and_dtypes_build_the_same_model(built, tmp_path: Path) -> None: 
     _, ckpt_dir, bundle_dir = built
     build_bundle(ckpt_dir, tmp_path / "s3", signing_key=KEY, version=1, stages=3)
     assert sorted(p.name for p in (tmp_path / "s3").iterdir()) == [
-        "bundle.json", "manifest.json", "manifest.sig", "stage0.onnx", "stage1.onnx", "stage2.onnx",
-        "tokenizer.json", "weights.data"]  # fmt: skip
+        "bundle.json", "manifest.json", "manifest.sig", "stage0.onnx", "stage0.onnx.data", "stage1.onnx",
+        "stage1.onnx.data", "stage2.onnx", "stage2.onnx.data", "tokenizer.json"]  # fmt: skip
+    # Each stage's graph refers to its own data file only.
+    for k in range(3):
+        graph = onnx.load(str(tmp_path / "s3" / f"stage{k}.onnx"), load_external_data=False).graph
+        locations = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
+        assert locations == {f"stage{k}.onnx.data"}
     np.testing.assert_allclose(_bundle_logits(tmp_path / "s3", IDS), _bundle_logits(bundle_dir, IDS), atol=1e-5)
