@@ -10,6 +10,11 @@ other 30 (the search of llama.cpp's k-quants; no calibration data). Weights come
 squared error than plain rounding on Gaussian rows (tests/appliance/model/test_quant.py). At 8 bits
 the step is already fine and the plain range is best to within noise, so no search is done.
 
+Blocks that already lie on a grid the format can hold — every value an integer multiple of one step,
+the multiples within -2**(bits-1)..2**(bits-1)-1 — are stored exactly instead (``_grid_rows``).
+DeepSeek's release stores the routed experts in FP4 e2m1 with a scale per 32 inputs, which is such
+a grid at 8 bits: ``--quant int8`` of a release checkpoint keeps its experts bit for bit.
+
 ``MatMulNBits`` (y = x @ W.T for W of shape [N, K]):
     B            uint8 [N, k_blocks, block_size * bits / 8]; int4 packs two values per byte, the
                  even-indexed one in the low nibble
@@ -146,6 +151,62 @@ def _quantize_rows(
     blocks: np.ndarray, qmax: float, ratios: tuple[float, ...]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blocks [R, block] -> (q [R, block], scale [R], zero [R]) with the least-error range per block."""
+    q, scale, zero = _rounded_rows(blocks, qmax, ratios)
+    # Blocks already on a grid the format holds keep their exact values.
+    on_grid, step, levels = _grid_rows(blocks, qmax)
+    if on_grid.any():
+        middle = np.float32((qmax + 1) // 2)
+        q[on_grid] = (levels[on_grid] + middle).astype(np.uint8)
+        scale[on_grid] = step[on_grid]
+        zero[on_grid] = np.uint8(middle)
+    return q, scale, zero
+
+
+def _grid_rows(blocks: np.ndarray, qmax: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Blocks whose values are all integer multiples of one step, the multiples within the format's
+        signed range: (mask [R], step [R], levels [R, block]).
+
+        DeepSeek's FP4 experts are such blocks: e2m1 values {0, 0.5, 1, 1.5, 2, 3, 4, 6} times the
+        block's scale (one per 32 inputs, as our blocks) are multiples of scale/2 from -12 to 12. So at
+        8 bits a release checkpoint's routed experts are reproduced exactly; at 4 bits, the blocks whose
+    UE8M0 scale (a power of two, rounded up) left them within -8..7 steps. The step tried is the
+        block's smallest magnitude divided by 1, 2 or 3 (e2m1's smallest is 0.5, 1, 1.5, 2, 3, 4 or 6
+        times scale/2: one of the three divides it down to a step every value is a multiple of).
+    """
+    half = (qmax + 1) // 2
+    magnitude = np.abs(blocks)
+    smallest = np.where(magnitude > 0, magnitude, np.inf).min(axis=-1)
+    found = np.zeros(len(blocks), bool)
+    step = np.ones(len(blocks), np.float32)
+    levels = np.zeros(blocks.shape, np.float32)
+
+    def on_grid(values: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        exact = values / candidate[:, None]
+        rounded = np.rint(exact)
+        return (np.abs(exact - rounded) <= 1e-3).all(axis=-1), rounded
+
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for divisor in (1, 2, 3):
+            candidate = (smallest / np.float32(divisor)).astype(np.float32)
+            todo = ~found & np.isfinite(candidate)
+            # Four values first: a block of ordinary floats fails there, almost always on the first.
+            todo &= on_grid(blocks[:, :4], candidate)[0]
+            rows = np.flatnonzero(todo)
+            if not len(rows):
+                continue
+            ok, rounded = on_grid(blocks[rows], candidate[rows])
+            ok &= (rounded.min(axis=-1) >= -half) & (rounded.max(axis=-1) <= half - 1)
+            rows = rows[ok]
+            found[rows] = True
+            step[rows] = candidate[rows]
+            levels[rows] = rounded[ok]
+    return found, step, levels
+
+
+def _rounded_rows(
+    blocks: np.ndarray, qmax: float, ratios: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rounding to the block's range (searched over ``ratios`` when there are several)."""
     lo0 = np.minimum(blocks.min(axis=-1), 0.0)
     hi0 = np.maximum(blocks.max(axis=-1), 0.0)
     if len(ratios) == 1:

@@ -177,3 +177,17 @@ def test_bad_parameters_are_refused() -> None:
         quantize_blocks(np.ones((2, 32), np.float32), bits=4, block_size=48)
     with pytest.raises(ModelError, match="multiple of block size"):
         quantize_experts(np.ones((2, 4, 40), np.float32), bits=4, block_size=32)
+
+
+def test_blocks_on_a_grid_are_kept_exactly() -> None:
+    rng = np.random.default_rng(9)
+    e2m1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6], np.float32)
+    # FP4-style blocks: e2m1 values with a sign, times one scale per 32 inputs (any float scale).
+    values = e2m1[rng.integers(0, 8, size=(16, 64))] * rng.choice([-1, 1], size=(16, 64))
+    w = (values * np.repeat(rng.uniform(0.01, 2, size=(16, 2)), 32, axis=1)).astype(np.float32)
+    np.testing.assert_allclose(dequantize(quantize_blocks(w, bits=8, block_size=32)), w, rtol=1e-6, atol=0)
+    # Small integers fit 4 bits too; ordinary floats are rounded as before.
+    ints = rng.integers(-8, 8, size=(4, 32)).astype(np.float32) * np.float32(0.25)
+    assert np.array_equal(dequantize(quantize_blocks(ints, bits=4, block_size=32)), ints)
+    noisy = w + rng.normal(size=w.shape).astype(np.float32) * 1e-3
+    assert np.abs(dequantize(quantize_blocks(noisy, bits=8, block_size=32)) - noisy).max() > 1e-4

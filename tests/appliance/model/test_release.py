@@ -139,3 +139,28 @@ def test_fp8_block_scales_cover_edge_tiles(shape: tuple[int, int]) -> None:
         for j in range(shape[1]):
             expected[i, j] *= scale[i // 16, j // 16]
     np.testing.assert_array_equal(dequantize_fp8(raw, scale, (16, 16), "w"), expected)
+
+
+@pytest.mark.parametrize("ue8m0", [True, False])
+def test_int8_build_keeps_the_release_fp4_experts_exactly(model, tmp_path: Path, ue8m0: bool) -> None:  # type: ignore[no-untyped-def]
+    """FP4 e2m1 blocks lie on a grid of scale/2 steps: 8-bit QMoE weights hold them exactly."""
+    from onnx import numpy_helper
+
+    from appliance.model.graph import build_graphs
+    from appliance.model.quant import QuantizedMatrix, dequantize, interleave_gate_up
+
+    write_release(model, tmp_path, quantize=True, ue8m0=ue8m0)
+    ckpt = open_checkpoint(tmp_path)
+    (graph,) = build_graphs(ckpt, quant="int8")
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
+    layer = "model.layers.2.mlp.experts"
+    scale = np.float32(ckpt.config.routed_scaling_factor)
+    for name, expected in (
+        ("gate_up_proj", interleave_gate_up(ckpt.tensor(f"{layer}.gate_up_proj"))),
+        ("down_proj", ckpt.tensor(f"{layer}.down_proj") * scale),
+    ):
+        scales = inits[f"{layer}.{name}.scales"]
+        packed = inits[f"{layer}.{name}.qweight"].reshape(*scales.shape, 32)
+        got = dequantize(QuantizedMatrix(packed, scales, inits[f"{layer}.{name}.zp"], 8, 32, expected.shape[-1]))
+        # Exact up to float32 rounding of the step (plain 8-bit rounding is off by ~1e-2 here).
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0, err_msg=name)
