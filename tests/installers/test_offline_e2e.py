@@ -145,6 +145,8 @@ def test_bundle_holds_the_appliance_and_no_test_only_packages(offline: Offline) 
     wheels = {p.split("/", 1)[1].split("-", 1)[0].lower() for p in manifest.files if p.startswith("wheels/")}
     assert {"enclave_codegen", "onnxruntime", "cryptography", "fastapi", "sqlalchemy", "pip"} <= wheels
     assert not wheels & {"torch", "transformers", "pytest", "onnxruntime_gpu"}
+    # The desktop client's stack is the [desktop] extra: a server gets no Qt.
+    assert not wheels & {"pyside6_essentials", "shiboken6", "keyring", "httpx"}
     assert manifest.models == ("models/deepseek-v4-demo-1",)
     assert any(p.startswith("model-keys/") for p in manifest.files)
     assert {"install.sh", "systemd/enclave.service", "nginx/enclave.conf"} <= set(manifest.files)

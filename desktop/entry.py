@@ -1,0 +1,33 @@
+"""The ``enclave-desktop`` command. The desktop client's GUI stack is the ``[desktop]`` extra (a server
+install has no Qt), so this checks for it before importing the client and says what to install."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+# The [desktop] extra's import names, in the order a missing one is reported.
+REQUIRED = ("PySide6", "keyring", "httpx", "pathspec")
+
+
+def main() -> int:
+    missing = [name for name in REQUIRED if _absent(name)]
+    if missing:
+        print(
+            f"enclave-desktop: error: the desktop client needs {', '.join(missing)}; "
+            "install it with: pip install 'enclave-codegen[desktop]'",
+            file=sys.stderr,
+        )
+        return 1
+    from desktop.app import main as run
+
+    return run()
+
+
+def _absent(name: str) -> bool:
+    if sys.modules.get(name, False) is None:  # blocked, as tests and some packagers do
+        return True
+    try:
+        return importlib.util.find_spec(name) is None
+    except (ImportError, ValueError):
+        return True
