@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from appliance.model.graph import build_graphs, graph_io
-from tests.helpers.v4_onnx import StageRunner
+from tests.helpers.v4_onnx import StageRunner, logit_agreement
 from tests.helpers.v4_reference import (
     HELD_OUT_MODULES,
     TRAIN_MODULES,
@@ -44,17 +44,6 @@ from tests.helpers.v4_reference import (
 )
 
 TARGETS = {"int8": 0.99, "int4": 0.95}
-
-
-def agreement(ours: np.ndarray, base: np.ndarray) -> str:
-    cosine = (ours * base).sum(-1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(base, axis=-1)
-    differs = ours.argmax(-1) != base.argmax(-1)
-    top2 = np.sort(base, axis=-1)[:, -2:]
-    gap = top2[:, 1] - top2[:, 0]
-    return (
-        f"top-1 {1 - differs.mean():7.2%}  cosine mean {cosine.mean():.6f} min {cosine.min():.6f}"
-        f"  largest gap at a disagreement {gap[differs].max(initial=0):.3f} (median gap {np.median(gap):.2f})"
-    )
 
 
 def weight_bytes(graphs: list[onnx.ModelProto]) -> int:
@@ -78,7 +67,7 @@ def report(label: str, model: torch.nn.Module, ids: np.ndarray, targets: dict[st
     hits = (base[:-1].argmax(-1) == ids[1:]).mean()
     print(f"\n== {label} model: {len(ids)} tokens; fp32 graph predicts the next token {hits:.1%} of the time")
     print(f"fp32 graph vs reference fp32: max |diff| {np.abs(base - ref32).max():.2e}")
-    print(f"peer reference fp16 vs fp32:  {agreement(ref16, ref32)}")
+    print(f"peer reference fp16 vs fp32:  {logit_agreement(ref16, ref32)}")
     for name, options in (
         ("fp16", {"dtype": "fp16"}),
         ("int8", {"quant": "int8"}),
@@ -87,7 +76,7 @@ def report(label: str, model: torch.nn.Module, ids: np.ndarray, targets: dict[st
         logits, size = run(**options)
         target = f"  target >= {targets[name]:.0%}" if name in targets else ""
         print(
-            f"graph {name} vs fp32 graph:    {agreement(logits, base)}  weights x{size / base_bytes:.3f}{target}"
+            f"graph {name} vs fp32 graph:    {logit_agreement(logits, base)}  weights x{size / base_bytes:.3f}{target}"
         )
 
 

@@ -5,10 +5,13 @@ StageRunner(graphs, io, max_context=..., batch=...)
     .step(ids [B,T], positions [B]) -> logits  one call through every stage, state chained
     .prefill_and_decode(ids, prefill) -> np.ndarray [len - prefill + 1, vocab] (row 0 = prefill)
     .greedy(prompt, n) -> list[int]
+logit_agreement(ours [T, V], base [T, V]) -> Agreement
+    top-1 agreement, mean/min cosine, and how close to a tie ``base`` was where top-1 differs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,3 +86,32 @@ class StageRunner:
             logits = self.step(np.array([[token]]), np.array([pos]))[0]
             pos += 1
         return out
+
+
+@dataclass(frozen=True)
+class Agreement:
+    top1: float  # fraction of positions whose argmax agrees
+    cosine_mean: float
+    cosine_min: float
+    tie_gap_max: float  # largest gap between base's two best logits at a position where top-1 differs
+    gap_median: float  # median of that gap over all positions
+
+    def __str__(self) -> str:
+        return (
+            f"top-1 {self.top1:7.2%}  cosine mean {self.cosine_mean:.6f} min {self.cosine_min:.6f}"
+            f"  largest gap at a disagreement {self.tie_gap_max:.3f} (median gap {self.gap_median:.2f})"
+        )
+
+
+def logit_agreement(ours: np.ndarray, base: np.ndarray) -> Agreement:
+    cosine = (ours * base).sum(-1) / np.linalg.norm(ours, axis=-1) / np.linalg.norm(base, axis=-1)
+    differs = ours.argmax(-1) != base.argmax(-1)
+    top2 = np.sort(base, axis=-1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    return Agreement(
+        top1=float(1 - differs.mean()),
+        cosine_mean=float(cosine.mean()),
+        cosine_min=float(cosine.min()),
+        tie_gap_max=float(gap[differs].max(initial=0)),
+        gap_median=float(np.median(gap)),
+    )

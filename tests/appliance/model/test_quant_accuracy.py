@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from appliance.model.graph import build_graphs, graph_io
-from tests.helpers.v4_onnx import StageRunner
+from tests.helpers.v4_onnx import StageRunner, logit_agreement
 from tests.helpers.v4_reference import (
     HELD_OUT_MODULES,
     StateDictCheckpoint,
@@ -55,15 +55,8 @@ def logits() -> dict[str, np.ndarray]:
 def test_quantized_graph_keeps_trained_predictions(
     logits: dict[str, np.ndarray], quant: str, min_top1: float, min_cosine: float, tie_gap: float
 ) -> None:
-    base, got = logits["none"], logits[quant]
-    cosine = (base * got).sum(-1) / np.linalg.norm(base, axis=-1) / np.linalg.norm(got, axis=-1)
-    differs = base.argmax(-1) != got.argmax(-1)
-    top2 = np.sort(base, axis=-1)[:, -2:]
-    gap = top2[:, 1] - top2[:, 0]
-    print(
-        f"{quant}: top-1 {1 - differs.mean():.2%}, cosine mean {cosine.mean():.6f}, "
-        f"largest gap where top-1 differs {gap[differs].max(initial=0):.3f} (median gap {np.median(gap):.2f})"
-    )
-    assert 1 - differs.mean() >= min_top1
-    assert cosine.mean() >= min_cosine
-    assert np.all(gap[differs] < tie_gap)
+    result = logit_agreement(logits[quant], logits["none"])
+    print(f"{quant}: {result}")
+    assert result.top1 >= min_top1
+    assert result.cosine_mean >= min_cosine
+    assert result.tie_gap_max < tie_gap
