@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("appliance.commands.serve", "serve the API over HTTPS"),
     "demo": ("appliance.commands.demo", "one command for a newcomer: temp data dir + demo model + serve"),
     "user": ("appliance.commands.user", "manage users"),
+    "team": ("appliance.commands.team", "manage teams, their members and their policies"),
     "token": ("appliance.commands.token", "manage API tokens"),
     "model": ("appliance.commands.model", "build, verify, import and list model bundles"),
     "generate": ("appliance.commands.generate", "run a model bundle offline, without the server"),
