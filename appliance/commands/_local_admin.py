@@ -1,4 +1,5 @@
-"""What the local admin commands (init, user, token) share: who acts, and recording changes.
+"""What the local admin commands (init, user, team, token) share: who acts, recording changes, and
+their ``--data`` option and table output.
 
 The operator at the appliance's own shell acts with the data directory's authority; the audit
 log names them ``cli:<os user>``. Each change is appended to the audit log inside the same
@@ -7,9 +8,11 @@ transaction as the change itself, so neither lands without the other.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import getpass
 import os
+from collections.abc import Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -18,7 +21,9 @@ from appliance.audit import AuditEvent, AuditLog
 from appliance.auth.change import Change
 from appliance.config import Settings
 
-__all__ = ["cli_actor", "format_time", "record_change"]
+__all__ = ["DATA_HELP", "action_subparsers", "cli_actor", "format_time", "print_table", "record_change"]
+
+DATA_HELP = "data directory (default: $ENCLAVE_DATA or the platform's)"
 
 
 def cli_actor() -> str:
@@ -44,3 +49,22 @@ def record_change(settings: Settings, engine: Engine, session: Session, change: 
 
 def format_time(moment: dt.datetime | None) -> str:
     return "-" if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def print_table(rows: Sequence[Sequence[str]]) -> None:
+    """A header row and rows, in left-aligned columns two spaces apart."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def action_subparsers(
+    parser: argparse.ArgumentParser,
+) -> tuple[argparse._SubParsersAction[argparse.ArgumentParser], argparse.ArgumentParser]:
+    """``parser``'s ACTION sub-commands and the parent parser each takes, so that ``--data DIR`` goes
+    before or after the action (``enclave user --data D list`` = ``enclave user list --data D``)."""
+    parser.add_argument("--data", metavar="DIR", help=DATA_HELP)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help=DATA_HELP)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
+    return sub, common

@@ -13,14 +13,13 @@ import argparse
 
 from appliance.auth import admin
 from appliance.auth.policy import CaptureMode
-from appliance.commands._local_admin import format_time, record_change
+from appliance.commands._local_admin import action_subparsers, format_time, print_table, record_change
 from appliance.db.base import utcnow
 from appliance.db.datadir import load_data_dir, open_database
 from shared.errors import InputError
 
 __all__ = ["register"]
 
-DATA_HELP = "data directory (default: $ENCLAVE_DATA or the platform's)"
 UNLIMITED = "unlimited"
 # Quota flag -> policy field; each takes a non-negative integer or "unlimited".
 QUOTAS = {
@@ -88,9 +87,7 @@ def _list(args: argparse.Namespace) -> int:
                     format_time(team.created_at),
                 )
             )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 
@@ -173,10 +170,7 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", metavar="DIR", help=DATA_HELP)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help=DATA_HELP)
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
+    sub, common = action_subparsers(parser)
 
     add = sub.add_parser(
         "add", parents=[common], help="create a team (policy: the defaults, changed by the options)"

@@ -12,14 +12,13 @@ import datetime as dt
 import sys
 
 from appliance.auth import MAX_TOKEN_LIFETIME, admin, create_token, list_tokens, revoke_token
-from appliance.commands._local_admin import format_time, record_change
+from appliance.commands._local_admin import action_subparsers, format_time, print_table, record_change
 from appliance.db.base import utcnow
 from appliance.db.datadir import load_data_dir, open_database
 from shared.errors import InputError
 
 __all__ = ["register"]
 
-DATA_HELP = "data directory (default: $ENCLAVE_DATA or the platform's)"
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -75,9 +74,7 @@ def _list(args: argparse.Namespace) -> int:
                 ",".join(t.scopes),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 
@@ -91,11 +88,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", metavar="DIR", help=DATA_HELP)
-    # --data also after the action (`enclave token ACTION --data DIR`), without overriding one before it.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help=DATA_HELP)
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
+    sub, common = action_subparsers(parser)
 
     create = sub.add_parser("create", parents=[common], help="create an API token (printed once)")
     create.add_argument("--user", required=True, help="owner's username")

@@ -11,14 +11,13 @@ import argparse
 import sys
 
 from appliance.auth import admin
-from appliance.commands._local_admin import format_time, record_change
+from appliance.commands._local_admin import action_subparsers, format_time, print_table, record_change
 from appliance.db.base import utcnow
 from appliance.db.datadir import load_data_dir, open_database
 from shared.errors import InputError
 
 __all__ = ["register"]
 
-DATA_HELP = "data directory (default: $ENCLAVE_DATA or the platform's)"
 
 
 def _read_password() -> str:
@@ -51,9 +50,7 @@ def _list(args: argparse.Namespace) -> int:
     for u in users:
         status = "disabled" if u.disabled else "must-change-password" if u.must_change_password else "active"
         rows.append((u.username, u.role, status, ",".join(u.teams) or "-", format_time(u.created_at)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 
@@ -82,11 +79,7 @@ def _change(args: argparse.Namespace) -> int:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", metavar="DIR", help=DATA_HELP)
-    # --data also after the action (`enclave user ACTION --data DIR`), without overriding one before it.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help=DATA_HELP)
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
+    sub, common = action_subparsers(parser)
 
     add = sub.add_parser(
         "add", parents=[common], help="add a user (a one-time password is generated unless --password-stdin)"
