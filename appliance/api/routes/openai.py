@@ -10,7 +10,8 @@ which is where OpenAI's own clients look for it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -69,88 +70,30 @@ def _stream_error(exc: EngineError) -> bytes:
     )
 
 
-async def _chat_events(gen: Generation, rid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
-    model = gen.engine.model_id
-    base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model}
-    yield sse_event(
-        {
-            **base,
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {"role": "assistant", "content": ""},
-                    "finish_reason": None,
-                    "logprobs": None,
-                }
-            ],
-        }
-    )
-    content = TextFrames(
-        {
-            **base,
-            "choices": [
-                {"index": 0, "delta": {"content": TEXT_SLOT}, "finish_reason": None, "logprobs": None}
-            ],
-        }
-    )
+async def _stream(
+    gen: Generation,
+    base: dict[str, Any],
+    frame: TextFrames,
+    closing: Callable[[str, str, dict[str, int]], Iterator[bytes]],
+    include_usage: bool,
+) -> AsyncGenerator[bytes, None]:
+    """What both endpoints stream: a frame per piece of text, then ``closing(text, finish, usage)``
+    (the last piece and the chunk carrying ``finish_reason``), the usage chunk if asked, ``[DONE]``.
+    An engine failure ends the stream with an error event instead."""
     deltas = gen.deltas()
     try:
         async for delta in deltas:
-            if delta.text:
-                yield content(delta.text)
-            if delta.finish_reason is not None:
-                usage = _usage(delta.prompt_tokens, delta.completion_tokens)
-                yield sse_event(
-                    {
-                        **base,
-                        "choices": [
-                            {
-                                "index": 0,
-                                "delta": {},
-                                "finish_reason": _finish(delta.finish_reason),
-                                "logprobs": None,
-                            }
-                        ],
-                        "usage": usage,
-                    }
-                )
-                if include_usage:
-                    yield sse_event({**base, "choices": [], "usage": usage})
-                # [DONE] before the closing audit record (written when deltas closes).
-                yield DONE
-                return
-        raise EngineError("generation ended without a finish reason")
-    except EngineError as exc:
-        yield _stream_error(exc)
-    finally:
-        await deltas.aclose()
-
-
-async def _completion_events(
-    gen: Generation, rid: str, created: int, include_usage: bool
-) -> AsyncIterator[bytes]:
-    base = {"id": rid, "object": "text_completion", "created": created, "model": gen.engine.model_id}
-    text = TextFrames(
-        {**base, "choices": [{"index": 0, "text": TEXT_SLOT, "finish_reason": None, "logprobs": None}]}
-    )
-    deltas = gen.deltas()
-    try:
-        async for delta in deltas:
-            finish = _finish(delta.finish_reason) if delta.finish_reason is not None else None
-            if finish is None:
+            if delta.finish_reason is None:
                 if delta.text:
-                    yield text(delta.text)
+                    yield frame(delta.text)
                 continue
+            finish = _finish(delta.finish_reason)
             usage = _usage(delta.prompt_tokens, delta.completion_tokens)
-            yield sse_event(
-                {
-                    **base,
-                    "choices": [{"index": 0, "text": delta.text, "finish_reason": finish, "logprobs": None}],
-                    "usage": usage,
-                }
-            )
+            for event in closing(delta.text, finish, usage):
+                yield event
             if include_usage:
                 yield sse_event({**base, "choices": [], "usage": usage})
+            # [DONE] before the closing audit record (written when deltas closes).
             yield DONE
             return
         raise EngineError("generation ended without a finish reason")
@@ -158,6 +101,44 @@ async def _completion_events(
         yield _stream_error(exc)
     finally:
         await deltas.aclose()
+
+
+async def _chat_events(gen: Generation, rid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
+    base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": gen.engine.model_id}
+
+    def choice(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+
+    yield sse_event({**base, "choices": [choice({"role": "assistant", "content": ""}, None)]})
+    content = TextFrames({**base, "choices": [choice({"content": TEXT_SLOT}, None)]})
+
+    def closing(text: str, finish: str, usage: dict[str, int]) -> Iterator[bytes]:
+        if text:
+            yield content(text)
+        yield sse_event({**base, "choices": [choice({}, finish)], "usage": usage})
+
+    # aclosing: a client that goes away closes the inner stream too, which writes the audit record.
+    async with aclosing(_stream(gen, base, content, closing, include_usage)) as events:
+        async for event in events:
+            yield event
+
+
+async def _completion_events(
+    gen: Generation, rid: str, created: int, include_usage: bool
+) -> AsyncIterator[bytes]:
+    base = {"id": rid, "object": "text_completion", "created": created, "model": gen.engine.model_id}
+
+    def choice(text: str, finish: str | None) -> dict[str, Any]:
+        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+
+    text = TextFrames({**base, "choices": [choice(TEXT_SLOT, None)]})
+
+    def closing(last: str, finish: str, usage: dict[str, int]) -> Iterator[bytes]:
+        yield sse_event({**base, "choices": [choice(last, finish)], "usage": usage})
+
+    async with aclosing(_stream(gen, base, text, closing, include_usage)) as events:
+        async for event in events:
+            yield event
 
 
 async def _collect(gen: Generation) -> tuple[str, str, Usage]:
