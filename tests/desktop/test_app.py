@@ -29,7 +29,8 @@ def test_self_test_opens_the_main_window_offscreen_and_exits_0(tmp_path: Path) -
 def test_entry_point_resolves_to_main() -> None:
     from importlib.metadata import entry_points
 
-    import desktop.app
+    import desktop.entry
 
+    # The command checks for the [desktop] extra, then runs desktop.app.main (tests/desktop/test_entry.py).
     [ep] = entry_points(group="console_scripts", name="enclave-desktop")
-    assert ep.load() is desktop.app.main
+    assert ep.load() is desktop.entry.main

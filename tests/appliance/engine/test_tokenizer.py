@@ -117,10 +117,29 @@ _ALPHABET = "ab ST€😀中é\n"
     stops=st.lists(st.text(alphabet=_ALPHABET, min_size=1, max_size=4), max_size=3),
 )
 def test_streamed_text_is_the_text_up_to_the_first_stop_string(text: str, stops: list[str]) -> None:
+    """Generation stops at the first token after which the text holds a stop string — as a model
+    being decoded would — and the stream is that text up to the earliest occurrence. (Not the earliest
+    occurrence in the whole text: with stops "€" and "S€S", "S€S" streamed a character a token stops at
+    "S€" and gives "S"; the last "S" would never have been generated.)"""
     tok = build_tokenizer()
-    chunks, detok = stream(tok, tok.encode(text), stop=tuple(stops))
-    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
-    expected = text[: min(hits)] if hits else text
+    ids = tok.encode(text)
+    chunks, detok = stream(tok, ids, stop=tuple(stops))
+    expected, stopped = text, False
+    for k in range(1, len(ids) + 1):
+        so_far = tok.decode(ids[:k])
+        if "\ufffd" in so_far:  # a character still incomplete is not text yet
+            continue
+        hits = [i for i in (so_far.find(s) for s in stops) if i >= 0]
+        if hits:
+            expected, stopped = so_far[: min(hits)], True
+            break
     assert "".join(chunks) == expected
-    assert detok.stopped == bool(hits)
+    assert detok.stopped == stopped
     assert all("\ufffd" not in c for c in chunks)
+
+
+def test_a_stop_string_completed_first_ends_the_stream_there(tok: Tokenizer) -> None:
+    ids = tok.encode("S€S")
+    assert len(ids) == 5 and tok.decode(ids[:4]) == "S€"  # "S", the three bytes of "€", "S"
+    chunks, detok = stream(tok, ids, stop=("€", "S€S"))
+    assert "".join(chunks) == "S" and detok.stop_string == "€"
