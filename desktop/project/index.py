@@ -22,6 +22,12 @@ Layout, chosen for indexing speed (``bench/index.py``):
 Updates are incremental: a file whose size and mtime are unchanged is not read again; one whose
 bytes hash the same is only re-stamped. Each thread gets its own connection, so a context lookup in
 one worker is never blocked by indexing in another (WAL lets readers run beside the writer).
+
+Closing (the project is switched, the window closes) may come while a worker still indexes or
+reads: every use of a connection is counted, ``close`` stops a running refresh at its next batch
+(rolled back) and waits for the count to reach zero before closing connections — closing one under
+a thread inside SQLite crashes the process. A use that starts after ``close`` raises
+:class:`IndexClosed`.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ import hashlib
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +125,10 @@ class IndexStats:
 Progress = Callable[[int, int], None]
 
 
+class IndexClosed(Exception):
+    """The index was closed (its project switched or the window closed) before or while this ran."""
+
+
 class ProjectIndex:
     """The index of one project root, stored at ``db_path``."""
 
@@ -132,12 +143,29 @@ class ProjectIndex:
         self._write_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
-        conn = self._conn()
-        # A cache: an index written by another version of this code is dropped and rebuilt.
-        if int(conn.execute("PRAGMA user_version").fetchone()[0]) != _SCHEMA_VERSION:
-            conn.executescript(_DROP)
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        self._closed = False
+        self._busy = 0  # uses of a connection under way
+        self._idle = threading.Condition()
+        with self._use() as conn:
+            # A cache: an index written by another version of this code is dropped and rebuilt.
+            if int(conn.execute("PRAGMA user_version").fetchone()[0]) != _SCHEMA_VERSION:
+                conn.executescript(_DROP)
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+    @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, counted as in use until the block ends."""
+        with self._idle:
+            if self._closed:
+                raise IndexClosed(f"the index of {self.root.name} is closed")
+            self._busy += 1
+        try:
+            yield self._conn()
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -153,6 +181,11 @@ class ProjectIndex:
         return conn
 
     def close(self) -> None:
+        """Stop a running refresh, wait for every use under way to end, close the connections."""
+        with self._idle:
+            self._closed = True
+            while self._busy:
+                self._idle.wait()
         with self._all_lock:
             for conn in self._all:
                 conn.close()
@@ -175,8 +208,7 @@ class ProjectIndex:
 
     def _apply(self, files: Walk | Sequence[ScannedFile], progress: Progress | None) -> IndexStats:
         """Make the index hold exactly ``files``, in one transaction."""
-        conn = self._conn()
-        with self._write_lock:
+        with self._use() as conn, self._write_lock:
             conn.execute("BEGIN")
             try:
                 stats = self._update(conn, files, progress)
@@ -212,6 +244,8 @@ class ProjectIndex:
         # The walk, reading and cutting run in a thread while this one writes (see the module doc).
         prepared = prepare(str(self.root), files, known, meta["next_file_id"], rebuild)
         for batch in in_background(prepared, "index-reader", 2):
+            if self._closed:  # close() waits for this refresh: stop here, rolled back
+                raise IndexClosed(f"the index of {self.root.name} was closed during a refresh")
             for sql, params in batch.statements:
                 conn.execute(sql, params)
             meta["next_file_id"] = batch.next_id
@@ -233,14 +267,17 @@ class ProjectIndex:
     # -- reading ---------------------------------------------------------------------------------
 
     def file_count(self) -> int:
-        return int(self._conn().execute("SELECT count(*) FROM files").fetchone()[0])
+        with self._use() as conn:
+            return int(conn.execute("SELECT count(*) FROM files").fetchone()[0])
 
     def file_sha256(self, path: str) -> str | None:
-        row = self._conn().execute("SELECT sha256 FROM files WHERE path = ?", (path,)).fetchone()
+        with self._use() as conn:
+            row = conn.execute("SELECT sha256 FROM files WHERE path = ?", (path,)).fetchone()
         return None if row is None else str(row[0])
 
     def paths(self) -> list[str]:
-        return [r[0] for r in self._conn().execute("SELECT path FROM files ORDER BY path")]
+        with self._use() as conn:
+            return [r[0] for r in conn.execute("SELECT path FROM files ORDER BY path")]
 
     def search(
         self, query: str, *, limit: int = 8, exclude_paths: Iterable[str] = (), with_text: bool = True
@@ -253,26 +290,26 @@ class ProjectIndex:
         words = [w for w in dict.fromkeys(_WORD.findall(query)) if w.lower() not in _STOPWORDS][:16]
         if not words:
             return []
-        conn = self._conn()
-        # Words found in a large share of all chunks ("self", "return") rank nothing and make
-        # bm25 score most of the index, so they are dropped; the rarest words are always kept.
-        # Unreachable rows are counted on both sides of that comparison, as the vocabulary has them.
-        total = max(1, sum(v for k, v in conn.execute("SELECT key, value FROM meta") if k.endswith("_chunks")))
-        marks = ",".join("?" * len(words))
-        freq = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", [w.lower() for w in words]))
-        ranked = sorted((freq.get(w.lower(), 0), w) for w in words)
-        ranked = [(n, w) for n, w in ranked if n > 0]
-        kept = [w for n, w in ranked if n <= max(50, total // 50)] or [w for _, w in ranked[:2]]
-        if not kept:
-            return []
-        match = " OR ".join(f'"{w}"' for w in kept[:8])
-        excluded = set(exclude_paths)
-        rows = conn.execute(
-            f"SELECT f.path, f.line_count, c.rowid & {(1 << CHUNK_BITS) - 1}, bm25(chunks_fts) AS score "
-            f"FROM chunks_fts AS c JOIN files AS f ON f.id = c.rowid >> {CHUNK_BITS} "
-            "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
-            (match, limit + len(excluded) * 4),
-        ).fetchall()
+        with self._use() as conn:
+            # Words found in a large share of all chunks ("self", "return") rank nothing and make
+            # bm25 score most of the index, so they are dropped; the rarest words are always kept.
+            # Unreachable rows are counted on both sides of that comparison, as the vocabulary has them.
+            total = max(1, sum(v for k, v in conn.execute("SELECT key, value FROM meta") if k.endswith("_chunks")))
+            marks = ",".join("?" * len(words))
+            freq = dict(conn.execute(f"SELECT term, doc FROM chunks_vocab WHERE term IN ({marks})", [w.lower() for w in words]))
+            ranked = sorted((freq.get(w.lower(), 0), w) for w in words)
+            ranked = [(n, w) for n, w in ranked if n > 0]
+            kept = [w for n, w in ranked if n <= max(50, total // 50)] or [w for _, w in ranked[:2]]
+            if not kept:
+                return []
+            match = " OR ".join(f'"{w}"' for w in kept[:8])
+            excluded = set(exclude_paths)
+            rows = conn.execute(
+                f"SELECT f.path, f.line_count, c.rowid & {(1 << CHUNK_BITS) - 1}, bm25(chunks_fts) AS score "
+                f"FROM chunks_fts AS c JOIN files AS f ON f.id = c.rowid >> {CHUNK_BITS} "
+                "WHERE chunks_fts MATCH ? ORDER BY score LIMIT ?",
+                (match, limit + len(excluded) * 4),
+            ).fetchall()
         hits = []
         texts: dict[str, list[str]] = {}
         for path, line_count, number, score in rows:
@@ -296,19 +333,21 @@ class ProjectIndex:
             return []
         order = {n: i for i, n in enumerate(names)}
         marks = ",".join("?" * len(names))
-        rows = self._conn().execute(
-            "SELECT s.name, s.kind, f.path, s.line FROM symbols AS s "
-            f"JOIN files AS f ON f.id = s.id >> {CHUNK_BITS} WHERE s.name IN ({marks}) LIMIT ?",
-            (*names, limit * 4),
-        ).fetchall()
+        with self._use() as conn:
+            rows = conn.execute(
+                "SELECT s.name, s.kind, f.path, s.line FROM symbols AS s "
+                f"JOIN files AS f ON f.id = s.id >> {CHUNK_BITS} WHERE s.name IN ({marks}) LIMIT ?",
+                (*names, limit * 4),
+            ).fetchall()
         hits = [SymbolHit(*r) for r in rows]
         hits.sort(key=lambda h: (order[h.name], h.path, h.line))
         return hits[:limit]
 
     def symbols_in(self, path: str) -> list[SymbolHit]:
-        rows = self._conn().execute(
-            "SELECT s.name, s.kind, f.path, s.line FROM files AS f JOIN symbols AS s ON s.id "
-            f"BETWEEN f.id << {CHUNK_BITS} AND (f.id << {CHUNK_BITS}) + {MAX_PER_FILE - 1} WHERE f.path = ? ORDER BY s.line",
-            (path,),
-        ).fetchall()
+        with self._use() as conn:
+            rows = conn.execute(
+                "SELECT s.name, s.kind, f.path, s.line FROM files AS f JOIN symbols AS s ON s.id "
+                f"BETWEEN f.id << {CHUNK_BITS} AND (f.id << {CHUNK_BITS}) + {MAX_PER_FILE - 1} WHERE f.path = ? ORDER BY s.line",
+                (path,),
+            ).fetchall()
         return [SymbolHit(*r) for r in rows]

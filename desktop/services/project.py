@@ -17,7 +17,7 @@ from typing import Any
 
 from desktop.project.context import Context, ContextRequest, assemble
 from desktop.project.ignore import Exclusion, IgnoreRules
-from desktop.project.index import IndexStats, ProjectIndex, project_id
+from desktop.project.index import IndexClosed, IndexStats, ProjectIndex, project_id
 from desktop.qt import QObject, QThreadPool, QTimer, Signal
 from desktop.services.worker import Job, submit
 from shared.errors import InputError
@@ -136,7 +136,8 @@ class ProjectService(QObject):
         self._refresh_done()
 
     def _refresh_failed(self, exc: BaseException) -> None:
-        self.failed.emit("index", exc)
+        if not isinstance(exc, IndexClosed):  # the project was closed or switched: nothing to report
+            self.failed.emit("index", exc)
         self._refresh_done()
 
     def _abs(self, rel: str) -> Path:

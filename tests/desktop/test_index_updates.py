@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,47 @@ def test_search_without_text_finds_the_same_chunks(fixture_project: Path, tmp_pa
     assert full and [(h.path, h.start_line, h.end_line) for h in bare] == [(h.path, h.start_line, h.end_line) for h in full]
     assert all(h.text for h in full) and not any(h.text for h in bare)
     ix.close()
+
+
+def test_close_during_a_refresh_stops_it_and_waits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing an index under a thread still writing it once crashed the client (a connection closed
+    inside SQLite); close now stops the refresh at its next batch and waits for it."""
+    from desktop.project.index import IndexClosed
+
+    monkeypatch.setattr(index_build, "_BATCH_CHARS", 1)  # a batch per file
+    root = tmp_path / "proj"
+    root.mkdir()
+    for i in range(20):
+        (root / f"m{i}.py").write_text(f"def f{i}():\n    return {i}\n")
+    index = ProjectIndex(root, tmp_path / "idx.sqlite")
+    started = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def progress(done: int, total: int) -> None:
+        started.set()
+        deadline = time.monotonic() + 30
+        while not index._closed and time.monotonic() < deadline:  # hold the refresh until close() starts
+            time.sleep(0.01)
+
+    def run() -> None:
+        try:
+            index.refresh(progress)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    writer = threading.Thread(target=run)
+    writer.start()
+    assert started.wait(30)
+    index.close()  # returns only once the writer has let go of its connection
+    writer.join(5)
+    assert not writer.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], IndexClosed)
+    with pytest.raises(IndexClosed):
+        index.paths()
+    # The refresh was rolled back, and a new index of the same file starts from a consistent state.
+    again = ProjectIndex(root, tmp_path / "idx.sqlite")
+    assert again.file_count() == 0
+    again.refresh()
+    assert again.file_count() == 20
+    again.close()
