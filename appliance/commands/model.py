@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 from pathlib import Path
 from types import FrameType
@@ -157,15 +158,42 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from appliance.commands._local_admin import print_table
     from appliance.db.datadir import load_data_dir
-    from appliance.model.store import list_models
+    from appliance.model.store import is_sealed, list_models
 
     models = list_models(load_data_dir(args.data).data_dir)
     if not models:
         print("no models installed")
+        return 0
+    rows = [("", "NAME", "VERSION", "DTYPE", "QUANT", "STAGES", "SIZE", "VERIFIED", "PATH")]
     for m in models:
-        print(f"{'*' if m.active else ' '} {m.name}  version {m.version}  {m.path}")
+        info = _bundle_info(m.path)
+        size = sum(f.stat().st_size for f in m.path.rglob("*") if f.is_file())
+        rows.append(
+            (
+                "*" if m.active else "",
+                m.name,
+                str(m.version),
+                str(info.get("dtype", "?")),
+                str(info.get("quant", "?")),
+                str(info.get("stages", "?")),
+                f"{size / 1e6:,.1f} MB",
+                "sealed" if is_sealed(m.path) else "re-hash at next load",
+                str(m.path),
+            )
+        )
+    print_table(rows)
     return 0
+
+
+def _bundle_info(path: Path) -> dict[str, object]:
+    """bundle.json as it stands, for display only (loading verifies it)."""
+    try:
+        info = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _trust(args: argparse.Namespace) -> int:

@@ -35,7 +35,15 @@ from .bundle import Bundle, load_bundle
 from .manifest import MANIFEST, Manifest, copy_verified, file_stamp
 from .signing import trusted_keys
 
-__all__ = ["ACTIVE", "InstalledModel", "active_bundle_path", "import_bundle", "list_models", "open_installed"]
+__all__ = [
+    "ACTIVE",
+    "InstalledModel",
+    "active_bundle_path",
+    "import_bundle",
+    "is_sealed",
+    "list_models",
+    "open_installed",
+]
 
 ACTIVE = "active.json"
 
@@ -155,6 +163,20 @@ def open_installed(path: Path | str, data_dir: Path | str) -> Bundle:
     if bundle.manifest.stamps != sealed:
         _write_seal(path, bundle.manifest, bundle.manifest.stamps)
     return bundle
+
+
+def is_sealed(path: Path | str) -> bool:
+    """Whether every file of an installed bundle still has the stamp it had when last hashed (its
+    next load will not read it). Stats only; the signature is not checked here."""
+    path = Path(path)
+    sealed = _read_seal(path)
+    try:
+        files = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
+        return bool(sealed) and set(sealed) == set(files) and all(
+            file_stamp(path / rel) == stamp for rel, stamp in sealed.items()
+        )
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _seal_path(bundle_path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -61,8 +62,15 @@ def test_build_verify_import_list(release_ckpt: Path, keys: tuple[Path, Path], t
     assert main(["model", "trust", str(exported), "--name", "builder", "--data", str(data)]) == 0
     assert "trusting model-signing key" in capsys.readouterr().out
     assert main(["model", "import", str(out), "--data", str(data)]) == 0
+    capsys.readouterr()
     assert main(["model", "list", "--data", str(data)]) == 0
-    assert "* tiny-v4  version 3" in capsys.readouterr().out
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == ["NAME", "VERSION", "DTYPE", "QUANT", "STAGES", "SIZE", "VERIFIED", "PATH"]
+    assert row.split()[:5] == ["*", "tiny-v4", "3", "fp32", "none"] and " sealed " in row
+    # A file touched since it was hashed: the next load re-hashes it, and the list says so.
+    os.utime(data / "models" / "tiny-v4" / "3" / "tokenizer.json")
+    assert main(["model", "list", "--data", str(data)]) == 0
+    assert "re-hash at next load" in capsys.readouterr().out
     # Recorded in the database, with its audit event, for the admin API and policies.
     from sqlalchemy import select
 
