@@ -1,17 +1,18 @@
 """Benchmark ``enclave model build``: throughput and peak memory against checkpoint size.
 
-Writes two random V4 checkpoints that differ only in depth (so the largest single tensor is the
-same), builds each to a bundle in a fresh subprocess, and reports:
+Writes random V4 checkpoints of three sizes — the base, one deeper (same largest tensor), one with
+more experts per layer (a layer's expert stack grows, as a real V4 layer's ~13 GB does) — builds each
+to a bundle in a fresh subprocess, fp32 and ``--quant int4``, and reports:
 
 * build throughput, MB of checkpoint weights per second;
-* peak resident memory of the build process (``ru_maxrss``), and the part above the process's own
-  baseline after imports;
-* the same peak (and its read speed) for a peer measured in the same run: loading the whole
-  checkpoint with ``safetensors.numpy.load_file`` (what a non-streaming builder starts with), and
-  the ratio of peaks.
+* peak memory of the build process above its own baseline after imports, two ways: resident
+  (``VmHWM``) and heap (``tracemalloc``: what the builder itself allocated, numpy arrays included);
+* for a peer measured in the same run — loading the whole checkpoint with
+  ``safetensors.numpy.load_file``, what a non-streaming builder starts with — its speed and resident
+  peak, and the ratio of peaks.
 
-The claim it checks: the builder's memory follows the largest tensor, not the checkpoint — the
-peer's grows with the checkpoint, ours stays flat.
+The claim it checks: the builder's memory follows the largest tensor, not the checkpoint nor a
+layer — the peer's grows with the checkpoint, ours stays flat.
 
 Then quantized bundles of the demo model: top-1 agreement and logit cosine of int8 / int4 bundles
 against the fp32 bundle over teacher-forced decode steps, with an fp16 bundle as the peer measured
@@ -19,7 +20,7 @@ in the same run. The demo model's weights are random, so these figures show the 
 not the quantization's accuracy: issue 5's targets (int8 >= 99% top-1, int4 >= 95%) are measured on a
 trained model by bench/graph_quality.py.
 
-    .venv/bin/python bench/build.py [--layers 4,16] [--hidden 256] [--experts 16] [--tokens 256]
+    .venv/bin/python bench/build.py [--layers 4,16] [--experts 16,128] [--hidden 256] [--tokens 256]
 """
 
 from __future__ import annotations
@@ -27,10 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,18 +65,36 @@ def _config(layers: int, hidden: int, experts: int) -> dict[str, object]:
     }
 
 
-def _child_build(ckpt: str, out: str, quant: str) -> dict[str, float]:
+def _peak_rss() -> int:
+    """This process's peak resident bytes. /proc's VmHWM, not ru_maxrss: at exec Linux folds the
+    forked copy of the parent into ru_maxrss, so a child of a parent that has just written a
+    checkpoint would report the parent's size."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _child_build(ckpt: str, out: str, quant: str, trace: str = "") -> dict[str, float]:
+    """One build; with ``trace``, under tracemalloc (its heap peak; the time is then not reported:
+    tracing slows the allocation-heavy quantizer by half)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from appliance.model.bundle import build_bundle
     from appliance.model.graph import build_graphs  # noqa: F401 - imported before the baseline is taken
 
     baseline = psutil.Process().memory_info().rss
+    if trace:
+        tracemalloc.start()
     start = time.perf_counter()
     build_bundle(ckpt, out, quant=quant, signing_key=Ed25519PrivateKey.generate(), version=1)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"seconds": seconds, "peak": peak, "baseline": baseline}
+    if trace:
+        return {"heap": tracemalloc.get_traced_memory()[1]}
+    return {"seconds": seconds, "peak": _peak_rss(), "baseline": baseline}
 
 
 def _child_load(ckpt: str) -> dict[str, float]:
@@ -85,7 +106,7 @@ def _child_load(ckpt: str) -> dict[str, float]:
     for shard in sorted(Path(ckpt).glob("*.safetensors")):
         tensors.update(load_file(str(shard)))
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     return {"seconds": seconds, "peak": peak, "baseline": baseline, "tensors": len(tensors)}
 
 
@@ -102,7 +123,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", default="4,16", help="depths of the two checkpoints (comma-separated)")
     parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--experts", type=int, default=16)
+    parser.add_argument("--experts", default="16,128", help="experts per layer of the base and the wide checkpoint")
     parser.add_argument("--tokens", type=int, default=256, help="decode steps for the quantization report")
     parser.add_argument("--skip-memory", action="store_true", help="only the quantization report")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -121,43 +142,50 @@ def _memory_report(args: argparse.Namespace) -> None:
     from appliance.model.checkpoint import open_checkpoint
     from appliance.model.demo import write_random_checkpoint
 
+    depths = [int(x) for x in args.layers.split(",")]
+    widths = [int(x) for x in args.experts.split(",")]
+    shapes = [(depths[0], widths[0]), (depths[-1], widths[0]), (depths[0], widths[-1])]
     rows = []
-    int4_rows = []
     with tempfile.TemporaryDirectory(prefix="enclave-bench-build-") as tmp:
-        for layers in (int(x) for x in args.layers.split(",")):
-            ckpt = Path(tmp) / f"ckpt-{layers}"
-            write_random_checkpoint(ckpt, _config(layers, args.hidden, args.experts))
+        for layers, experts in shapes:
+            ckpt = Path(tmp) / f"ckpt-{layers}-{experts}"
+            write_random_checkpoint(ckpt, _config(layers, args.hidden, experts))
             opened = open_checkpoint(ckpt)
             size = opened.total_bytes
             largest = max(opened.stored_bytes(n) for n in opened.names())
-            ours = _run_child("build", str(ckpt), str(Path(tmp) / f"bundle-{layers}"), "none")
-            int4 = _run_child("build", str(ckpt), str(Path(tmp) / f"bundle-{layers}-int4"), "int4")
-            peer = _run_child("load", str(ckpt))
-            rows.append((layers, size, largest, ours, peer))
-            int4_rows.append((layers, size, int4))
+            built = {}
+            for quant in ("none", "int4"):
+                out = Path(tmp) / f"bundle-{layers}-{experts}-{quant}"
+                built[quant] = _run_child("build", str(ckpt), str(out), quant)
+                shutil.rmtree(out)
+                built[quant] |= _run_child("build", str(ckpt), str(out), quant, "trace")
+                shutil.rmtree(out)
+            rows.append((layers, experts, size, largest, built, _run_child("load", str(ckpt))))
 
-    print(f"{'layers':>6} {'ckpt MB':>8} {'largest MB':>10} {'build s':>8} {'MB/s':>7} "
-          f"{'peak MB':>8} {'+base MB':>8} | {'peer MB/s':>9} {'peer peak':>9} {'+base MB':>8} "
-          f"{'peak ours/peer':>14}")
-    for layers, size, largest, ours, peer in rows:
-        print(
-            f"{layers:>6} {size / MB:>8.1f} {largest / MB:>10.1f} {ours['seconds']:>8.2f} "
-            f"{size / MB / ours['seconds']:>7.1f} {ours['peak'] / MB:>8.1f} "
-            f"{(ours['peak'] - ours['baseline']) / MB:>8.1f} | {size / MB / peer['seconds']:>9.1f} "
-            f"{peer['peak'] / MB:>9.1f} {(peer['peak'] - peer['baseline']) / MB:>8.1f} "
-            f"{ours['peak'] / peer['peak']:>14.2f}"
+    print(f"{'layers':>6} {'experts':>7} {'ckpt MB':>8} {'largest':>8} {'quant':>5} {'MB/s':>6} "
+          f"{'+rss MB':>8} {'heap MB':>8} | {'peer MB/s':>9} {'+rss MB':>8} {'rss ours/peer':>13}")  # fmt: skip
+    for layers, experts, size, largest, built, peer in rows:
+        for quant, ours in built.items():
+            print(
+                f"{layers:>6} {experts:>7} {size / MB:>8.1f} {largest / MB:>8.1f} {quant:>5} "
+                f"{size / MB / ours['seconds']:>6.1f} {(ours['peak'] - ours['baseline']) / MB:>8.1f} "
+                f"{ours['heap'] / MB:>8.1f} | {size / MB / peer['seconds']:>9.1f} "
+                f"{(peer['peak'] - peer['baseline']) / MB:>8.1f} {ours['peak'] / peer['peak']:>13.2f}"
+            )
+
+    def growth(row: tuple, key: str) -> float:  # type: ignore[type-arg]
+        base = rows[0][4]["none"]
+        return row[4]["none"][key] / max(base[key], 1)
+
+    peer0 = rows[0][5]["peak"] - rows[0][5]["baseline"]
+    for row, what in ((rows[1], f"{depths[0]} -> {depths[-1]} layers"), (rows[2], f"{widths[0]} -> {widths[-1]} experts")):
+        ours_rss = (row[4]["none"]["peak"] - row[4]["none"]["baseline"]) / max(
+            rows[0][4]["none"]["peak"] - rows[0][4]["none"]["baseline"], 1
         )
-    (l0, s0, _, o0, p0), (l1, s1, _, o1, p1) = rows[0], rows[-1]
-    grow_ours = (o1["peak"] - o1["baseline"]) / max(o0["peak"] - o0["baseline"], 1)
-    grow_peer = (p1["peak"] - p1["baseline"]) / max(p0["peak"] - p0["baseline"], 1)
-    print(
-        f"checkpoint grew x{s1 / s0:.2f} ({l0} -> {l1} layers): build memory above baseline grew x{grow_ours:.2f}, "
-        f"peer (load_file) x{grow_peer:.2f}"
-    )
-    for layers, size, int4 in int4_rows:
         print(
-            f"--quant int4, {layers} layers: {int4['seconds']:.2f} s, {size / MB / int4['seconds']:.1f} MB/s, "
-            f"peak {int4['peak'] / MB:.1f} MB (+{(int4['peak'] - int4['baseline']) / MB:.1f} above baseline)"
+            f"checkpoint x{row[2] / rows[0][2]:.2f} ({what}, largest tensor x{row[3] / rows[0][3]:.2f}): "
+            f"build heap x{growth(row, 'heap'):.2f}, resident x{ours_rss:.2f}; "
+            f"peer resident x{(row[5]['peak'] - row[5]['baseline']) / max(peer0, 1):.2f}"
         )
 
 

@@ -159,21 +159,33 @@ class ExternalData:
 
     def add(self, name: str, array: np.ndarray) -> TensorProto:
         array = np.ascontiguousarray(array)
+        offset = self._align()
+        return self._reference(name, array.dtype, array.shape, offset, self._append(array))
+
+    def _align(self) -> int:
+        """Pad to the next aligned offset, which is returned."""
         pad = -self.nbytes % _ALIGN
         if pad:
             self._write(b"\0" * pad)
             self.nbytes += pad
-        offset = self.nbytes
+        return self.nbytes
+
+    def _append(self, array: np.ndarray) -> int:
         # Write straight from the array's buffer: no bytes copy of a possibly large tensor.
-        raw = array.reshape(-1).view(np.uint8).data
+        raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8).data
         self._write(raw)
         self.nbytes += len(raw)
+        return len(raw)
+
+    def _reference(
+        self, name: str, dtype: np.dtype, shape: Sequence[int], offset: int, length: int
+    ) -> TensorProto:
         tensor = TensorProto()
         tensor.name = name
-        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
-        tensor.dims.extend(array.shape)
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(dtype)
+        tensor.dims.extend(shape)
         tensor.data_location = TensorProto.EXTERNAL
-        for key, value in (("location", self.path.name), ("offset", str(offset)), ("length", str(len(raw)))):
+        for key, value in (("location", self.path.name), ("offset", str(offset)), ("length", str(length))):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
         return tensor
@@ -191,6 +203,16 @@ class ExternalData:
         if array.nbytes < _EXTERNAL_MIN_BYTES:
             return numpy_helper.from_array(np.ascontiguousarray(array), name)
         return self.add(name, array)
+
+    __call__ = sink
+
+    def stream(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> _Stream | None:
+        """A tensor of ``shape`` written part by part along its first axis (the builder's stacked
+        experts); nothing else may be added to this file until it is finished. None for a small one."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if nbytes < _EXTERNAL_MIN_BYTES:
+            return None
+        return _Stream(self, name, np.dtype(dtype), shape, self._align(), nbytes)
 
     def reopen(self) -> None:
         """Append again after :meth:`close` (the writer closes between building and saving)."""
@@ -225,6 +247,31 @@ class ExternalData:
     def close(self) -> None:
         self._fh.flush()
         self._fh.close()
+
+
+class _Stream:
+    """One ExternalData tensor being written in consecutive parts (see ExternalData.stream)."""
+
+    def __init__(
+        self, data: ExternalData, name: str, dtype: np.dtype, shape: tuple[int, ...], offset: int, nbytes: int
+    ) -> None:
+        self._data, self._name, self._dtype, self._shape = data, name, dtype, shape
+        self._offset, self._expected = offset, nbytes
+
+    def write(self, part: np.ndarray) -> None:
+        if part.dtype != self._dtype or tuple(part.shape) != self._shape[1:]:
+            raise ModelError(
+                f"{self._name}: a part of dtype {part.dtype} and shape {part.shape} does not fit"
+            )
+        if self._data.nbytes + part.nbytes - self._offset > self._expected:
+            raise ModelError(f"{self._name}: more parts than its shape {self._shape} holds")
+        self._data._append(part)
+
+    def finish(self) -> TensorProto:
+        length = self._data.nbytes - self._offset
+        if length != self._expected:
+            raise ModelError(f"{self._name}: {length} of {self._expected} bytes written")
+        return self._data._reference(self._name, self._dtype, self._shape, self._offset, length)
 
 
 @contextmanager
@@ -401,7 +448,7 @@ def build_bundle(
         data = [ExternalData(root / f"{file}.data") for file in files]
         try:
             models = build_graphs(
-                counting, dtype=dtype, quant=quant, stages=stages, moe=moe, weight_sink=[d.sink for d in data]
+                counting, dtype=dtype, quant=quant, stages=stages, moe=moe, weight_sink=data
             )
         finally:
             for d in data:

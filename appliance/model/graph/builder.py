@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from appliance.model.config import V4Config
 from shared.errors import ModelError
 
-__all__ = ["ACT_DTYPES", "QUANT_BITS", "Checkpoint", "GraphBuilder", "WeightSink"]
+__all__ = ["ACT_DTYPES", "QUANT_BITS", "Checkpoint", "GraphBuilder", "TensorStream", "WeightSink"]
 
 OPSET = 23
 MS_DOMAIN = "com.microsoft"
@@ -40,8 +40,17 @@ QUANT_BLOCK = 32
 
 #: Turns a named numpy weight into the TensorProto the graph holds. The bundle writer passes one that
 #: writes the bytes to external data at once and returns a reference, so a build never holds more
-#: than the tensors of the layer in hand.
+#: than the tensor in hand. A sink may also offer ``stream(name, dtype, shape) -> TensorStream | None``
+#: for a tensor written in consecutive parts (a layer's stacked experts).
 WeightSink = Callable[[str, np.ndarray], TensorProto]
+
+
+class TensorStream(Protocol):
+    """One initializer written in consecutive parts along its first axis (see ``expert_stack``)."""
+
+    def write(self, part: np.ndarray) -> None: ...
+
+    def finish(self) -> TensorProto: ...
 
 
 class Checkpoint(Protocol):
@@ -166,18 +175,27 @@ class GraphBuilder:
         return value
 
     def expert_stack(
-        self, name: str, shape: tuple[int, ...], transform: Callable[[np.ndarray], tuple[np.ndarray, ...]]
-    ) -> tuple[np.ndarray, ...]:
-        """Stack ``transform(expert)`` over the routed experts of the stacked tensor ``name``.
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        transform: Callable[[np.ndarray], tuple[np.ndarray, ...]],
+        outputs: Sequence[str],
+    ) -> list[str]:
+        """Initializers ``outputs[i]`` = ``transform(expert)[i]`` stacked over the routed experts of
+        the stacked tensor ``name``; returns ``outputs``.
 
         Reads one expert at a time when the checkpoint offers ``expert(name, index)`` (the bundle
-        reader does), so a layer's experts are held once, already in their stored form (activation
-        dtype or packed), instead of as float32 plus transposed copies.
+        reader does). The first output — the weights themselves, by far the largest — goes to the
+        sink expert by expert when the sink can stream (the bundle writer's can): a real V4 layer's
+        experts are ~13 GB in fp16, so they are never all in memory. The other outputs (block
+        scales, zero points: 1/8 of the weights or less) are stacked in memory.
         """
         n = self.config.n_routed_experts
         read = getattr(self.ckpt, "expert", None)
         full = None if read is not None else self.tensor(name, (n, *shape))
-        stacks: list[np.ndarray] = []
+        stream: TensorStream | None = None
+        first: np.ndarray | None = None
+        rest: list[np.ndarray] = []
         for index in range(n):
             if full is not None:
                 part = full[index]
@@ -192,11 +210,27 @@ class GraphBuilder:
                         f"tensor {name!r} expert {index} has shape {tuple(part.shape)}, expected {shape}"
                     )
             outs = transform(np.asarray(part, dtype=np.float32))
-            if not stacks:
-                stacks = [np.empty((n, *o.shape), o.dtype) for o in outs]
-            for stack, out in zip(stacks, outs, strict=True):
+            if index == 0:
+                open_stream = getattr(self._sink, "stream", None)
+                if open_stream is not None:
+                    stream = open_stream(outputs[0], outs[0].dtype, (n, *outs[0].shape))
+                if stream is None:
+                    first = np.empty((n, *outs[0].shape), outs[0].dtype)
+                rest = [np.empty((n, *o.shape), o.dtype) for o in outs[1:]]
+            if stream is not None:
+                stream.write(outs[0])
+            else:
+                assert first is not None
+                first[index] = outs[0]
+            for stack, out in zip(rest, outs[1:], strict=True):
                 stack[index] = out
-        return tuple(stacks)
+        if stream is not None:
+            self.initializers.append(stream.finish())
+        else:
+            self.raw_weight(outputs[0], first)  # type: ignore[arg-type]
+        for output, stack in zip(outputs[1:], rest, strict=True):
+            self.raw_weight(output, stack)
+        return list(outputs)
 
     def stored(self, array: np.ndarray) -> np.ndarray:
         """``array`` in the activation dtype's storage form (for ``raw_weight``)."""

@@ -19,7 +19,7 @@ Two interchangeable expert paths, chosen at build time:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -102,10 +102,8 @@ class MoEBuilder(GraphBuilder):
         weights = self.op("Div", f"{path}/route/Div", [weights, total])
         weights = self.to_act(f"{path}/route/Cast", weights)
 
-        (w13_data,) = self._gate_up(prefix, lambda w: (self.stored(w.T),))
-        (w2_data,) = self._down(prefix, lambda w: (self.stored(w.T),))
-        w13 = self.raw_weight(f"{prefix}.experts.gate_up_proj.T", w13_data)
-        w2 = self.raw_weight(f"{prefix}.experts.down_proj.T", w2_data)
+        (w13,) = self._gate_up(prefix, lambda w: (self.stored(w.T),), [f"{prefix}.experts.gate_up_proj.T"])
+        (w2,) = self._down(prefix, lambda w: (self.stored(w.T),), [f"{prefix}.experts.down_proj.T"])
         rows = self.op("Unsqueeze", f"{path}/experts/Unsqueeze", [flat, self.const([1, 2], np.int64)])
         w13_t = self.op("Gather", f"{path}/experts/gate_up/Gather", [w13, chosen], axis=0)
         h = self.op("MatMul", f"{path}/experts/gate_up/MatMul", [rows, w13_t])
@@ -144,24 +142,13 @@ class MoEBuilder(GraphBuilder):
             q = quantize_blocks(weight, bits=bits, block_size=QUANT_BLOCK)
             return q.flat_packed(), self.stored(q.scales), q.zero_points
 
-        fc1 = self._gate_up(prefix, lambda w: pack(interleave_gate_up(w)))
-        fc2 = self._down(prefix, pack)
         w1, w2 = f"{prefix}.experts.gate_up_proj", f"{prefix}.experts.down_proj"
-        inputs = [
-            x,
-            self._router_logits(path, scores, chosen, weights),
-            self.raw_weight(f"{w1}.qweight", fc1[0]),
-            self.raw_weight(f"{w1}.scales", fc1[1]),
-            "",
-            self.raw_weight(f"{w2}.qweight", fc2[0]),
-            self.raw_weight(f"{w2}.scales", fc2[1]),
-            "",
-            "",
-            "",
-            "",
-            self.raw_weight(f"{w1}.zp", fc1[2]),
-            self.raw_weight(f"{w2}.zp", fc2[2]),
-        ]
+        fc1 = self._gate_up(
+            prefix, lambda w: pack(interleave_gate_up(w)), [f"{w1}.{k}" for k in ("qweight", "scales", "zp")]
+        )
+        fc2 = self._down(prefix, pack, [f"{w2}.{k}" for k in ("qweight", "scales", "zp")])
+        router = self._router_logits(path, scores, chosen, weights)
+        inputs = [x, router, fc1[0], fc1[1], "", fc2[0], fc2[1], "", "", "", "", fc1[2], fc2[2]]
         return self.op(
             "QMoE",
             f"{path}/experts/QMoE",
@@ -189,10 +176,12 @@ class MoEBuilder(GraphBuilder):
         c = self.config
         router = self._router_logits(path, scores, chosen, weights)
         # ORT's CPU kernel wants gate and up rows interleaved (swiglu_fusion=1).
-        (w13_data,) = self._gate_up(prefix, lambda w: (self.stored(interleave_gate_up(w)),))
-        (w2_data,) = self._down(prefix, lambda w: (self.stored(w),))
-        w13 = self.raw_weight(f"{prefix}.experts.gate_up_proj.interleaved", w13_data)
-        w2 = self.raw_weight(f"{prefix}.experts.down_proj.scaled", w2_data)
+        (w13,) = self._gate_up(
+            prefix,
+            lambda w: (self.stored(interleave_gate_up(w)),),
+            [f"{prefix}.experts.gate_up_proj.interleaved"],
+        )
+        (w2,) = self._down(prefix, lambda w: (self.stored(w),), [f"{prefix}.experts.down_proj.scaled"])
         return self.op(
             "MoE",
             f"{path}/experts/MoE",
@@ -208,21 +197,23 @@ class MoEBuilder(GraphBuilder):
         )
 
     def _gate_up(
-        self, prefix: str, transform: Callable[[np.ndarray], tuple[np.ndarray, ...]]
-    ) -> tuple[np.ndarray, ...]:
-        """Per-expert [gate | up] ``[2I, D]`` through ``transform``, stacked."""
+        self, prefix: str, transform: Callable[[np.ndarray], tuple[np.ndarray, ...]], outputs: Sequence[str]
+    ) -> list[str]:
+        """Per-expert [gate | up] ``[2I, D]`` through ``transform``, stacked into ``outputs``."""
         c = self.config
         shape = (2 * c.moe_intermediate_size, c.hidden_size)
-        return self.expert_stack(f"{prefix}.experts.gate_up_proj", shape, transform)
+        return self.expert_stack(f"{prefix}.experts.gate_up_proj", shape, transform, outputs)
 
     def _down(
-        self, prefix: str, transform: Callable[[np.ndarray], tuple[np.ndarray, ...]]
-    ) -> tuple[np.ndarray, ...]:
-        """Per-expert down ``[D, I]`` times routed_scaling_factor, through ``transform``, stacked."""
+        self, prefix: str, transform: Callable[[np.ndarray], tuple[np.ndarray, ...]], outputs: Sequence[str]
+    ) -> list[str]:
+        """Per-expert down ``[D, I]`` times routed_scaling_factor, through ``transform``, into ``outputs``."""
         c = self.config
         scale = np.float32(c.routed_scaling_factor)
         shape = (c.hidden_size, c.moe_intermediate_size)
-        return self.expert_stack(f"{prefix}.experts.down_proj", shape, lambda w: transform(w * scale))
+        return self.expert_stack(
+            f"{prefix}.experts.down_proj", shape, lambda w: transform(w * scale), outputs
+        )
 
     def _shared_expert(self, path: str, prefix: str, x: str) -> str:
         """x ─ MatMul([gate|up]) ─ Split ─ clamps ─ silu·up ─ MatMul(down)"""
