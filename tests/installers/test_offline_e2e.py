@@ -294,7 +294,7 @@ def test_upgrade_in_place_then_older_and_tampered_bundles_are_refused(
     after_release = site.enclave.resolve()
     assert after_release != before_release and after_release.parents[1].name.startswith("0.1.0.1-")
     models = site.run([site.enclave, "model", "list", "--data", site.data])
-    assert re.search(r"^\* deepseek-v4-demo\s+version 2", models.stdout, re.M), models.stdout
+    assert re.search(r"^\*\s+deepseek-v4-demo\s+2\s.*\ssealed\s", models.stdout, re.M), models.stdout
     # The audit chain continued: the log still verifies against the checkpoint taken before.
     proc = site.run([site.enclave, "audit", "verify", "--data", site.data, "--checkpoint", checkpoint])
     assert proc.returncode == 0, proc.stdout + proc.stderr
