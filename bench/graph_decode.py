@@ -3,8 +3,9 @@
     .venv/bin/python bench/graph_decode.py [--steps 32] [--threads 2]
 
 Builds a small random V4 model (every layer type, 32 experts), prefills 64 tokens, then times single-
-token decode steps: the portable-MoE graph and the com.microsoft.MoE graph at batch 1 and batch 8
-(rows at different positions, state updated in place through IO binding, as docs/bundle.md allows),
+token decode steps: the portable-MoE graph, the com.microsoft.MoE graph and the int8 / int4 graphs
+(MatMulNBits + QMoE) at batch 1 and batch 8 (rows at different positions, state updated in place
+through IO binding, as docs/bundle.md allows),
 and transformers' own cached decode at batch 1 — the peer measured in the same run. Prints ms per step
 and tokens/s, and each graph's ratio to the peer. CPU figures: they rank the paths, they say nothing
 about the GPU (see /work/shared/gpu/README.md for what decides speed there).
@@ -31,8 +32,10 @@ PREFILL = 64
 MAX_CONTEXT = 256
 
 
-def time_graph(ckpt: StateDictCheckpoint, moe: str, batch: int, steps: int, threads: int) -> float:
-    graph = build_graphs(ckpt, moe=moe)[0]
+def time_graph(
+    ckpt: StateDictCheckpoint, moe: str, batch: int, steps: int, threads: int, quant: str = "none"
+) -> float:
+    graph = build_graphs(ckpt, moe=moe, quant=quant)[0]
     io = graph_io(ckpt.config)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -97,11 +100,14 @@ def main() -> None:
         f"random V4: hidden 256, 4 layers (sliding, CSA, HCA, CSA), 32 experts top-4, {args.threads} threads"
     )
     print(f"peer  transformers cached decode, batch 1: {peer * 1e3:7.2f} ms/step {1 / peer:8.1f} tok/s")
-    for moe in ("portable", "ort"):
+    for label, moe, quant in (
+        ("moe=portable", "portable", "none"), ("moe=ort", "ort", "none"), ("int8", "portable", "int8"),
+        ("int4", "portable", "int4"),
+    ):  # fmt: skip
         for batch in (1, 8):
-            t = time_graph(ckpt, moe, batch, args.steps, args.threads)
+            t = time_graph(ckpt, moe, batch, args.steps, args.threads, quant)
             print(
-                f"graph moe={moe:<8} batch {batch}:        {t * 1e3:7.2f} ms/step {batch / t:8.1f} tok/s"
+                f"graph {label:<12} batch {batch}:    {t * 1e3:7.2f} ms/step {batch / t:8.1f} tok/s"
                 f"  ({peer / t * batch:5.2f}x the peer's tokens/s)"
             )
 
