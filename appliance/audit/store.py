@@ -99,7 +99,8 @@ def append_prepared(
         first = seq + 1
         for p in prepared:
             seq += 1
-            digest = record_hash_fast(
+            # The hashed fields are the row's columns up to prev_hash; the row adds the hash.
+            fields = (
                 seq,
                 time,
                 p.actor,
@@ -112,22 +113,8 @@ def append_prepared(
                 p.content_json,
                 head_hash,
             )
-            rows.append(
-                (
-                    seq,
-                    time,
-                    p.actor,
-                    p.action,
-                    p.target,
-                    p.outcome,
-                    p.request_id,
-                    p.client_address,
-                    p.details_json,
-                    p.content_json,
-                    head_hash,
-                    digest,
-                )
-            )
+            digest = record_hash_fast(*fields)
+            rows.append((*fields, digest))
             if p.sealed is not None:
                 b = p.sealed
                 sealed.append((b.ref, time, b.master_key_id, b.wrapped_key, b.ciphertext))

@@ -1,5 +1,5 @@
-"""What the local admin commands (init, user, team, token) share: who acts, recording changes, and
-their ``--data`` option and table output.
+"""What the local admin commands (init, user, team, token, model, demo) share: who acts, recording
+changes, the database record of an installed model, and their ``--data`` option and table output.
 
 The operator at the appliance's own shell acts with the data directory's authority; the audit
 log names them ``cli:<os user>``. Each change is appended to the audit log inside the same
@@ -13,6 +13,7 @@ import datetime as dt
 import getpass
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -21,7 +22,18 @@ from appliance.audit import AuditEvent, AuditLog
 from appliance.auth.change import Change
 from appliance.config import Settings
 
-__all__ = ["DATA_HELP", "action_subparsers", "cli_actor", "format_time", "print_table", "record_change"]
+if TYPE_CHECKING:  # the model package pulls in numpy and onnx: not for `enclave user list`
+    from appliance.model.bundle import Bundle
+
+__all__ = [
+    "DATA_HELP",
+    "action_subparsers",
+    "cli_actor",
+    "format_time",
+    "model_installed",
+    "print_table",
+    "record_change",
+]
 
 DATA_HELP = "data directory (default: $ENCLAVE_DATA or the platform's)"
 
@@ -68,3 +80,22 @@ def action_subparsers(
     common.add_argument("--data", metavar="DIR", default=argparse.SUPPRESS, help=DATA_HELP)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=type(parser))
     return sub, common
+
+
+def model_installed(session: Session, settings: Settings, bundle: Bundle, *, now: dt.datetime) -> Change:
+    """Record ``bundle`` as installed under ``settings``' models directory (the import's
+    ``before_install``: the row commits only if the copy that follows succeeds)."""
+    from appliance.auth import admin
+
+    return admin.register_model(
+        session,
+        name=bundle.name,
+        version=str(bundle.version),
+        path=str(settings.models_dir / bundle.name / str(bundle.version)),
+        manifest_sha256=bundle.manifest.digest,
+        now=now,
+        details={
+            "key_id": bundle.manifest.key_id,
+            **{k: bundle.info.get(k) for k in ("quant", "dtype", "stages")},
+        },
+    )

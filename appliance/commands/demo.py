@@ -29,6 +29,7 @@ from appliance.audit.log import AuditLog
 from appliance.auth import admin
 from appliance.auth import tokens as token_ops
 from appliance.auth.change import Change
+from appliance.commands._local_admin import model_installed
 from appliance.commands.init import STEPS
 from appliance.commands.serve import _port, announce
 from appliance.config import Settings, load_settings
@@ -36,7 +37,6 @@ from appliance.db.base import utcnow
 from appliance.db.engine import UnitOfWork, make_engine
 from appliance.model.bundle import Bundle
 from appliance.model.demo import build_demo
-from appliance.model.manifest import MANIFEST, sha256_file
 from appliance.model.signing import pin_public_key
 from appliance.model.store import import_bundle
 from shared.errors import ConflictError
@@ -103,17 +103,7 @@ def _install_model(settings: Settings, bundle_dir: Path) -> None:
     with _audited_transaction(settings) as (session, record):
 
         def register(bundle: Bundle) -> None:
-            details = {key: bundle.info.get(key) for key in ("quant", "dtype", "stages")}
-            change = admin.register_model(
-                session,
-                name=bundle.name,
-                version=str(bundle.version),
-                path=str(settings.models_dir / bundle.name / str(bundle.version)),
-                manifest_sha256=sha256_file(bundle.path / MANIFEST),
-                now=utcnow(),
-                details={"key_id": bundle.manifest.key_id, **details},
-            )
-            record(change)
+            record(model_installed(session, settings, bundle, now=utcnow()))
 
         import_bundle(bundle_dir, settings.data_dir, before_install=register)
 

@@ -127,12 +127,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from appliance.auth import admin
-    from appliance.commands._local_admin import record_change
+    from appliance.commands._local_admin import model_installed, record_change
     from appliance.db.base import utcnow
     from appliance.db.datadir import load_data_dir, open_database
     from appliance.model.bundle import Bundle
-    from appliance.model.manifest import MANIFEST, sha256_file
     from appliance.model.store import import_bundle
 
     settings = load_data_dir(args.data)
@@ -140,17 +138,7 @@ def _import(args: argparse.Namespace) -> int:
 
         def register(bundle: Bundle) -> None:
             # Recorded (with its audit event) in the transaction that commits only if the copy succeeds.
-            change = admin.register_model(
-                session,
-                name=bundle.name,
-                version=str(bundle.version),
-                path=str(settings.models_dir / bundle.name / str(bundle.version)),
-                manifest_sha256=sha256_file(bundle.path / MANIFEST),
-                now=utcnow(),
-                details={"key_id": bundle.manifest.key_id, "quant": bundle.info.get("quant"),
-                         "dtype": bundle.info.get("dtype"), "stages": bundle.info.get("stages")},
-            )  # fmt: skip
-            record_change(settings, engine, session, change)
+            record_change(settings, engine, session, model_installed(session, settings, bundle, now=utcnow()))
 
         bundle = import_bundle(args.bundle, settings.data_dir, before_install=register)
     print(f"installed {bundle.name} version {bundle.version} at {bundle.path} (active)")

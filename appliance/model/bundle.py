@@ -198,13 +198,12 @@ class ExternalData:
     def sha256(self) -> str:
         return self._digest.hexdigest()
 
-    def sink(self, name: str, array: np.ndarray) -> TensorProto:
+    def __call__(self, name: str, array: np.ndarray) -> TensorProto:
         """The graph builder's WeightSink: large weights to the file, small constants inline."""
         if array.nbytes < _EXTERNAL_MIN_BYTES:
             return numpy_helper.from_array(np.ascontiguousarray(array), name)
         return self.add(name, array)
 
-    __call__ = sink
 
     def stream(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> _Stream | None:
         """A tensor of ``shape`` written part by part along its first axis (the builder's stacked

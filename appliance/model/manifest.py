@@ -61,7 +61,7 @@ class Manifest:
     files: dict[str, dict[str, Any]]
     key_id: str
     #: sha256 of manifest.json's exact bytes, the ones the signature covers: the bundle's identity.
-    digest: str = ""
+    digest: str
     #: Each file's ``file_stamp`` as taken just before it was checked (verify_manifest fills it).
     stamps: dict[str, list[int]] = field(default_factory=dict, compare=False)
 

@@ -164,14 +164,14 @@ def _quantize_rows(
 
 def _grid_rows(blocks: np.ndarray, qmax: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Blocks whose values are all integer multiples of one step, the multiples within the format's
-        signed range: (mask [R], step [R], levels [R, block]).
+    signed range: (mask [R], step [R], levels [R, block]).
 
-        DeepSeek's FP4 experts are such blocks: e2m1 values {0, 0.5, 1, 1.5, 2, 3, 4, 6} times the
-        block's scale (one per 32 inputs, as our blocks) are multiples of scale/2 from -12 to 12. So at
-        8 bits a release checkpoint's routed experts are reproduced exactly; at 4 bits, the blocks whose
+    DeepSeek's FP4 experts are such blocks: e2m1 values {0, 0.5, 1, 1.5, 2, 3, 4, 6} times the
+    block's scale (one per 32 inputs, as our blocks) are multiples of scale/2 from -12 to 12. So at
+    8 bits a release checkpoint's routed experts are reproduced exactly; at 4 bits, the blocks whose
     UE8M0 scale (a power of two, rounded up) left them within -8..7 steps. The step tried is the
-        block's smallest magnitude divided by 1, 2 or 3 (e2m1's smallest is 0.5, 1, 1.5, 2, 3, 4 or 6
-        times scale/2: one of the three divides it down to a step every value is a multiple of).
+    block's smallest magnitude divided by 1, 2 or 3 (e2m1's smallest is 0.5, 1, 1.5, 2, 3, 4 or 6
+    times scale/2: one of the three divides it down to a step every value is a multiple of).
     """
     half = (qmax + 1) // 2
     magnitude = np.abs(blocks)

@@ -53,6 +53,27 @@ class TensorStream(Protocol):
     def finish(self) -> TensorProto: ...
 
 
+class _StackInMemory:
+    """A TensorStream kept in memory and handed to the sink whole (small stacks, or a sink that
+    cannot stream)."""
+
+    def __init__(self, sink: WeightSink, name: str, count: int) -> None:
+        self._sink, self._name, self._count = sink, name, count
+        self._stack: np.ndarray | None = None
+        self._written = 0
+
+    def write(self, part: np.ndarray) -> None:
+        if self._stack is None:
+            self._stack = np.empty((self._count, *part.shape), part.dtype)
+        self._stack[self._written] = part
+        self._written += 1
+
+    def finish(self) -> TensorProto:
+        if self._stack is None or self._written != self._count:
+            raise ModelError(f"{self._name}: {self._written} of {self._count} parts written")
+        return self._sink(self._name, self._stack)
+
+
 class Checkpoint(Protocol):
     """What the builder reads: the architecture and dequantized float32 tensors by transformers name."""
 
@@ -193,9 +214,7 @@ class GraphBuilder:
         n = self.config.n_routed_experts
         read = getattr(self.ckpt, "expert", None)
         full = None if read is not None else self.tensor(name, (n, *shape))
-        stream: TensorStream | None = None
-        first: np.ndarray | None = None
-        rest: list[np.ndarray] = []
+        stacks: list[TensorStream] = []
         for index in range(n):
             if full is not None:
                 part = full[index]
@@ -212,24 +231,14 @@ class GraphBuilder:
             outs = transform(np.asarray(part, dtype=np.float32))
             if index == 0:
                 open_stream = getattr(self._sink, "stream", None)
-                if open_stream is not None:
-                    stream = open_stream(outputs[0], outs[0].dtype, (n, *outs[0].shape))
-                if stream is None:
-                    first = np.empty((n, *outs[0].shape), outs[0].dtype)
-                rest = [np.empty((n, *o.shape), o.dtype) for o in outs[1:]]
-            if stream is not None:
-                stream.write(outs[0])
-            else:
-                assert first is not None
-                first[index] = outs[0]
-            for stack, out in zip(rest, outs[1:], strict=True):
-                stack[index] = out
-        if stream is not None:
-            self.initializers.append(stream.finish())
-        else:
-            self.raw_weight(outputs[0], first)  # type: ignore[arg-type]
-        for output, stack in zip(outputs[1:], rest, strict=True):
-            self.raw_weight(output, stack)
+                first = open_stream(outputs[0], outs[0].dtype, (n, *outs[0].shape)) if open_stream else None
+                stacks = [first or _StackInMemory(self._sink, outputs[0], n)] + [
+                    _StackInMemory(self._sink, output, n) for output in outputs[1:]
+                ]
+            for stack, out in zip(stacks, outs, strict=True):
+                stack.write(out)
+        # The streamed one first: the others' bytes go to the same file after it.
+        self.initializers.extend(stack.finish() for stack in stacks)
         return list(outputs)
 
     def stored(self, array: np.ndarray) -> np.ndarray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from sqlalchemy import Engine
 from appliance.audit import AuditEvent, AuditKeys, AuditLog, verify_export
 from appliance.audit.syslog import SyslogForwarder, parse_address
 from shared.errors import ConfigError
+from tests.helpers.syslog_collector import SyslogCollector
 
 # RFC 5424: <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD SP MSG
 FRAME = re.compile(
@@ -24,43 +24,9 @@ FRAME = re.compile(
 )
 
 
-class Collector:
-    """A TCP syslog collector: reads octet-counted frames until the client closes."""
-
-    def __init__(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self.frames: list[bytes] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            with conn:
-                buf = b""
-                while True:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    buf += chunk
-                    while b" " in buf:
-                        length, _, rest = buf.partition(b" ")
-                        if len(rest) < int(length):
-                            break
-                        self.frames.append(rest[: int(length)])
-                        buf = rest[int(length) :]
-
-    def close(self) -> None:
-        self.server.close()
-
-
 @pytest.fixture
-def collector() -> Iterator[Collector]:
-    c = Collector()
+def collector() -> Iterator[SyslogCollector]:
+    c = SyslogCollector()
     yield c
     c.close()
 
@@ -74,7 +40,7 @@ def _wait_for(predicate: object, timeout: float = 20.0) -> None:
 
 
 def test_records_reach_the_collector_in_order_and_reverify(
-    log: AuditLog, keys: AuditKeys, collector: Collector, tmp_path: Path
+    log: AuditLog, keys: AuditKeys, collector: SyslogCollector, tmp_path: Path
 ) -> None:
     for n in range(5):
         log.append(
@@ -87,17 +53,17 @@ def test_records_reach_the_collector_in_order_and_reverify(
         )
     cursor = tmp_path / "syslog.cursor"
     forwarder = SyslogForwarder(
-        log.engine, f"127.0.0.1:{collector.port}", cursor_file=cursor, hostname="appliance-1"
+        log.engine, collector.address, cursor_file=cursor, hostname="appliance-1"
     )
     assert forwarder.forward_pending() == 5
     assert forwarder.forward_pending() == 0  # nothing twice
     log.append(AuditEvent(action="auth.logout", actor="u0"))
     forwarder.start()
-    _wait_for(lambda: len(collector.frames) == 6)
+    _wait_for(lambda: len(collector.messages()) == 6)
     forwarder.stop()
     assert cursor.read_text() == "6\n"
 
-    messages = [FRAME.fullmatch(f.decode("utf-8")) for f in collector.frames]
+    messages = [FRAME.fullmatch(f) for f in collector.messages()]
     assert all(messages)
     pris = [int(m["pri"]) for m in messages]  # type: ignore[index]
     assert pris == [13 * 8 + 6, 13 * 8 + 6, 13 * 8 + 4, 13 * 8 + 6, 13 * 8 + 6, 13 * 8 + 6]
@@ -107,7 +73,7 @@ def test_records_reach_the_collector_in_order_and_reverify(
     assert verify_export(bodies, keys=keys).ok
 
 
-def test_a_down_collector_loses_nothing(sqlite_log: AuditLog, collector: Collector, tmp_path: Path) -> None:
+def test_a_down_collector_loses_nothing(sqlite_log: AuditLog, collector: SyslogCollector, tmp_path: Path) -> None:
     sqlite_log.append(AuditEvent(action="auth.login.ok", actor="a"))
     dead = socket.create_server(("127.0.0.1", 0))
     port = dead.getsockname()[1]
@@ -119,11 +85,11 @@ def test_a_down_collector_loses_nothing(sqlite_log: AuditLog, collector: Collect
     assert forwarder.sent_seq == 0
     sqlite_log.append(AuditEvent(action="auth.login.ok", actor="b"))
     # Restarted against a live collector, it resumes from its saved position.
-    resumed = SyslogForwarder(sqlite_log.engine, f"127.0.0.1:{collector.port}", cursor_file=cursor)
+    resumed = SyslogForwarder(sqlite_log.engine, collector.address, cursor_file=cursor)
     assert resumed.forward_pending() == 2
     resumed.stop()
-    _wait_for(lambda: len(collector.frames) == 2)
-    assert len(collector.frames) == 2
+    _wait_for(lambda: len(collector.messages()) == 2)
+    assert len(collector.messages()) == 2
 
 
 @pytest.mark.parametrize("bad", ["collector", "host:", ":514", "host:99999", "host:x"])
