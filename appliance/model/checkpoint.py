@@ -256,7 +256,10 @@ def _check_source(
 ) -> None:
     info = source.info
     if _stored_shape(source) != want:
-        raise ModelError(f"tensor {info.name} ({name}) has shape {list(_stored_shape(source))}, expected {list(want)}")
+        known_as = f" ({name})" if name != info.name else ""  # the file's name, then ours if it differs
+        raise ModelError(
+            f"tensor {info.name}{known_as} has shape {list(_stored_shape(source))}, expected {list(want)}"
+        )
     if is_index:
         if info.dtype not in ("I64", "I32", "I16", "I8", "U8"):
             raise ModelError(f"tensor {info.name} ({name}) has dtype {info.dtype}, expected an integer type")
