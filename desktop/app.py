@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
 from keyring.backend import KeyringBackend
 
 from desktop.client.api import ApplianceClient
 from desktop.client.credentials import CredentialStore
 from desktop.client.profile import ProfileStore
+from desktop.dirs import APP_NAME, Dirs
 from desktop.project.history import HistoryStore
 from desktop.qt import QApplication, QThreadPool, QTimer
 from desktop.services.audit import AdminService, AuditService
@@ -30,24 +30,7 @@ from desktop.ui.main_window import MainWindow
 from desktop.ui.workspace import Workspace
 from shared.version import VERSION
 
-__all__ = ["App", "Dirs", "build", "main"]
-
-APP_NAME = "enclave-desktop"
-
-
-@dataclass(frozen=True)
-class Dirs:
-    config: Path
-    cache: Path
-    data: Path
-
-    @classmethod
-    def for_user(cls) -> Dirs:
-        return cls(
-            Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)),
-            Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False)),
-            Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)),
-        )
+__all__ = ["APP_NAME", "App", "Dirs", "build", "main"]
 
 
 @dataclass

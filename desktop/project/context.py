@@ -18,15 +18,16 @@ and a budget only needs to be close.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from desktop.project.ignore import IgnoreRules
 from desktop.project.index import ProjectIndex
 from desktop.project.scan import read_text
 from desktop.project.symbols import definition_end, identifiers, language_of, python_names_in_view
 
-__all__ = ["Context", "ContextItem", "ContextRequest", "assemble", "estimate_tokens"]
+__all__ = ["Context", "ContextItem", "ContextRequest", "assemble", "estimate_tokens", "sendable"]
 
 _SHARES = {"selection": 0.40, "cursor": 0.25, "definition": 0.20}
 _MAX_DEF_LINES = 60
@@ -46,6 +47,8 @@ class ContextRequest:
     selection: tuple[int, int] | None = None  # 1-based inclusive line range
     visible: tuple[int, int] | None = None
     recent_paths: Sequence[str] = ()
+    # Other open editor buffers (rel path -> text), read instead of the files on disk.
+    buffers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,12 +118,14 @@ class _Assembler:
             r = self.request
             if path == r.current_path and r.current_text is not None:
                 text: str | None = r.current_text
+            elif path in r.buffers:
+                text = r.buffers[path]
             else:
                 text = read_text(self.index.root / path)
             if text is None:
                 self._texts[path] = None
             else:
-                sha = self.index.file_sha256(path) if path != r.current_path else None
+                sha = self.index.file_sha256(path) if path != r.current_path and path not in r.buffers else None
                 sha = sha or hashlib.sha256(text.encode()).hexdigest()
                 self._texts[path] = (text.split("\n"), sha)
         return self._texts[path]
@@ -241,3 +246,10 @@ def assemble(index: ProjectIndex, request: ContextRequest, *, budget: int = 3000
     if request.current_path is not None and Path(request.current_path).is_absolute():
         request = replace(request, current_path=Path(request.current_path).resolve().relative_to(index.root).as_posix())
     return _Assembler(index, request, budget).run()
+
+
+def sendable(context: Context, rules: IgnoreRules) -> Context:
+    """``context`` without the items whose file must never leave the machine (secrets, policy
+    exclusions): the index never holds them, but the current file, open buffers and recent files
+    come from the editor or the disk, so the assembled context is checked once more."""
+    return Context(context.budget, [item for item in context.items if not rules.never_sent(item.path)])

@@ -164,3 +164,14 @@ class IgnoreRules:
             if self.exclusion("/".join(parts[:i]), is_dir=True) is not None:
                 return True
         return self.exclusion(rel, is_dir=is_dir) is not None
+
+    def never_sent(self, rel: str) -> bool:
+        """True when ``rel`` or a directory above it is a secret or excluded by policy: such a file
+        never leaves the machine, whatever reads it (the index, an editor's buffer, context assembly).
+        Paths the project's own ignore files name may still be sent when the user opens them."""
+        parts = rel.split("/")
+        never = (Exclusion.SECRET, Exclusion.POLICY)
+        for i in range(1, len(parts)):
+            if self.exclusion("/".join(parts[:i]), is_dir=True) in never:
+                return True
+        return self.exclusion(rel) in never

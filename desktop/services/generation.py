@@ -8,43 +8,16 @@ from collections.abc import Callable
 from typing import Any
 
 from desktop.client.api import ApplianceClient, StreamEvent
+from desktop.client.prompts import SYSTEM_PROMPT, build_chat_request, build_fim_request
 from desktop.project.context import Context
 from desktop.project.history import HistoryStore
 from desktop.qt import QObject, QThreadPool, Signal
 from desktop.services.worker import Job, submit
 from shared.errors import InputError
-from shared.schemas import (
-    ChatCompletionRequest,
-    ChatMessageIn,
-    CompletionRequest,
-    ContextFile,
-    EnclaveMetadata,
-)
 
 __all__ = ["SYSTEM_PROMPT", "CompletionService", "GenerationService", "HistoryService", "build_chat_request"]
 
-SYSTEM_PROMPT = (
-    "You are Enclave, a coding assistant working inside the user's project. Use the files below as "
-    "context. When you propose a change to the selected code, answer with one fenced code block "
-    "holding the full replacement for the selection."
-)
-
 ClientSource = Callable[[], ApplianceClient]
-
-
-def build_chat_request(model: str, question: str, context: Context, project_id: str, *, max_tokens: int = 512) -> ChatCompletionRequest:
-    user = f"{context.render()}\n\nQuestion: {question}" if context.items else question
-    return ChatCompletionRequest(
-        model=model,
-        messages=[ChatMessageIn(role="system", content=SYSTEM_PROMPT), ChatMessageIn(role="user", content=user)],
-        stream=True,
-        max_tokens=max_tokens,
-        temperature=0.2,
-        enclave=EnclaveMetadata(
-            project_id=project_id or None,
-            context_files=[ContextFile(path=p, sha256=s) for p, s in context.files()],
-        ),
-    )
 
 
 class GenerationService(QObject):
@@ -139,7 +112,7 @@ class CompletionService(QObject):
         cancel = threading.Event()
         self._cancel = cancel
         client = self._client()
-        req = CompletionRequest(model=model, prompt=prefix, suffix=suffix, stream=True, max_tokens=self._max_tokens, temperature=0.0)
+        req = build_fim_request(model, prefix, suffix, max_tokens=self._max_tokens)
 
         def work(job: Job) -> tuple[int, str]:
             parts: list[str] = []

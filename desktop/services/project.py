@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from desktop.project.context import Context, ContextRequest, assemble
-from desktop.project.ignore import Exclusion, IgnoreRules
+from desktop.project.context import Context, ContextRequest, assemble, sendable
+from desktop.project.ignore import IgnoreRules
 from desktop.project.index import IndexClosed, IndexStats, ProjectIndex, project_id
 from desktop.qt import QObject, QThreadPool, QTimer, Signal
 from desktop.services.worker import Job, submit
@@ -189,11 +189,7 @@ class ProjectService(QObject):
         patterns = self._policy
 
         def work(job: Job) -> Context:
-            context = assemble(index, request, budget=budget)
-            rules = IgnoreRules(index.root, policy_patterns=patterns)
-            never = (Exclusion.SECRET, Exclusion.POLICY)
-            context.items = [item for item in context.items if rules.exclusion(item.path) not in never]
-            return context
+            return sendable(assemble(index, request, budget=budget), IgnoreRules(index.root, policy_patterns=patterns))
 
         def done(ctx: Any) -> None:
             self.contextReady.emit(number, ctx)
