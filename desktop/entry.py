@@ -19,6 +19,14 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
+    if "--self-test" not in sys.argv and "--version" not in sys.argv:
+        from desktop import syslibs
+
+        problem = syslibs.xcb_report() if syslibs.uses_xcb() else None
+        if problem is not None:
+            # Qt would print a misleading hint and abort; this names the gap and the fix.
+            print(f"enclave-desktop: error: {problem}", file=sys.stderr)
+            return 1
     from desktop.app import main as run
 
     return run()

@@ -82,6 +82,11 @@ class ConnectionService(QObject):
         )
 
     @property
+    def credentials(self) -> CredentialStore:
+        """Where tokens are kept (the sign-in dialog offers session-only when it has no OS keyring)."""
+        return self._credentials
+
+    @property
     def client(self) -> ApplianceClient:
         if self._client is None or self.session is None:
             raise AuthError("not signed in")
@@ -209,7 +214,11 @@ class ConnectionService(QObject):
         def work(job: Job) -> tuple[ApplianceClient, Session]:
             client = self._make_client(profile, None)
             client.token = client.login(username, password).token
-            self._credentials.save(profile.url, client.token)
+            try:
+                self._credentials.save(profile.url, client.token)
+            except EnclaveError:
+                client.logout()  # a session nobody can use again is not left alive on the server
+                raise
             return client, self._session_for(client)
 
         self._run("sign-in", work, self._after_sign_in)

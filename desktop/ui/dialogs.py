@@ -6,6 +6,7 @@ what to do next, and the fields stay as they were.
 
 from __future__ import annotations
 
+from desktop.client.credentials import KeyringUnavailableError
 from desktop.client.errors import CertificateMismatchError, UnreachableError
 from desktop.qt import (
     QCheckBox,
@@ -158,6 +159,13 @@ class SignInDialog(QDialog):
         tk_form.addRow("API token", self.token)
         self.tabs.addTab(pw, "Password")
         self.tabs.addTab(tk, "API token")
+        # No OS keyring: say so up front and offer a session-only sign-in (memory only, never disk).
+        self.keyring_note = QLabel()
+        self.keyring_note.setObjectName("keyringNote")
+        self.keyring_note.setWordWrap(True)
+        self.session_only = QCheckBox("Sign in for this session only (the token stays in memory and is "
+                                      "forgotten when Enclave closes)")
+        self._offer_session_only(service.credentials.problem)
         self.sign_in = QPushButton("Sign in")
         self.sign_in.setDefault(True)
         self.sign_in.clicked.connect(self._submit)
@@ -165,12 +173,29 @@ class SignInDialog(QDialog):
         layout.addWidget(self.message)
         layout.addWidget(self.error)
         layout.addWidget(self.tabs)
+        layout.addWidget(self.keyring_note)
+        layout.addWidget(self.session_only)
         layout.addWidget(self.sign_in)
+        # Wide enough that a wrapped error never squeezes the fields (seen clipped on a plain X session).
+        self.setMinimumWidth(520)
         service.signedIn.connect(self._done)
         service.failed.connect(self._failed)
 
+    def _offer_session_only(self, problem: str | None) -> None:
+        if problem is None:
+            self.keyring_note.hide()
+            self.session_only.hide()
+            return
+        self.keyring_note.setText(f"Your sign-in cannot be remembered: {problem}. You can still sign in "
+                                  "for this session; you will be asked again next time.")
+        self.keyring_note.show()
+        self.session_only.show()
+        self.session_only.setChecked(True)
+
     def _submit(self) -> None:
         self.error.hide()
+        if not self.session_only.isHidden() and self.session_only.isChecked():
+            self._service.credentials.use_session_only()
         self.sign_in.setEnabled(False)
         if self.tabs.currentIndex() == 0:
             self._service.sign_in_password(self.username.text(), self.password.text())
@@ -184,6 +209,9 @@ class SignInDialog(QDialog):
     def _failed(self, stage: str, exc: BaseException) -> None:
         if stage != "sign-in":
             return
+        if isinstance(exc, KeyringUnavailableError) and not self._service.credentials.session_only:
+            # The keyring refused at save time (locked, daemon gone): same offer, fields kept.
+            self._offer_session_only(str(exc))
         self.error.setText(explain(exc) if not isinstance(exc, AuthError) or isinstance(exc, ThrottledError)
                            else f"{exc}. Check the user name and password (or the token) and try again.")
         self.error.show()

@@ -164,7 +164,8 @@ class MainWindow(QMainWindow):
 
     def _signed_in(self, session: Session) -> None:
         profile = self.connection.profile
-        self.connection_label.setText(f"{profile.url if profile else ''} · {session.username}")
+        only = " (this session only)" if self.connection.credentials.session_only else ""
+        self.connection_label.setText(f"{profile.url if profile else ''} · {session.username}{only}")
         self.action_sign_out.setEnabled(True)
         self.banner.hide()
         self.workspace.set_session(session)
@@ -184,7 +185,8 @@ class MainWindow(QMainWindow):
         self.workspace.set_session(None)
         self.tabs.setTabVisible(self.audit_index, False)
         self.tabs.setTabVisible(self.admin_index, False)
-        self.show_banner("Signed out; the token was removed from the keyring.", "Sign in…", self.show_sign_in)
+        where = "memory" if self.connection.credentials.session_only else "the keyring"
+        self.show_banner(f"Signed out; the token was removed from {where}.", "Sign in…", self.show_sign_in)
 
     def _connection_failed(self, stage: str, exc: BaseException) -> None:
         if stage in ("ca", "connect", "sign-in") and self.dialog is not None:

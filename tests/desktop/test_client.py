@@ -186,8 +186,23 @@ def test_file_based_keyring_backends_are_refused() -> None:
 def test_no_keyring_at_all_is_a_clear_error() -> None:
     from keyring.backends.fail import Keyring as NoKeyring
 
-    with pytest.raises(ConfigError, match="cannot store the token in the system keyring"):
-        CredentialStore(NoKeyring()).save("https://a:1", "encl_x")
+    store = CredentialStore(NoKeyring())
+    assert store.problem is not None and "no system keyring is available" in store.problem
+    with pytest.raises(ConfigError, match="cannot store the token: no system keyring"):
+        store.save("https://a:1", "encl_x")
+    assert store.load("https://a:1") is None  # nothing stored: "sign in", not an error
+
+
+def test_session_only_keeps_the_token_in_memory(tmp_path: Path) -> None:
+    from keyring.backends.fail import Keyring as NoKeyring
+
+    store = CredentialStore(NoKeyring())
+    store.use_session_only()
+    store.save("https://a:1", "encl_secret")
+    assert store.session_only and store.load("https://a:1") == "encl_secret"
+    store.delete("https://a:1")
+    assert store.load("https://a:1") is None
+    assert CredentialStore(NoKeyring()).load("https://a:1") is None  # a new process has nothing
 
 
 def test_a_certificate_for_another_name_is_explained(tmp_path: Path) -> None:
