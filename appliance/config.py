@@ -43,6 +43,9 @@ class Settings:
     insecure_http: bool = False
     # Largest accepted request body, bytes.
     max_body_bytes: int = 4 * 1024 * 1024
+    # Largest prompt text (UTF-8 bytes, all messages together) a generation request may carry: it
+    # bounds the tokenizer's work per request before any is done (refused with 400, audited).
+    max_prompt_bytes: int = 2 * 1024 * 1024
     # Session tokens from /v1/auth/login live this long, seconds.
     session_ttl_s: int = 8 * 3600
     # Audit: a signed checkpoint every N events or T seconds, whichever comes first.
@@ -157,5 +160,7 @@ def _validate(s: Settings) -> None:
         raise ConfigError("audit_checkpoint_every must be >= 1 and audit_checkpoint_interval_s > 0")
     if s.audit_sealed_retention_days < 0:
         raise ConfigError("audit_sealed_retention_days must be >= 0 (0 keeps sealed content forever)")
+    if s.max_prompt_bytes < 1:
+        raise ConfigError("max_prompt_bytes must be >= 1")
     if s.session_ttl_s < 60:
         raise ConfigError("session_ttl_s must be at least 60 seconds")

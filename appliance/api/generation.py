@@ -204,12 +204,12 @@ async def admit(
 ) -> Generation:
     """Check limits, take a quota lease and durably audit the request; raise on any refusal."""
     n_prompt = len(prompt_ids)
-    max_tokens = resolve_max_tokens(engine, caller, n_prompt, requested_max_tokens)
     try:
+        max_tokens = resolve_max_tokens(engine, caller, n_prompt, requested_max_tokens)
         lease = quotas.admit(
             caller.quota_key, caller.limits, prompt_tokens=n_prompt, max_output_tokens=max_tokens
         )
-    except QuotaError as exc:
+    except (QuotaError, ApiError) as exc:
         # A policy refusal is part of what the caller did: it goes in the log like a denial.
         await auditor.record_quietly(
             caller,

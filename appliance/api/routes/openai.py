@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from appliance.api.auditing import Caller
 from appliance.api.errors import ERROR_RESPONSES, ApiError
 from appliance.api.generation import Generation, admit, check_model
+from appliance.api.prompt_input import encode_prompt
 from appliance.api.sse import DONE, TEXT_SLOT, SSEResponse, TextFrames, sse_event
 from appliance.api.state import app_state, caller_with, request_info
 from appliance.auth.roles import Permission
@@ -173,7 +174,21 @@ async def chat_completions(
     started = state.clock.monotonic()
     engine = check_model(state.engine, caller, body.model)
     messages = [ChatMessage(m.role, m.text(), m.reasoning_content) for m in body.messages]
-    prompt_ids = engine.encode_chat(messages)
+    texts = [
+        (f"messages[{i}].{name}", text)
+        for i, m in enumerate(messages)
+        for name, text in (("content", m.content), ("reasoning_content", m.reasoning or ""))
+    ]
+    prompt_ids = await encode_prompt(
+        auditor=state.auditor,
+        caller=caller,
+        info=request_info(request),
+        endpoint="chat.completions",
+        model_id=engine.model_id,
+        max_bytes=state.settings.max_prompt_bytes,
+        texts=texts,
+        encode=lambda: engine.encode_chat(messages),
+    )
     gen = await admit(
         engine=engine,
         auditor=state.auditor,
@@ -227,7 +242,17 @@ async def completions(
     engine = check_model(state.engine, caller, body.model)
     if body.suffix is not None and not engine.supports_fim:
         raise ApiError(400, f"model {engine.model_id} does not support fill-in-the-middle", param="suffix")
-    prompt_ids = engine.encode_completion(body.prompt, body.suffix)
+    endpoint = "completions.fim" if body.suffix is not None else "completions"
+    prompt_ids = await encode_prompt(
+        auditor=state.auditor,
+        caller=caller,
+        info=request_info(request),
+        endpoint=endpoint,
+        model_id=engine.model_id,
+        max_bytes=state.settings.max_prompt_bytes,
+        texts=[("prompt", body.prompt), ("suffix", body.suffix or "")],
+        encode=lambda: engine.encode_completion(body.prompt, body.suffix),
+    )
     content: dict[str, Any] = {"prompt": body.prompt}
     if body.suffix is not None:
         content["suffix"] = body.suffix
@@ -239,7 +264,7 @@ async def completions(
         clock=state.clock,
         caller=caller,
         info=request_info(request),
-        endpoint="completions.fim" if body.suffix is not None else "completions",
+        endpoint=endpoint,
         prompt_ids=prompt_ids,
         requested_max_tokens=body.output_limit(),
         temperature=body.temperature,
