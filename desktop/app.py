@@ -17,7 +17,7 @@ from keyring.backend import KeyringBackend
 
 from desktop.client.api import ApplianceClient
 from desktop.client.credentials import CredentialStore
-from desktop.client.profile import ProfileStore
+from desktop.client.profile import ProfileStore, normalize_url
 from desktop.dirs import APP_NAME, Dirs
 from desktop.project.history import HistoryStore
 from desktop.qt import QApplication, QThreadPool, QTimer
@@ -28,9 +28,10 @@ from desktop.services.generation import CompletionService, GenerationService, Hi
 from desktop.services.project import ProjectService
 from desktop.ui.main_window import MainWindow
 from desktop.ui.workspace import Workspace
+from shared.errors import InputError
 from shared.version import VERSION
 
-__all__ = ["APP_NAME", "App", "Dirs", "build", "main"]
+__all__ = ["APP_NAME", "App", "Dirs", "build", "main", "start"]
 
 
 @dataclass
@@ -65,6 +66,7 @@ def build(
     poll_ms: int = 2000,
     completion_pause_ms: int = 600,
     answer_max_tokens: int = 512,
+    health_ms: int = 5000,
 ) -> App:
     pool = QThreadPool()
     pool.setMaxThreadCount(4)
@@ -90,14 +92,34 @@ def build(
         project=project, generation=generation, completion=completion, edits=edits, history=history_service,
         completion_pause_ms=completion_pause_ms,
     )
-    window = MainWindow(connection=connection, workspace=workspace, audit=audit, admin=admin)
+    window = MainWindow(connection=connection, workspace=workspace, audit=audit, admin=admin, health_ms=health_ms)
     return App(pool, connection, project, generation, completion, edits, history, history_service, audit, admin, window)
+
+
+def start(app: App, *, url: str = "", ca_path: str = "") -> None:
+    """Open the profile the user asked for: the saved one when it is for ``url`` (and the CA given, if
+    any, is the one pinned), else the connect dialog filled in with ``url`` and ``ca_path`` — never the
+    saved profile of another appliance (a dead demo's, say) when a URL was given."""
+    wanted = ""
+    if url:
+        try:
+            wanted = normalize_url(url)
+        except InputError:
+            wanted = ""  # the dialog shows the address as typed and says what is wrong with it
+    if app.connection.matches_saved(wanted, ca_path) if url else app.connection.has_saved():
+        app.connection.restore()
+        return
+    dialog = app.window.show_connect(url=url, ca_path=ca_path)
+    if dialog.ca_path.text():
+        dialog.inspect.click()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="enclave-desktop", description="Enclave desktop client")
     parser.add_argument("--version", action="version", version=f"enclave-desktop {VERSION}")
     parser.add_argument("--self-test", action="store_true", help="open the main window offscreen and exit 0")
+    parser.add_argument("--url", default="", help="the appliance to use (its saved profile, or a new one)")
+    parser.add_argument("--ca", default="", help="the appliance's CA certificate (ca.pem), to pin for --url")
     parser.add_argument("project", nargs="?", help="a project folder to open")
     args = parser.parse_args(argv)
     if args.self_test:
@@ -127,10 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.window.show()
     # scripts/demo hands over the appliance it started; the user still confirms the fingerprint.
     app.window.suggested_token = os.environ.get("ENCLAVE_TOKEN", "")
-    if not app.connection.restore():
-        dialog = app.window.show_connect(url=os.environ.get("ENCLAVE_URL", ""), ca_path=os.environ.get("ENCLAVE_CA", ""))
-        if dialog.ca_path.text():
-            dialog.inspect.click()
+    start(app, url=args.url or os.environ.get("ENCLAVE_URL", ""), ca_path=args.ca or os.environ.get("ENCLAVE_CA", ""))
     if args.project:
         app.project.open(args.project)
     code = qt_app.exec()

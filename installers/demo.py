@@ -7,7 +7,8 @@ It starts ``enclave demo`` in a subprocess and waits for the lines it prints onc
 there is no display (no ``DISPLAY``/``WAYLAND_DISPLAY`` and no ``QT_QPA_PLATFORM``), it starts the
 desktop client against that appliance, passing the three values in its environment. It prints how
 to connect and runs until Ctrl-C or SIGTERM — or until the desktop window is closed — and then
-stops both, the client first.
+stops both, the client first. If the appliance exits on its own, the client stays open (it shows
+the appliance is down and keeps what the user typed) until the user closes it.
 """
 
 from __future__ import annotations
@@ -147,19 +148,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         want_desktop = not args.no_desktop and display_available(os.environ)
         if want_desktop:
-            desktop = _spawn([sys.executable, "-c", DESKTOP_MAIN], {**env, **conn.env()})
+            # --url/--ca: the client opens this appliance's profile (or a new one), not a previous demo's.
+            desktop = _spawn([sys.executable, "-c", DESKTOP_MAIN, "--url", conn.url, "--ca", conn.ca],
+                             {**env, **conn.env()})
             print(f"demo: desktop pid {desktop.pid}", flush=True)
             assert desktop.stdout is not None
             threading.Thread(
                 target=_pump, args=(desktop.stdout, queue.Queue(), "desktop: "), daemon=True
             ).start()
         _print_how_to_connect(conn, desktop_started=want_desktop, asked_no_desktop=args.no_desktop)
-        return _run_until_done(appliance, desktop, stop)
+        code = _run_until_done(appliance, desktop, stop)
+        if desktop is not None and desktop.poll() is None and not stop.is_set():
+            # The appliance died under the client: the user's typed work is in that window, so it stays
+            # open (it shows the appliance is down) until the user closes it or presses Ctrl-C.
+            print("demo: the desktop client stays open so nothing typed in it is lost; close it (or press "
+                  "Ctrl-C) to finish", flush=True)
+            while desktop.poll() is None and not stop.wait(0.5):
+                pass
+        return code
     except DemoError as exc:
         print(f"demo: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        _stop(desktop, "the desktop client")
+        _stop(desktop, "the desktop client")  # already closed by the user unless Ctrl-C/SIGTERM came first
         _stop(appliance, "the appliance")
 
 

@@ -40,6 +40,7 @@ class ProfileStore:
     def __init__(self, config_dir: Path) -> None:
         self.dir = config_dir
         self._file = config_dir / "profile.json"
+        self.file = self._file
         self.ca_file = config_dir / "pinned-ca.pem"
 
     def load(self) -> Profile | None:

@@ -7,6 +7,7 @@ the fingerprint and the last user name.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from desktop.client.api import ApplianceClient
 from desktop.client.credentials import CredentialStore
+from desktop.client.errors import UnreachableError
 from desktop.client.profile import Profile, ProfileStore, normalize_url
 from desktop.client.tls import ca_fingerprint
 from desktop.qt import QObject, QThreadPool, Signal
@@ -51,6 +53,8 @@ class ConnectionService(QObject):
     connected = Signal(object)  # Profile
     signedIn = Signal(object)  # Session
     signedOut = Signal()
+    forgotten = Signal()  # the saved profile was removed
+    reachable = Signal(bool)  # the appliance went down (False) or came back (True)
     failed = Signal(str, object)  # stage ("ca", "connect", "restore", "sign-in", "sign-out"), exception
 
     def __init__(
@@ -70,6 +74,8 @@ class ConnectionService(QObject):
         self.profile: Profile | None = None
         self.session: Session | None = None
         self._client: ApplianceClient | None = None
+        self.up = True
+        self._checking = False
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -166,6 +172,62 @@ class ConnectionService(QObject):
         self.connected.emit(profile)
         self._resume()
         return True
+
+    def check_health(self) -> None:
+        """Ask the appliance whether it is up; ``reachable`` says so when the answer changes."""
+        client = self._client
+        if client is None or self._checking:
+            return
+        self._checking = True
+
+        def work(job: Job) -> bool:
+            try:
+                client.health()
+            except UnreachableError:
+                return False
+            return True
+
+        def done(up: bool) -> None:
+            self._checking = False
+            if up != self.up:
+                self.up = up
+                self.reachable.emit(up)
+
+        submit(self._pool, work, on_done=done, on_failed=lambda exc: setattr(self, "_checking", False), parent=self)
+
+    def has_saved(self) -> bool:
+        """A saved profile exists (damaged ones count: restore() then says what is wrong)."""
+        return self._profiles.file.exists()
+
+    def matches_saved(self, url: str, ca_path: str = "") -> bool:
+        """The saved profile is for ``url`` and, when ``ca_path`` is given, pins that very CA."""
+        try:
+            saved = self._profiles.load()
+        except EnclaveError:
+            return False
+        if saved is None or saved.url != url:
+            return False
+        if not ca_path:
+            return True
+        try:
+            return ca_fingerprint(Path(ca_path).expanduser().read_bytes()) == saved.ca_fingerprint
+        except (OSError, EnclaveError):
+            return False
+
+    def forget(self) -> None:
+        """Remove the saved profile and its token (a dead appliance the user no longer wants offered)."""
+        profile = self.profile
+        if profile is not None:
+            # The profile goes regardless; a keyring that cannot delete is no reason to keep it.
+            with contextlib.suppress(EnclaveError):
+                self._credentials.delete(profile.url)
+        if self._client is not None:
+            self._client.close()
+        self._client = None
+        self.session = None
+        self.profile = None
+        self._profiles.forget()
+        self.forgotten.emit()
 
     def _resume(self) -> None:
         profile = self.profile

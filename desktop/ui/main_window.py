@@ -20,6 +20,7 @@ from desktop.qt import (
     QMainWindow,
     QPushButton,
     QTabWidget,
+    QTimer,
     QVBoxLayout,
     QWidget,
 )
@@ -42,6 +43,7 @@ class MainWindow(QMainWindow):
         workspace: Workspace,
         audit: AuditService,
         admin: AdminService,
+        health_ms: int = 5000,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -63,13 +65,19 @@ class MainWindow(QMainWindow):
         self.banner_text = QLabel("")
         self.banner_text.setWordWrap(True)
         self.banner_action = QPushButton("")
+        # A second way out where there is one (a dead saved appliance: forget it).
+        self.banner_second = QPushButton("")
+        self.banner_second.hide()
         row = QHBoxLayout(self.banner)
         row.addWidget(self.banner_text, 1)
         row.addWidget(self.banner_action)
+        row.addWidget(self.banner_second)
         self.banner.setStyleSheet("background: #fff4e5")
         self.banner.hide()
         self._banner_handler: Callable[[], object] | None = None
         self.banner_action.clicked.connect(self._banner_clicked)
+        self._second_handler: Callable[[], object] | None = None
+        self.banner_second.clicked.connect(self._second_clicked)
 
         central = QWidget()
         layout = QVBoxLayout(central)
@@ -98,6 +106,12 @@ class MainWindow(QMainWindow):
         connection.signedIn.connect(self._signed_in)
         connection.signedOut.connect(self._signed_out)
         connection.failed.connect(self._connection_failed)
+        connection.reachable.connect(self._reachability)
+        # Watch the appliance while signed in, so "it is down" shows before the next request fails
+        # (scripts/demo keeps this window open when the appliance it started dies).
+        self.health_timer = QTimer(self)
+        self.health_timer.setInterval(health_ms)
+        self.health_timer.timeout.connect(connection.check_health)
         workspace.errorOccurred.connect(self.handle_error)
         audit.failed.connect(lambda what, exc: self.handle_error(exc))
         admin.failed.connect(lambda what, exc: self.handle_error(exc))
@@ -108,11 +122,27 @@ class MainWindow(QMainWindow):
 
     # -- banner ----------------------------------------------------------------------------------
 
-    def show_banner(self, text: str, action: str, handler: Callable[[], object]) -> None:
+    def show_banner(self, text: str, action: str, handler: Callable[[], object],
+                    second: tuple[str, Callable[[], object]] | None = None) -> None:
         self.banner_text.setText(text)
         self.banner_action.setText(action)
         self._banner_handler = handler
+        self._second_handler = second[1] if second else None
+        self.banner_second.setText(second[0] if second else "")
+        self.banner_second.setVisible(second is not None)
         self.banner.show()
+
+    def _second_clicked(self) -> None:
+        self.banner.hide()
+        if self._second_handler is not None:
+            self._second_handler()
+
+    def _forget_profile(self) -> None:
+        self.connection.forget()
+        self.connection_label.setText("Not connected")
+        self.action_sign_in.setEnabled(False)
+        self.action_sign_out.setEnabled(False)
+        self.show_connect()
 
     def _banner_clicked(self) -> None:
         self.banner.hide()
@@ -173,12 +203,14 @@ class MainWindow(QMainWindow):
         self.audit_console.set_access(read=session.can_audit, verify=session.can_audit or session.can_admin)
         self.tabs.setTabVisible(self.audit_index, session.can_audit or session.can_admin)
         self.tabs.setTabVisible(self.admin_index, session.can_admin)
+        self.health_timer.start()
         if session.can_audit:
             self.audit_console.run_search()
         if session.can_admin:
             self.admin_pages.reload()
 
     def _signed_out(self) -> None:
+        self.health_timer.stop()
         profile = self.connection.profile
         self.connection_label.setText(f"{profile.url if profile else ''} · signed out")
         self.action_sign_out.setEnabled(False)
@@ -188,9 +220,24 @@ class MainWindow(QMainWindow):
         where = "memory" if self.connection.credentials.session_only else "the keyring"
         self.show_banner(f"Signed out; the token was removed from {where}.", "Sign in…", self.show_sign_in)
 
+    def _reachability(self, up: bool) -> None:
+        profile = self.connection.profile
+        url = profile.url if profile else "the appliance"
+        if up:
+            self.banner.hide()
+            self.statusBar().showMessage(f"{url} answers again.", 10000)
+        else:
+            self.show_banner(f"{url} does not answer: the appliance is down or unreachable. Your question "
+                             "and edits are kept; nothing is lost.", "Retry", self.connection.check_health)
+
     def _connection_failed(self, stage: str, exc: BaseException) -> None:
         if stage in ("ca", "connect", "sign-in") and self.dialog is not None:
             return  # the open dialog shows it next to what the user typed
+        if stage == "restore" and isinstance(exc, UnreachableError) and self.connection.profile is not None:
+            url = self.connection.profile.url
+            self.show_banner(f"{explain(exc)} If {url} is gone for good (a finished demo, say), forget it.",
+                             "Retry", self._retry, second=("Forget this appliance…", self._forget_profile))
+            return
         self.handle_error(exc)
 
     def handle_error(self, exc: BaseException) -> None:

@@ -73,7 +73,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _run_demo(args: list[str], env: dict[str, str], want: set[str]) -> None:
+def _run_demo(args: list[str], env: dict[str, str], want: set[str], *, kill_appliance: bool = False) -> None:
     """Start the demo, wait until it says how to connect, check the appliance answers, SIGTERM it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "installers.demo", *args],
@@ -110,10 +110,21 @@ def _run_demo(args: list[str], env: dict[str, str], want: set[str]) -> None:
         assert response.status_code == 200, response.text
         for pid in pids.values():
             assert _alive(pid)
+        if kill_appliance:
+            # Issue #15 failure 11: the appliance dies under the client; the client (and its typed work) stays.
+            os.kill(pids["appliance"], signal.SIGKILL)
+            for line in proc.stdout:
+                output.append(line)
+                if "stays open" in line:
+                    break
+            else:
+                pytest.fail("the demo did not keep the client open:\n" + "".join(output))
+            assert proc.poll() is None and _alive(pids["desktop"]), "".join(output)
         # Keep draining its output so the demo never blocks on a full pipe while stopping.
         threading.Thread(target=lambda: output.extend(proc.stdout or []), daemon=True).start()
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=120) == 0, "".join(output)
+        # The appliance's death is still the demo's failure (exit 1), once the client is closed.
+        assert proc.wait(timeout=120) == (1 if kill_appliance else 0), "".join(output)
         for name, pid in pids.items():
             assert not _alive(pid), f"{name} (pid {pid}) still running after the demo stopped"
     finally:
@@ -137,3 +148,12 @@ def test_demo_with_desktop_offscreen_stops_both_on_sigterm() -> None:
             pytest.skip(f"{module} does not exist yet")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
     _run_demo([], env, want={"appliance", "desktop"})
+
+
+@pytest.mark.slow
+def test_demo_keeps_the_client_open_when_the_appliance_dies() -> None:
+    for module in ("appliance.commands.demo", "desktop.app"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} does not exist yet")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    _run_demo([], env, want={"appliance", "desktop"}, kill_appliance=True)
