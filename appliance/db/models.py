@@ -124,6 +124,9 @@ class ApiToken(Base):
     token_digest: Mapped[str] = mapped_column(digest_hex, unique=True)
     # Permission values; the token can do at most what both its scopes and its owner's role allow.
     scopes: Mapped[list[str]] = mapped_column(JSON)
+    # The token that created this one (None: created by a login session, an admin or the CLI).
+    # Revoking a token revokes the tokens it minted.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("api_tokens.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[dt.datetime]
     expires_at: Mapped[dt.datetime]
     revoked_at: Mapped[dt.datetime | None]

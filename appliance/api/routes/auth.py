@@ -61,7 +61,9 @@ class PasswordChange(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=64)
-    expires_in_days: int = Field(default=90, ge=1, le=365)
+    expires_in_days: int | None = Field(
+        default=None, ge=1, le=365, description="default 90, and never past the expiry of the token making the request"
+    )
     scopes: list[str] | None = Field(default=None, max_length=32)
 
 
@@ -315,9 +317,10 @@ async def create_my_token(
                 session,
                 caller.principal.user_id,
                 name=body.name,
-                expires_in=dt.timedelta(days=body.expires_in_days),
+                expires_in=None if body.expires_in_days is None else dt.timedelta(days=body.expires_in_days),
                 now=now,
                 scopes=body.scopes,
+                parent_token_id=caller.principal.token_id,
             )
             _audit_change(state, session, caller, change, info.request_id, info.client_address)
             return TokenCreated(token=raw, info=token_out(token, now))

@@ -263,3 +263,56 @@ def test_read_path_cannot_write(appliance: Appliance) -> None:
     assert reads is not appliance.uow
     with pytest.raises(DatabaseError, match="readonly"), reads() as session:
         session.execute(text("UPDATE users SET role = 'admin'"))
+
+
+# --- a token mints only what it holds (issue #12, item 1) ------------------------------------------
+
+
+async def _mint(client: httpx.AsyncClient, token: str, **body: Any) -> httpx.Response:
+    return await client.post("/v1/auth/tokens", json={"name": "child", **body}, headers=bearer(token))
+
+
+async def test_a_narrow_token_cannot_mint_a_wider_one(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/auth/tokens",
+        json={"name": "narrow", "expires_in_days": 7, "scopes": ["tokens:self"]},
+        headers=appliance.headers("adm"),
+    )
+    assert r.status_code == 201, r.text
+    narrow = r.json()["token"]
+    # Explicit escalation: a scope the parent lacks, even one the role holds.
+    r = await _mint(client, narrow, scopes=["users:manage"])
+    assert r.status_code == 403 and "users:manage" in r.json()["error"]["message"]
+    # No scopes asked: the child gets the parent's, not the role's.
+    r = await _mint(client, narrow)
+    assert r.status_code == 201, r.text
+    assert r.json()["info"]["scopes"] == ["tokens:self"]
+    child = r.json()["token"]
+    assert (await client.get("/v1/admin/users", headers=bearer(child))).status_code == 403
+    # It cannot outlive its parent: an explicit later expiry is refused, the default is bounded.
+    assert (await _mint(client, narrow, expires_in_days=30)).status_code == 403
+    assert r.json()["info"]["expires_at"] <= (await client.get("/v1/auth/me", headers=bearer(narrow))).json()[
+        "expires_at"
+    ]
+    assert appliance.records("admin.token.created")[-1]["details"]["new"]["parent_token"] is not None
+
+
+async def test_revoking_a_token_revokes_what_it_minted(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/v1/auth/tokens",
+        json={"name": "parent", "expires_in_days": 7, "scopes": ["generate", "tokens:self"]},
+        headers=appliance.headers("dev"),
+    )
+    parent_id, parent = r.json()["info"]["id"], r.json()["token"]
+    r = await _mint(client, parent, scopes=["generate", "tokens:self"])
+    child = r.json()["token"]
+    r = await _mint(client, child, scopes=["generate"])
+    grandchild = r.json()["token"]
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=bearer(grandchild))).status_code == 200
+    # The owner's session revokes the parent; the whole family stops at once.
+    r = await client.delete(f"/v1/auth/tokens/{parent_id}", headers=appliance.headers("dev"))
+    assert r.status_code == 204
+    for token in (parent, child, grandchild):
+        assert (await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))).status_code == 401
+    revoked = appliance.records("admin.token.revoked")[-1]
+    assert len(revoked["details"]["new"]["also_revoked"]) == 2
