@@ -22,10 +22,12 @@ from appliance.api.clock import Clock
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaLimits
 from appliance.audit.events import AuditEvent
+from appliance.audit.models import ACTOR_LEN, TARGET_LEN
+from appliance.audit.redact import redact
 from appliance.auth.principal import Principal
 from shared.errors import AuditUnavailableError, EnclaveError, InputError
 
-__all__ = ["AuditSink", "Auditor", "Caller", "RequestInfo"]
+__all__ = ["AuditSink", "Auditor", "Caller", "RequestInfo", "clip"]
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +112,8 @@ class Auditor:
         """Append one event and wait until it is durable; AuditUnavailableError if it cannot be."""
         event = AuditEvent(
             action=action,
-            actor=actor if actor is not None else (caller.actor if caller else "anonymous"),
-            target=target,
+            actor=clip(actor if actor is not None else (caller.actor if caller else "anonymous"), ACTOR_LEN),
+            target=clip(target, TARGET_LEN),
             outcome=outcome,
             request_id=info.request_id,
             client_address=info.client_address,
@@ -124,8 +126,22 @@ class Auditor:
     async def record_quietly(self, caller: Caller | None, info: RequestInfo, **fields: Any) -> None:
         try:
             await self.record(caller, info, **fields)
-        except (AuditUnavailableError, InputError):
-            log.exception("audit: could not record %s for %s", fields.get("action"), info.request_id)
+        except (AuditUnavailableError, InputError) as exc:
+            # One line: a traceback here is the same every time and an attacker can make it often.
+            log.error("audit: could not record %s for %s: %s", fields.get("action"), info.request_id, exc)
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` (a request path, a typed user name) cut to fit a column of ``limit`` characters,
+    saying how much was cut: an over-long path must still leave its record. Redacted first, so the
+    cut cannot split a secret into pieces the redaction filter no longer recognises."""
+    if len(text) <= limit:
+        return text
+    text = redact(text)
+    if len(text) <= limit:
+        return text
+    marker = f"...[{len(text)} chars]"
+    return text[: limit - len(marker)] + marker
 
 
 def _content(content: Mapping[str, Any] | None) -> dict[str, str] | None:
