@@ -115,12 +115,24 @@ def _jsonl(row: RowTuple) -> str:
     return f'{head[:-1]}, "details": {details}, "content": {content or "null"}, {tail[1:]}'
 
 
+# Control characters other than CR/LF: the CEF spec has no escape for them and a raw ESC, BEL or NUL
+# reaches the SIEM operator's terminal or truncates the line in C parsers. They are written as
+# \uXXXX (the spec never puts a lone backslash before ``u``: a literal backslash is always written
+# doubled), so the line reads back to the exact text and the export still verifies.
+_CEF_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _cef_controls(text: str) -> str:
+    return _CEF_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def _cef_header(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|")
+    return _cef_controls(text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " "))
 
 
 def _cef_value(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("=", "\\=").replace("\n", "\\n").replace("\r", "\\r")
+    escaped = text.replace("\\", "\\\\").replace("=", "\\=").replace("\n", "\\n").replace("\r", "\\r")
+    return _cef_controls(escaped)
 
 
 def _cef(row: RowTuple) -> str:
@@ -165,8 +177,15 @@ def _cef(row: RowTuple) -> str:
 
 
 _CEF_PAIR = re.compile(r"([A-Za-z0-9_.]+)=((?:\\.|[^\\])*?)(?= [A-Za-z0-9_.]+=|$)", re.DOTALL)
-_CEF_UNESCAPE = re.compile(r"\\(.)", re.DOTALL)
+_CEF_UNESCAPE = re.compile(r"\\(u[0-9a-f]{4}|.)", re.DOTALL)
 _CEF_ESCAPES = {"n": "\n", "r": "\r"}
+
+
+def _cef_unescape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    if len(code) == 5:
+        return chr(int(code[1:], 16))
+    return _CEF_ESCAPES.get(code, code)
 
 
 def _cef_extension(line: str) -> dict[str, str]:
@@ -175,10 +194,7 @@ def _cef_extension(line: str) -> dict[str, str]:
     if not line.startswith("CEF:") or len(pipes) < 7:
         raise ValueError("not a CEF line")
     ext = line[pipes[6] + 1 :]
-    return {
-        key: _CEF_UNESCAPE.sub(lambda m: _CEF_ESCAPES.get(m.group(1), m.group(1)), value)
-        for key, value in _CEF_PAIR.findall(ext)
-    }
+    return {key: _CEF_UNESCAPE.sub(_cef_unescape, value) for key, value in _CEF_PAIR.findall(ext)}
 
 
 def cef_row(line: str, where: str) -> RowTuple:

@@ -21,6 +21,7 @@ from appliance.audit import (
     read_checkpoint_file,
     verify_export,
 )
+from appliance.audit.query import _cef_value, cef_row
 from appliance.cli import main
 from appliance.config import load_settings
 from appliance.db.engine import make_engine
@@ -273,3 +274,23 @@ def test_a_third_party_finds_every_kind_of_edit_to_an_export(
     report = verify_export([json.dumps(r, ensure_ascii=False) for r in records], keys=keys)
     assert report.problem is not None
     assert (report.problem.seq, report.problem.kind) == expected, str(report.problem)
+
+
+# No NUL: PostgreSQL text cannot hold one (SQLite can; the unit check below covers it).
+CONTROLS = "esc \x1b[31m bel \x07 bs \x08 del \x7f nel \x85 tab \t ls \u2028 literal \\u001b end"
+
+
+def test_cef_escapes_control_characters_and_still_verifies(log: AuditLog, keys: AuditKeys) -> None:
+    """Issue 12 item 12: a user name with ESC/BEL/NUL went raw into CEF (JSONL escapes them)."""
+    log.append(AuditEvent(action="auth.login.failed", actor=CONTROLS, target=CONTROLS, outcome="failure"))
+    cp = log.checkpoint()
+    (line,) = list(log.export("cef"))
+    assert not [ch for ch in line if ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F or ch in "\u2028\u2029"]
+    assert "\\u001b[31m" in line and "\\u0008" in line and "\\\\u001b" in line
+    row = cef_row(line, "line 1")
+    assert row[2] == CONTROLS and row[4] == CONTROLS
+    assert verify_export([line], keys=AuditKeys(public_key=keys.public_key), checkpoint=cp).ok
+
+
+def test_cef_escapes_nul() -> None:
+    assert _cef_value("a\x00b") == "a\\u0000b"
