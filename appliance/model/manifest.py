@@ -25,6 +25,7 @@ import binascii
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from shared.errors import IntegrityError
+from shared.errors import InputError, IntegrityError
 
 from .signing import key_id
 
@@ -91,6 +92,22 @@ def _bundle_files(root: Path) -> dict[str, Path]:
     return found
 
 
+# A bundle's name and version become directory names (<data>/models/<name>/<version>/): they must be
+# identifiers, never paths. A signature only says who made the bundle, not that its name is safe
+# ("../../ESCAPED", signed by a trusted key, installed outside the data directory).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_MAX_VERSION = 2**63 - 1
+
+
+def identity_problem(name: object, version: object) -> str | None:
+    """Why ``name``/``version`` cannot name an installed bundle, or None if they can."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        return f"bundle name {name!r} is not an identifier (letters, digits, '.', '_', '-'; at most 128)"
+    if type(version) is not int or not 0 <= version <= _MAX_VERSION:
+        return f"bundle version {version!r} is not a non-negative integer"
+    return None
+
+
 def write_manifest(
     root: Path, key: Ed25519PrivateKey, *, name: str, version: int, known: Mapping[str, str] | None = None
 ) -> Manifest:
@@ -98,6 +115,9 @@ def write_manifest(
 
     ``known`` maps files the caller hashed while writing them to their sha256 (not read again).
     """
+    problem = identity_problem(name, version)
+    if problem is not None:
+        raise InputError(problem)
     known = known or {}
     files = {
         rel: {"sha256": known.get(rel) or sha256_file(path), "size": path.stat().st_size}
@@ -158,11 +178,14 @@ def verify_manifest(
         ) from None
     try:
         document = json.loads(raw)
-        name, version, files = str(document["name"]), document["version"], document["files"]
+        name, version, files = document["name"], document["version"], document["files"]
         if document.get("format") != _FORMAT or not isinstance(files, dict) or not isinstance(version, int):
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise IntegrityError(f"{root.name}: {MANIFEST} is malformed") from None
+    problem = identity_problem(name, version)
+    if problem is not None:
+        raise IntegrityError(f"{root.name}: {problem}")
     stamps: dict[str, list[int]] = {}
     if check_files:
         actual = _matching_files(root, files)
