@@ -8,6 +8,7 @@ set in the file by its name (``port = 8443``) and in the environment as ``ENCLAV
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -46,6 +47,10 @@ class Settings:
     # Largest prompt text (UTF-8 bytes, all messages together) a generation request may carry: it
     # bounds the tokenizer's work per request before any is done (refused with 400, audited).
     max_prompt_bytes: int = 2 * 1024 * 1024
+    # Reverse proxies (comma-separated addresses or CIDRs, e.g. "127.0.0.1,10.0.0.0/8") whose
+    # X-Forwarded-For is believed: the client address is then the nearest hop not among them.
+    # Empty: the TCP peer is the client, and X-Forwarded-For is ignored.
+    trusted_proxies: str = ""
     # Session tokens from /v1/auth/login live this long, seconds.
     session_ttl_s: int = 8 * 3600
     # Audit: a signed checkpoint every N events or T seconds, whichever comes first.
@@ -64,6 +69,10 @@ class Settings:
     # Which installed model to serve; empty = the newest installed.
     model: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return _networks(self.trusted_proxies)
 
     @property
     def settings_file(self) -> Path:
@@ -162,5 +171,13 @@ def _validate(s: Settings) -> None:
         raise ConfigError("audit_sealed_retention_days must be >= 0 (0 keeps sealed content forever)")
     if s.max_prompt_bytes < 1:
         raise ConfigError("max_prompt_bytes must be >= 1")
+    _networks(s.trusted_proxies)
     if s.session_ttl_s < 60:
         raise ConfigError("session_ttl_s must be at least 60 seconds")
+
+
+def _networks(spec: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    try:
+        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in spec.split(",") if p.strip())
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None

@@ -3,13 +3,15 @@ authentication dependency that turns a bearer token into a :class:`Caller` holdi
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import Headers
 
 from appliance.api.auditing import Auditor, Caller, RequestInfo
 from appliance.api.authn import NeedsWrite, authenticate_fast
@@ -24,7 +26,7 @@ from appliance.db.engine import UnitOfWork
 from appliance.engine.types import GenerationService
 from shared.errors import AuthError, DatabaseError, PermissionDeniedError
 
-__all__ = ["ANY_PRINCIPAL", "MAX_ID", "AppState", "app_state", "bearer", "caller_with", "request_info"]
+__all__ = ["ANY_PRINCIPAL", "MAX_ID", "AppState", "app_state", "bearer", "caller_with", "client_address", "request_info"]
 
 # Largest id a path may name: the database's 64-bit integer range.
 MAX_ID = 2**63 - 1
@@ -59,8 +61,40 @@ def app_state(request: Request) -> AppState:
 
 def request_info(request: Request) -> RequestInfo:
     request_id = getattr(request.state, "request_id", "") or ""
-    client = request.client.host if request.client else ""
-    return RequestInfo(request_id=request_id, client_address=client)
+    peer = request.client.host if request.client else ""
+    proxies = app_state(request).settings.trusted_proxy_networks
+    return RequestInfo(request_id=request_id, client_address=client_address(peer, request.headers, proxies))
+
+
+def client_address(
+    peer: str,
+    headers: Headers,
+    proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network],
+) -> str:
+    """The client's address: the TCP peer, unless the peer is a trusted proxy — then the nearest
+    X-Forwarded-For hop that is not one. Hops a client wrote itself (left of the first untrusted
+    one) are never believed."""
+    if not proxies or not _within(peer, proxies):
+        return peer
+    hops = [h.strip() for h in ",".join(headers.getlist("x-forwarded-for")).split(",")]
+    address = peer
+    for hop in reversed([h for h in hops if h]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # not an address: stop believing the chain here
+        address = hop
+        if not _within(hop, proxies):
+            break
+    return address
+
+
+def _within(address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
 
 
 def _authenticate(state: AppState, token: str) -> Principal:

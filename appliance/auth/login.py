@@ -95,18 +95,30 @@ def logout(session: Session, raw_token: str, *, now: dt.datetime) -> int:
 
 
 def change_password(
-    session: Session, user_id: int, old_password: str, new_password: str, *, now: dt.datetime
+    session: Session,
+    user_id: int,
+    old_password: str,
+    new_password: str,
+    *,
+    now: dt.datetime,
+    address: str = "",
 ) -> None:
     """Replace a user's password after checking the old one; ends all their login sessions.
 
-    Raises AuthError (reason ``bad_password``) for a wrong old password, InputError for a new one
-    that fails the password rules or equals the old one. Does not commit.
+    The old password is checked first, throttled exactly like a login from ``address`` (a token
+    must not become a password-guessing oracle): ThrottledError, or AuthError (reason
+    ``bad_password``) for a wrong old password whatever the new one is. Only then is the new one
+    judged: InputError if it fails the password rules or equals the old one. A wrong old password
+    is counted on the session's transaction; the caller commits it with its audit record.
     """
     user = session.get(User, user_id)
     if user is None:
         raise AuthError(_BAD_LOGIN, reason="unknown_user")
+    throttle.check(session, user.username, address, user_id=user.id, now=now)
     if not verify_password(old_password, user.password_hash):
+        throttle.record_failure(session, user.username, address, now=now)
         raise AuthError("current password is wrong", reason="bad_password")
+    throttle.record_success(session, user.username, address, user_id=user.id, now=now)
     check_password(new_password, username=user.username)
     if new_password == old_password:
         raise InputError("the new password must differ from the current one")

@@ -4,7 +4,9 @@ Three counters slow password guessing without letting an attacker lock a real us
 
 * **address** — failures from one client address, over all accounts, in a fixed 15-minute
   window: at most :data:`ADDRESS_MAX_FAILURES` per window (stops password spraying). The wait is
-  never longer than the rest of the window.
+  never longer than the rest of the window, and it does not apply to a user at an address they
+  have signed in from before (behind a proxy every user shares one address; the settings'
+  ``trusted_proxies`` make X-Forwarded-For the address instead).
 * **pair** (account + address) — consecutive failures for one account from one address: after
   :data:`FREE_ATTEMPTS`, each attempt waits ``2**(n - FREE_ATTEMPTS)`` seconds after the last
   failure, capped at 15 minutes; at :data:`MAX_CONSECUTIVE_FAILURES` that address may not try
@@ -113,7 +115,10 @@ def check(session: Session, username: str, address: str, *, user_id: int | None,
     addr_row = _row(session, ADDRESS, keys.address, lock=True)
     pair_row = _row(session, PAIR, keys.pair, lock=True)
     account_row = _row(session, ACCOUNT, keys.account, lock=True)
-    if addr_row is not None and addr_row.failures >= ADDRESS_MAX_FAILURES:
+    familiar = _trusted(session, user_id, keys.address)
+    # A spray from a shared address (a NAT, a proxy) must not lock out users who sign in from
+    # it every day: for them only the pair counter, which a sprayer does not drive, applies.
+    if not familiar and addr_row is not None and addr_row.failures >= ADDRESS_MAX_FAILURES:
         until = addr_row.window_start + dt.timedelta(seconds=ADDRESS_WINDOW_S)
         if now < until:
             wait = (until - now).total_seconds()
@@ -121,7 +126,7 @@ def check(session: Session, username: str, address: str, *, user_id: int | None,
                 f"too many failed logins from this address: retry in {wait:.0f} s", retry_after=wait
             )
     _consecutive_wait(pair_row, now, "from this address")
-    if not _trusted(session, user_id, keys.address):
+    if not familiar:
         _consecutive_wait(account_row, now, "for this account")
 
 

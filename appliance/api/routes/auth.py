@@ -232,9 +232,31 @@ def _change_password(
     state: AppState, caller: Caller, body: PasswordChange, request_id: str, address: str
 ) -> None:
     with state.uow() as session:
-        auth_change_password(
-            session, caller.principal.user_id, body.old_password, body.new_password, now=state.clock.now()
-        )
+        try:
+            auth_change_password(
+                session,
+                caller.principal.user_id,
+                body.old_password,
+                body.new_password,
+                now=state.clock.now(),
+                address=address,
+            )
+        except AuthError as exc:
+            # A wrong or throttled guess is evidence: counted and recorded durably, then refused.
+            state.audit_log.append_in(
+                session,
+                AuditEvent(
+                    action="auth.password.failed",
+                    actor=caller.actor,
+                    target=f"user:{caller.actor}",
+                    outcome="failure",
+                    request_id=request_id,
+                    client_address=address,
+                    details={"reason": str(getattr(exc, "reason", "") or "failed")},
+                ),
+            )
+            session.commit()
+            raise
         state.audit_log.append_in(
             session,
             AuditEvent(

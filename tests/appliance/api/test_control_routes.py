@@ -316,3 +316,93 @@ async def test_revoking_a_token_revokes_what_it_minted(appliance: Appliance, cli
         assert (await client.post("/v1/chat/completions", json=CHAT, headers=bearer(token))).status_code == 401
     revoked = appliance.records("admin.token.revoked")[-1]
     assert len(revoked["details"]["new"]["also_revoked"]) == 2
+
+
+# --- shared addresses and proxies (issue #12, item 3) ----------------------------------------------
+
+
+async def _spray(client: httpx.AsyncClient, n: int = 50, **headers: str) -> None:
+    for i in range(n):
+        r = await client.post(
+            "/v1/auth/login", json={"username": f"nobody{i}", "password": "a wrong guess 123"}, headers=headers
+        )
+        assert r.status_code in (401, 429)
+
+
+async def test_a_spray_from_a_shared_address_does_not_lock_out_its_regular_users(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    login = {"username": "dev", "password": PASSWORD}
+    assert (await client.post("/v1/auth/login", json=login)).status_code == 200  # dev's usual address
+    await _spray(client)
+    # A stranger at that address is held back; dev, who signs in from it, is not.
+    stranger = await client.post("/v1/auth/login", json={"username": "aud", "password": PASSWORD})
+    assert stranger.status_code == 429
+    assert (await client.post("/v1/auth/login", json=login)).status_code == 200
+
+
+async def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy(tmp_path: Path, sqlite_url: str) -> None:
+    proxied = build_appliance(tmp_path / "p", sqlite_url, trusted_proxies="127.0.0.1")
+    try:
+        transport = httpx.ASGITransport(app=proxied.app, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            await _spray(c, **{"X-Forwarded-For": "203.0.113.9"})
+            # Another client behind the same proxy is a different address: not throttled.
+            r = await c.post(
+                "/v1/auth/login",
+                json={"username": "aud", "password": PASSWORD},
+                headers={"X-Forwarded-For": "198.51.100.7"},
+            )
+            assert r.status_code == 200, r.text
+            assert proxied.records("auth.login")[-1]["client_address"] == "198.51.100.7"
+            # A hop the client forged left of the proxy's own entry is not believed.
+            await c.post(
+                "/v1/auth/login",
+                json={"username": "dev", "password": PASSWORD},
+                headers={"X-Forwarded-For": "10.6.6.6, 198.51.100.8"},
+            )
+            assert proxied.records("auth.login")[-1]["client_address"] == "198.51.100.8"
+    finally:
+        proxied.close()
+
+
+async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    # No trusted proxies configured: a spoofed header cannot dodge the address limit.
+    for i in range(50):
+        await client.post(
+            "/v1/auth/login",
+            json={"username": f"nobody{i}", "password": "a wrong guess 123"},
+            headers={"X-Forwarded-For": f"192.0.2.{i}"},
+        )
+    r = await client.post(
+        "/v1/auth/login", json={"username": "aud", "password": PASSWORD}, headers={"X-Forwarded-For": "192.0.2.200"}
+    )
+    assert r.status_code == 429
+    assert appliance.records("auth.login.failed")[-1]["client_address"] == "127.0.0.1"
+
+
+# --- the password-change route is no guessing oracle (issue #12, item 5) --------------------------
+
+
+async def test_password_change_is_throttled_and_audited_like_login(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    dev = appliance.headers("dev")
+    wrong = {"old_password": "not my password 1", "new_password": "not my password 1"}
+    first = await client.post("/v1/auth/password", json=wrong, headers=dev)
+    # A wrong old password answers the same whatever the new one is (equal to it, or weak).
+    assert first.status_code == 401
+    weak = await client.post("/v1/auth/password", json={**wrong, "new_password": "x"}, headers=dev)
+    assert weak.status_code in (401, 422) and "must differ" not in weak.text
+    statuses = []
+    for _ in range(12):
+        r = await client.post("/v1/auth/password", json=wrong, headers=dev)
+        statuses.append(r.status_code)
+        if r.status_code == 429:
+            break
+    assert statuses[-1] == 429
+    failed = appliance.records("auth.password.failed")
+    assert len(failed) >= 6 and failed[-1]["details"]["reason"] in ("throttled", "locked")
+    assert failed[0]["details"]["reason"] == "bad_password"
