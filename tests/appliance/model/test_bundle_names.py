@@ -13,7 +13,16 @@ import pytest
 from appliance.model.signing import key_id, pin_public_key
 from appliance.model.store import import_bundle, list_models
 from shared.errors import InputError, IntegrityError
-from tests.appliance.model.test_bundle import KEY, make_bundle, tokenizer  # noqa: F401  (fixture)
+from tests.appliance.model.test_bundle import KEY, make_bundle
+
+
+@pytest.fixture
+def tokenizer(tmp_path: Path) -> Path:
+    from tokenizers import Tokenizer, models
+
+    path = tmp_path / "tok.json"
+    Tokenizer(models.WordLevel({"a": 0, "b": 1}, unk_token="a")).save(str(path))
+    return path
 
 
 def _resign_as(bundle: Path, name: object, version: object) -> None:
@@ -53,7 +62,7 @@ def test_a_signed_bundle_with_a_path_for_a_name_is_refused(
     tokenizer: Path,
     name: object,
     version: object,
-    reason: str,  # noqa: F811
+    reason: str,
 ) -> None:
     data = tmp_path / "site" / "data"
     pin_public_key(data, KEY.public_key(), "builder")
@@ -66,7 +75,7 @@ def test_a_signed_bundle_with_a_path_for_a_name_is_refused(
     assert list_models(data) == []
 
 
-def test_the_builder_refuses_a_name_that_is_a_path(tmp_path: Path, tokenizer: Path) -> None:  # noqa: F811
+def test_the_builder_refuses_a_name_that_is_a_path(tmp_path: Path, tokenizer: Path) -> None:
     from appliance.model.manifest import write_manifest
 
     with pytest.raises(InputError, match="not an identifier"):
