@@ -148,5 +148,5 @@ def xcb_report(files: Iterable[Path] | None = None, *, os_release: Path = Path("
     if not missing:
         return None
     family = distro_family(os_release)
-    return (f"Qt's X11 platform plugin cannot load: missing {', '.join(missing)}. "
-            f"Install them with: {install_hint(missing, family)}")
+    how = f"Install them with: {install_hint(missing, family)}" if family else install_hint(missing, None).capitalize()
+    return f"Qt's X11 platform plugin cannot load: missing {', '.join(missing)}. {how}"

@@ -32,6 +32,7 @@ from shared.schemas import (
     LoginRequest,
     LoginResponse,
     Me,
+    ModelCard,
     ModelList,
 )
 
@@ -161,8 +162,21 @@ class ApplianceClient:
     def logout(self) -> None:
         self._request("POST", "/v1/auth/logout")
 
+    def _model_cards(self) -> list[dict[str, Any]]:
+        raw = self._json("GET", "/v1/models")
+        cards = [c for c in raw.get("data", []) if isinstance(c, dict)]
+        # Validated as the schema we know; fields a newer appliance adds are read where we use them.
+        ModelList.model_validate({"object": raw.get("object", "list"),
+                                  "data": [{k: c[k] for k in ModelCard.model_fields if k in c} for c in cards]})
+        return cards
+
     def models(self) -> list[str]:
-        return [m.id for m in ModelList.model_validate(self._json("GET", "/v1/models")).data]
+        return [str(c["id"]) for c in self._model_cards()]
+
+    def model_context_lengths(self) -> dict[str, int]:
+        """Each model's context length in tokens, where ``/v1/models`` reports one (``context_length``)."""
+        return {str(c["id"]): int(c["context_length"]) for c in self._model_cards()
+                if isinstance(c.get("context_length"), int)}
 
     def me(self) -> Me:
         """Who the current credential speaks for: role, permissions, teams, effective policy."""

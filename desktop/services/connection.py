@@ -37,6 +37,8 @@ class Session:
     # The server policy's exclusions: files matching them are never indexed or sent.
     path_exclusions: tuple[str, ...] = ()
     me: Me | None = None
+    # Tokens each model takes (from /v1/models, where the appliance reports it).
+    context_lengths: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -253,9 +255,11 @@ class ConnectionService(QObject):
         # to show, without probing routes this credential may not use.
         me = client.me()
         models = client.models() if "models:read" in me.permissions else []
+        contexts = client.model_context_lengths() if models else {}
         return Session(
             username=me.username,
             models=models,
+            context_lengths=contexts,
             role=me.role,
             permissions=frozenset(me.permissions),
             path_exclusions=tuple(me.policy.path_exclusions),

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 from desktop.client.api import ApplianceClient, StreamEvent
+from desktop.client.errors import ContextTooLongError
 from desktop.client.prompts import SYSTEM_PROMPT, build_chat_request, build_fim_request
 from desktop.project.context import Context
+from desktop.project.fim import DEFAULT_FIM_BUDGET
 from desktop.project.history import HistoryStore
 from desktop.qt import QObject, QThreadPool, Signal
 from desktop.services.worker import Job, submit
@@ -97,22 +99,32 @@ class CompletionService(QObject):
 
     completed = Signal(int, str)
     failed = Signal(int, object)
+    trimmed = Signal(int, int)  # the model's limit, the new window in (estimated) tokens
 
     def __init__(self, *, client: ClientSource, pool: QThreadPool, max_tokens: int = 48, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._client = client
         self._pool = pool
         self._max_tokens = max_tokens
+        self._budget = DEFAULT_FIM_BUDGET
         self._cancel: threading.Event | None = None
         self.latest = 0
 
-    def request(self, number: int, model: str, prefix: str, suffix: str) -> None:
+    def request(self, number: int, model: str, prefix: str, suffix: str, *, context_length: int | None = None) -> None:
+        """Ask for the text at the cursor between ``prefix`` and ``suffix``, trimmed around the cursor to
+        what the model takes (``context_length`` from /v1/models; else the default window)."""
         self.cancel()
         self.latest = number
+        budget = self._budget
+        if context_length:
+            budget = min(budget, max(16, int(context_length * 0.8) - self._max_tokens))
+        self._send(number, model, prefix, suffix, budget, retried=False)
+
+    def _send(self, number: int, model: str, prefix: str, suffix: str, budget: int, *, retried: bool) -> None:
         cancel = threading.Event()
         self._cancel = cancel
         client = self._client()
-        req = build_fim_request(model, prefix, suffix, max_tokens=self._max_tokens)
+        req = build_fim_request(model, prefix, suffix, budget=budget, max_tokens=self._max_tokens)
 
         def work(job: Job) -> tuple[int, str]:
             parts: list[str] = []
@@ -126,7 +138,22 @@ class CompletionService(QObject):
             if n == self.latest and not cancel.is_set():
                 self.completed.emit(n, text)
 
-        submit(self._pool, work, on_done=done, on_failed=lambda e: self.failed.emit(number, e), parent=self)
+        def failed(exc: BaseException) -> None:
+            if number != self.latest or cancel.is_set():
+                return  # the user typed on: nobody is waiting for this one
+            if isinstance(exc, ContextTooLongError) and not retried and exc.limit and exc.prompt_tokens:
+                # Our four-characters-a-token estimate was off for this tokenizer: scale the window by
+                # how far, remember it for the next requests, and ask once more.
+                room = exc.limit - self._max_tokens - 16
+                smaller = int(budget * room / exc.prompt_tokens * 0.9)
+                if smaller >= 16:
+                    self._budget = min(self._budget, smaller)
+                    self.trimmed.emit(exc.limit, smaller)
+                    self._send(number, model, prefix, suffix, smaller, retried=True)
+                    return
+            self.failed.emit(number, exc)
+
+        submit(self._pool, work, on_done=done, on_failed=failed, parent=self)
 
     def cancel(self) -> None:
         if self._cancel is not None:

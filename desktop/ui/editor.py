@@ -1,7 +1,10 @@
-"""The code editor: syntax highlighting and inline (fill-in-the-middle) completion as ghost text.
+"""The code editor: line numbers, auto-indent, syntax highlighting and inline (fill-in-the-middle)
+completion as ghost text.
 
-Completion: after the user pauses typing, ``completionWanted`` asks for text to insert at the
-cursor; the answer shows in grey after the cursor. Tab accepts it, Esc dismisses it, and any other
+Completion: only after the user types and pauses (never on opening a file), ``completionWanted``
+asks for text to insert at the cursor; the answer shows in grey after the cursor — only where
+nothing follows the cursor on its line, so it is never drawn over code, and a multi-line answer
+shows its first line and how many more come. Tab accepts it all, Esc dismisses it, and any other
 key (or moving the cursor) cancels it — the request number moves on, so a late answer is ignored.
 """
 
@@ -14,6 +17,9 @@ from desktop.qt import (
     QPainter,
     QPaintEvent,
     QPlainTextEdit,
+    QRect,
+    QResizeEvent,
+    QSize,
     Qt,
     QTimer,
     QWidget,
@@ -43,8 +49,52 @@ class CodeEditor(QPlainTextEdit):
         self._timer.setInterval(pause_ms)
         self._timer.timeout.connect(self._want_completion)
         self.cursorPositionChanged.connect(self._cursor_moved)
+        self.setTabStopDistance(4 * self.fontMetrics().horizontalAdvance(" "))
+        self.line_numbers = _LineNumbers(self)
+        self.blockCountChanged.connect(self._gutter_width)
+        self.updateRequest.connect(self._gutter_scroll)
+        self._gutter_width()
+
+    # -- line numbers ----------------------------------------------------------------------------
+
+    def gutter_width(self) -> int:
+        digits = len(str(max(1, self.blockCount())))
+        return 10 + self.fontMetrics().horizontalAdvance("9") * max(3, digits)
+
+    def _gutter_width(self) -> None:
+        self.setViewportMargins(self.gutter_width(), 0, 0, 0)
+
+    def _gutter_scroll(self, rect: QRect, dy: int) -> None:
+        if dy:
+            self.line_numbers.scroll(0, dy)
+        else:
+            self.line_numbers.update(0, rect.y(), self.line_numbers.width(), rect.height())
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        r = self.contentsRect()
+        self.line_numbers.setGeometry(QRect(r.left(), r.top(), self.gutter_width(), r.height()))
+
+    def paint_line_numbers(self, event: QPaintEvent) -> None:
+        painter = QPainter(self.line_numbers)
+        painter.fillRect(event.rect(), QColor("#f3f3f3"))
+        painter.setPen(QColor("#8a8a8a"))
+        block = self.firstVisibleBlock()
+        top = round(self.blockBoundingGeometry(block).translated(self.contentOffset()).top())
+        height = self.fontMetrics().height()
+        while block.isValid() and top <= event.rect().bottom():
+            bottom = top + round(self.blockBoundingRect(block).height())
+            if block.isVisible() and bottom >= event.rect().top():
+                painter.drawText(0, top, self.line_numbers.width() - 5, height,
+                                 int(Qt.AlignmentFlag.AlignRight), str(block.blockNumber() + 1))
+            block = block.next()
+            top = bottom
+        painter.end()
+
+    # -- text ------------------------------------------------------------------------------------
 
     def open_text(self, path: str, text: str) -> None:
+        self._timer.stop()  # a pause in the previous file must not ask for a completion in this one
         self.dismiss()
         self.path = path
         self.highlighter.set_path(path)
@@ -84,6 +134,9 @@ class CodeEditor(QPlainTextEdit):
         """Show ``text`` as ghost text if it answers the newest request and the cursor has not moved."""
         if number != self._number or not text:
             return
+        cursor = self.textCursor()
+        if cursor.block().text()[cursor.positionInBlock():].strip():
+            return  # code follows the cursor on this line: ghost text would be drawn over it
         self.ghost = text
         self._ghost_pos = self.textCursor().position()
         self.viewport().update()
@@ -116,6 +169,17 @@ class CodeEditor(QPlainTextEdit):
             self.dismiss()
             return
         self.dismiss()  # typing on cancels what was asked and what was shown
+        if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and not event.modifiers():
+            # Auto-indent: the new line starts with the previous line's indentation (one level more
+            # after a line ending in ":" or an opening bracket).
+            line = self.textCursor().block().text()[: self.textCursor().positionInBlock()]
+            indent = line[: len(line) - len(line.lstrip(" \t"))]
+            if line.rstrip().endswith((":", "{", "(", "[")):
+                indent += "\t" if indent.startswith("\t") else "    "
+            self.textCursor().insertText("\n" + indent)
+            self.ensureCursorVisible()
+            self._timer.stop()
+            return
         super().keyPressEvent(event)
         if self.completion_enabled and event.text():
             self._timer.start()
@@ -128,9 +192,20 @@ class CodeEditor(QPlainTextEdit):
         painter.setPen(QColor("#9a9a9a"))
         rect = self.cursorRect()
         metrics = self.fontMetrics()
-        x0 = self.contentOffset().x() + self.document().documentMargin()
-        for i, line in enumerate(self.ghost.split("\n")):
-            x = rect.right() + 1 if i == 0 else int(x0)
-            y = rect.top() + metrics.ascent() + i * metrics.lineSpacing()
-            painter.drawText(x, y, line)
+        # Only to the right of the cursor, on its own line: lines below hold code and stay readable.
+        first, *more = self.ghost.split("\n")
+        hint = f"  … +{len(more)} more line{'s' if len(more) > 1 else ''} (Tab)" if more else ""
+        painter.drawText(rect.right() + 1, rect.top() + metrics.ascent(), first.replace("\t", "    ") + hint)
         painter.end()
+
+
+class _LineNumbers(QWidget):
+    def __init__(self, editor: CodeEditor) -> None:
+        super().__init__(editor)
+        self._editor = editor
+
+    def sizeHint(self) -> QSize:
+        return QSize(self._editor.gutter_width(), 0)
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        self._editor.paint_line_numbers(event)

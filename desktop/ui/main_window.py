@@ -113,6 +113,7 @@ class MainWindow(QMainWindow):
         self.health_timer.setInterval(health_ms)
         self.health_timer.timeout.connect(connection.check_health)
         workspace.errorOccurred.connect(self.handle_error)
+        workspace.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 15000))
         audit.failed.connect(lambda what, exc: self.handle_error(exc))
         admin.failed.connect(lambda what, exc: self.handle_error(exc))
         self.dialog: ConnectDialog | SignInDialog | None = None

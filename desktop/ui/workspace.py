@@ -40,6 +40,7 @@ from desktop.ui.dialogs import explain
 from desktop.ui.editor import CodeEditor
 from desktop.ui.generation_panel import GenerationPanel
 from desktop.ui.proposal_view import ProposalView
+from shared.errors import AuthError, ThrottledError
 
 __all__ = ["Workspace"]
 
@@ -48,6 +49,7 @@ _PATH_ROLE = Qt.ItemDataRole.UserRole + 1
 
 class Workspace(QWidget):
     errorOccurred = Signal(object)  # exceptions the main window handles (sign-in expired, ...)
+    statusMessage = Signal(str)  # a line for the status bar
 
     def __init__(
         self,
@@ -134,6 +136,9 @@ class Workspace(QWidget):
         self.editor.completionWanted.connect(self._want_completion)
         self.editor.completionCancelled.connect(completion.cancel)
         completion.completed.connect(self.editor.show_completion)
+        completion.failed.connect(self._completion_failed)
+        completion.trimmed.connect(lambda limit, window: self.statusMessage.emit(
+            f"The model takes {limit} tokens: inline completion now sends ~{window} tokens around the cursor."))
         edits.proposed.connect(self._proposed)
         edits.applied.connect(self._applied)
         edits.undone.connect(lambda p: self._applied(p, undone=True))
@@ -312,7 +317,14 @@ class Workspace(QWidget):
 
     def _want_completion(self, number: int, prefix: str, suffix: str) -> None:
         if self.session is not None and self.session.models:
-            self.completion.request(number, self.session.models[0], prefix, suffix)
+            model = self.session.models[0]
+            self.completion.request(number, model, prefix, suffix, context_length=self.session.context_lengths.get(model))
+
+    def _completion_failed(self, number: int, exc: BaseException) -> None:
+        # Never a silent blank: the reason goes to the status bar, where the user is looking.
+        self.statusMessage.emit(f"Inline completion failed: {explain(exc)}")
+        if isinstance(exc, AuthError) and not isinstance(exc, ThrottledError):
+            self.errorOccurred.emit(exc)
 
     # -- edits -----------------------------------------------------------------------------------
 

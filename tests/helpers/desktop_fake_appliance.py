@@ -40,6 +40,8 @@ class FakeAppliance:
         # Tokens the fake model takes; it counts two characters a token (a worse tokenizer than the
         # client's estimate of four), as the demo model's small vocabulary does.
         self.context_limit: int | None = None
+        # The context length /v1/models reports (None: the field is absent, as before the API had it).
+        self.reported_context: int | None = None
         self.events: list[dict[str, Any]] = []
         self.users: list[dict[str, Any]] = [
             {"id": i + 1, "username": u, "role": r, "teams": ["default"], "disabled": False,
@@ -108,7 +110,10 @@ class FakeAppliance:
                            "capture_mode": "sealed", "path_exclusions": list(self.path_exclusions)},
             })
         if path == "/v1/models":
-            return httpx.Response(200, json={"object": "list", "data": [{"id": "deepseek-v4-demo", "object": "model", "created": 1, "owned_by": "enclave"}]})
+            card: dict[str, Any] = {"id": "deepseek-v4-demo", "object": "model", "created": 1, "owned_by": "enclave"}
+            if self.reported_context is not None:
+                card["context_length"] = self.reported_context
+            return httpx.Response(200, json={"object": "list", "data": [card]})
         if path == "/v1/chat/completions":
             body = json.loads(request.content)
             self.requests.append(body)
@@ -122,7 +127,12 @@ class FakeAppliance:
                 )
             return self._stream_chat()
         if path == "/v1/completions":
-            self.requests.append(json.loads(request.content))
+            body = json.loads(request.content)
+            self.requests.append(body)
+            prompt = (len(body["prompt"]) + len(body.get("suffix") or "")) // 2
+            if self.context_limit is not None and prompt + body.get("max_tokens", 0) > self.context_limit:
+                return _err(400, f"This model's maximum context length is {self.context_limit} tokens; the prompt has "
+                                 f"{prompt} tokens plus max_tokens {body.get('max_tokens')}.", "context_length_exceeded")
             chunk = {"id": "c", "object": "text_completion", "created": 1, "model": "m",
                      "choices": [{"index": 0, "text": self.completion, "finish_reason": "stop", "logprobs": None}]}
             return httpx.Response(200, content=b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n")
