@@ -4,6 +4,8 @@ usage per day, users, tokens and team policies."""
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +36,46 @@ def usage_per_day(records: list[dict[str, Any]], *, group: Callable[[str], str] 
         requests, total = out[day].get(key, (0, 0))
         out[day][key] = (requests + 1, total + tokens)
     return dict(out)
+
+
+_CEF_SEQ = re.compile(rb"(?:^|[ |])externalId=(\d+)(?: |$)")
+
+
+def _line_seq(fmt: str, line: bytes) -> int | None:
+    if fmt == "jsonl":
+        try:
+            return int(json.loads(line)["seq"])
+        except (ValueError, KeyError, TypeError):
+            return None
+    match = _CEF_SEQ.search(line)
+    return int(match.group(1)) if match else None
+
+
+def _export_filtered(client: ApplianceClient, fmt: str, destination: Path, query: AuditQuery,
+                     page: int = 1000) -> int:
+    wanted: set[int] = set()
+    cursor = None
+    while True:
+        result = client.audit_events(query, limit=page, cursor=cursor)
+        wanted.update(int(r["seq"]) for r in result["records"])
+        cursor = result.get("next_cursor")
+        if cursor is None:
+            break
+    full = destination.with_name(destination.name + ".all")
+    part = destination.with_name(destination.name + ".part")
+    try:
+        client.audit_export(fmt, full, since=query.since)
+        kept = 0
+        with open(full, "rb") as src, open(part, "wb") as out:
+            for line in src:
+                if _line_seq(fmt, line.rstrip(b"\n")) in wanted:
+                    out.write(line)
+                    kept += 1
+        part.replace(destination)  # whole or not at all, as the unfiltered export
+        return kept
+    finally:
+        full.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
 
 
 class _Service(QObject):
@@ -73,8 +115,15 @@ class AuditService(_Service):
     def verify(self) -> None:
         self._run("verify", lambda c: c.audit_verify(), self.verified.emit)
 
-    def export(self, fmt: str, destination: str) -> None:
-        self._run("export", lambda c: (destination, c.audit_export(fmt, Path(destination))), lambda r: self.exported.emit(*r))
+    def export(self, fmt: str, destination: str, query: AuditQuery | None = None) -> None:
+        """Export the log, or with ``query`` (the console's filter) only the records it matches: the
+        server's own export lines (JSONL or CEF, chain hashes included), kept by sequence number."""
+        if query is None or query == AuditQuery():
+            self._run("export", lambda c: (destination, c.audit_export(fmt, Path(destination))),
+                      lambda r: self.exported.emit(*r))
+            return
+        self._run("export", lambda c: (destination, _export_filtered(c, fmt, Path(destination), query)),
+                  lambda r: self.exported.emit(*r))
 
     def read_sealed(self, ref: str) -> None:
         self._run("sealed", lambda c: (ref, c.audit_sealed(ref)), lambda r: self.sealed.emit(*r))

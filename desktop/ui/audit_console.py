@@ -296,11 +296,14 @@ class AuditConsole(QWidget):
             self.export_to(path, fmt)
 
     def export_to(self, path: str, fmt: str) -> None:
+        # What is exported is what the filter shows (all pages of it), not the whole log.
+        query = self.current_query()
         self.export_result.setText(f"Exporting to {path}…")
-        self.service.export(fmt, path)
+        self.service.export(fmt, path, query)
 
     def _exported(self, path: str, lines: int) -> None:
-        self.export_result.setText(f"Exported {lines} records to {path}")
+        scope = "matching the filter" if self.current_query() != AuditQuery() else "(the whole log)"
+        self.export_result.setText(f"Exported {lines} records {scope} to {path}")
 
     def refresh_usage(self) -> None:
         self.service.load_usage(days=self.usage_days.value(), by_team=self.usage_by.currentIndex() == 1, now=self._clock())

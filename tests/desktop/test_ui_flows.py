@@ -308,17 +308,29 @@ def test_audit_console_lists_filters_pages_verifies_exports(
     with qtbot.waitSignal(app.audit.verified, timeout=20_000):
         qtbot.mouseClick(console.verify, Qt.MouseButton.LeftButton)
     assert console.verify_result.text().startswith("✔ chain intact")
+    # Issue #15 failure 10: the export honours the filter shown (all its pages), then the whole log.
+    shown = [e for e in fake.events if e["action"] == "generation.completed"]
     for fmt in ("jsonl", "cef"):
         out = tmp_path / f"audit.{fmt}"
+        with qtbot.waitSignal(app.audit.exported, timeout=20_000):
+            console.export_to(str(out), fmt)
+        lines = out.read_text().splitlines()
+        assert len(lines) == len(shown) == 120
+        if fmt == "jsonl":
+            assert [json.loads(line)["seq"] for line in lines] == [e["seq"] for e in shown]
+        else:
+            assert lines[0].startswith("CEF:0|Enclave") and all("generation.completed" in line for line in lines)
+        assert f"Exported {len(shown)} records matching the filter" in console.export_result.text()
+    console.action.clear()
+    for fmt in ("jsonl", "cef"):
+        out = tmp_path / f"all.{fmt}"
         with qtbot.waitSignal(app.audit.exported, timeout=20_000):
             console.export_to(str(out), fmt)
         lines = out.read_text().splitlines()
         assert len(lines) == len(fake.events)
         if fmt == "jsonl":
             assert json.loads(lines[0])["seq"] == 1
-        else:
-            assert lines[0].startswith("CEF:0|Enclave")
-        assert f"Exported {len(fake.events)} records" in console.export_result.text()
+        assert f"Exported {len(fake.events)} records (the whole log)" in console.export_result.text()
 
 
 def test_usage_chart_counts_requests_and_tokens(qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, tmp_path: Path) -> None:
