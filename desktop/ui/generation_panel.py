@@ -64,6 +64,12 @@ class GenerationPanel(QWidget):
         self.context_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.remove = QPushButton("Remove from context")
         self.context_summary = QLabel("No context yet")
+        # What the budget took out of the list, and why (the list above is exactly what is sent).
+        self.dropped = QLabel("")
+        self.dropped.setObjectName("dropped")
+        self.dropped.setWordWrap(True)
+        self.dropped.setStyleSheet("color: #8a5300")
+        self.dropped.hide()
         self.answer = QTextBrowser()
         self.answer.setOpenExternalLinks(False)
         self.propose = QPushButton("Propose as edit")
@@ -83,6 +89,7 @@ class GenerationPanel(QWidget):
         layout.addWidget(self.question)
         layout.addLayout(buttons)
         layout.addLayout(ctx_row)
+        layout.addWidget(self.dropped)
         layout.addWidget(self.context_list, 1)
         layout.addWidget(QLabel("Answer"))
         layout.addWidget(self.answer, 2)
@@ -99,7 +106,15 @@ class GenerationPanel(QWidget):
     def answer_text(self) -> str:
         return self._answer_text
 
+    def show_dropped(self, labels: list[str], why: str) -> None:
+        if not labels:
+            self.dropped.hide()
+            return
+        self.dropped.setText(f"Dropped from the context ({why}): " + ", ".join(labels))
+        self.dropped.show()
+
     def show_context(self, context: Context) -> None:
+        self.dropped.hide()
         self.context_list.show_context(context)
         files = len({i.path for i in context.items})
         self.context_summary.setText(f"{len(context.items)} items from {files} files, ~{context.tokens} of {context.budget} tokens")

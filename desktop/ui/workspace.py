@@ -252,10 +252,12 @@ class Workspace(QWidget):
 
     def send(self, question: str) -> None:
         """Send ``question`` with the context shown (gathering it first if it is missing or stale)."""
-        if self.context is None or question != self._context_for:
+        if self.context is None:
             self._send_after_context = True
             self.gather(question)
             return
+        # The list shown is the list sent, even if the question was edited after gathering (the user
+        # may have removed items from it): "Gather context" again is how to get a new one.
         self._send_now(question)
 
     def _send_now(self, question: str) -> None:
@@ -292,8 +294,11 @@ class Workspace(QWidget):
         if budget < 50:
             return False
         self.budget = min(self.budget, budget)
+        before = self.context.items
         self.context = self.context.fit(budget)
+        dropped = [item.label for item in before if item not in self.context.items]
         self.panel.show_context(self.context)
+        self.panel.show_dropped(dropped, f"the model takes {exc.limit} tokens and the prompt had {exc.prompt_tokens}")
         self._refitted = True
         self.panel.status.setText(f"The model takes {exc.limit} tokens: context trimmed to fit, sending again…")
         self.generation.ask(self.session.models[0], self._question, self.context, self.project.project_id)

@@ -456,6 +456,34 @@ def test_a_context_too_long_for_the_model_is_trimmed_and_sent_again(
     assert kept and kept[0] == full[0]  # the selection, first in priority, stays
     assert len(kept) < len(full) and ws.budget < 3000
     assert ws.panel.answer_text == fake.answer
+    # Issue #15 failure 5: what the budget dropped is named, with why, and the list shown is what was sent.
+    dropped = [item.label for item in full if item not in kept]
+    assert not ws.panel.dropped.isHidden() and all(label in ws.panel.dropped.text() for label in dropped)
+    assert f"the model takes {fake.context_limit} tokens" in ws.panel.dropped.text()
+    assert ws.panel.context_list.count() == len(kept)
+    assert {f["path"] for f in second["enclave"]["context_files"]} == {i.path for i in kept}
+
+
+def test_the_context_sent_is_the_list_shown(qtbot: QtBot, signed_in: App, fake: FakeAppliance, fixture_project: Path) -> None:
+    """Issue #15 failure 5: editing the question after gathering does not swap the shown list for another."""
+    app = signed_in
+    ws = app.window.workspace
+    open_project(qtbot, app, fixture_project)
+    open_file(qtbot, app, "src/shop/cart.py")
+    ws.panel.question.setPlainText("unit_price Cart renderCart total")
+    with qtbot.waitSignal(app.project.contextReady, timeout=20_000):
+        qtbot.mouseClick(ws.panel.prepare, Qt.MouseButton.LeftButton)
+    assert ws.context is not None and len(ws.context.items) > 1
+    ws.panel.context_list.item(0).setSelected(True)
+    qtbot.mouseClick(ws.panel.remove, Qt.MouseButton.LeftButton)
+    shown = list(ws.context.items)
+    ws.panel.question.setPlainText("unit_price Cart renderCart total, and why?")
+    with qtbot.waitSignal(app.generation.finished, timeout=20_000):
+        qtbot.mouseClick(ws.panel.send, Qt.MouseButton.LeftButton)
+    content = fake.requests[-1]["messages"][1]["content"]
+    assert ws.context.items == shown and ws.panel.context_list.count() == len(shown)
+    for item in shown:
+        assert item.text in content
 
 
 def test_a_context_that_cannot_fit_is_reported(qtbot: QtBot, signed_in: App, fake: FakeAppliance, fixture_project: Path) -> None:
