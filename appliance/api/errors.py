@@ -71,6 +71,8 @@ _MAPPING: Sequence[tuple[type[E.EnclaveError], int, str, str]] = (
     (E.ConfigError, 503, "service_unavailable", "misconfigured"),
 )
 
+_UNAVAILABLE_RETRY_S = 5
+
 _STATUS_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -120,6 +122,9 @@ def enclave_error_response(exc: E.EnclaveError) -> JSONResponse:
                 if isinstance(exc, E.QuotaError) and exc.retry_after is None:
                     # A hard limit (prompt too long for the policy) is the client's to fix: 400.
                     return error_response(400, str(exc), type="invalid_request_error", code="limit_exceeded")
+            if status == 503:
+                # Everything this API answers 503 for is expected to pass: say when to try again.
+                headers = {"Retry-After": str(_UNAVAILABLE_RETRY_S)}
             return error_response(status, str(exc), type=type_, code=code, headers=headers)
     return error_response(500, str(exc), type="server_error", code="internal_error")
 
@@ -136,7 +141,11 @@ def _describe_validation(errors: Sequence[Any]) -> tuple[str, str | None, str]:
     if kind == "missing" and not loc:
         return "request body is required", None, "invalid_json"
     param = ".".join(loc) or None
+    if kind == "extra_forbidden":
+        return f"{param}: this parameter is not supported by this appliance", param, "unsupported_parameter"
     message = str(first.get("msg", "invalid value"))
+    if kind == "value_error" and "not supported" in message:
+        return f"{param}: {message.removeprefix('Value error, ')}", param, "unsupported_parameter"
     return (f"{param}: {message}" if param else message), param, "invalid_value"
 
 

@@ -35,10 +35,26 @@ __all__ = ["Generation", "GenerationOutcome", "admit", "check_model", "resolve_m
 DEFAULT_MAX_TOKENS = 1024
 
 
-def check_model(engine: GenerationService | None, caller: Caller, model: str) -> GenerationService:
-    """The engine serving ``model``, or 404 (unknown or not allowed to this caller) / 503 (no model)."""
+# Seconds a client is told to wait: a full queue drains in about a generation's time; a model that is
+# still loading takes longer.
+QUEUE_FULL_RETRY_S = 2
+NOT_LOADED_RETRY_S = 10
+
+
+def check_model(
+    engine: GenerationService | None, caller: Caller, model: str, *, max_waiting: int | None = None
+) -> GenerationService:
+    """The engine serving ``model``, or 404 (unknown or not allowed to this caller) / 503 (no model)
+    / 429 (``max_waiting`` requests already queued) — decided here, before any response starts,
+    so a stream never answers 200 and then says the engine is busy."""
     if engine is None:
-        raise ApiError(503, "no model is loaded yet", type="service_unavailable", code="model_not_loaded")
+        raise ApiError(
+            503,
+            "no model is loaded yet",
+            type="service_unavailable",
+            code="model_not_loaded",
+            headers={"Retry-After": str(NOT_LOADED_RETRY_S)},
+        )
     if model != engine.model_id or not caller.allows_model(model):
         raise ApiError(
             404,
@@ -46,6 +62,16 @@ def check_model(engine: GenerationService | None, caller: Caller, model: str) ->
             code="model_not_found",
             param="model",
         )
+    if max_waiting is not None:
+        stats = engine.stats()
+        if stats.free_slots <= 0 and stats.waiting >= max_waiting:
+            raise ApiError(
+                429,
+                f"the engine is busy: {stats.waiting} requests already waiting; retry shortly",
+                type="rate_limit_error",
+                code="engine_busy",
+                headers={"Retry-After": str(QUEUE_FULL_RETRY_S)},
+            )
     return engine
 
 
@@ -194,6 +220,7 @@ async def admit(
     requested_max_tokens: int | None,
     temperature: float,
     top_p: float,
+    top_k: int = 0,
     seed: int | None,
     stop: tuple[str, ...],
     stream: bool,
@@ -220,7 +247,9 @@ async def admit(
             details={"endpoint": endpoint, "reason": str(exc), "prompt_tokens": n_prompt},
         )
         raise
-    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, stop=stop)
+    params = SamplingParams(
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stop
+    )
     details: dict[str, Any] = {
         "endpoint": endpoint,
         "model": engine.model_id,

@@ -205,7 +205,8 @@ class ApplianceClient:
             raise self._transport_error(exc) from None
 
     def stream_chat(self, request: ChatCompletionRequest, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
-        body = request.model_dump(exclude_none=True) | {"stream": True}
+        # Usage comes once, on the last chunk, only when asked for (as OpenAI sends it).
+        body = request.model_dump(exclude_none=True) | {"stream": True, "stream_options": {"include_usage": True}}
         for payload in self._sse("/v1/chat/completions", body, cancel):
             chunk = ChatCompletionChunk.model_validate(payload)
             usage = chunk.usage.model_dump() if chunk.usage else None
@@ -215,12 +216,15 @@ class ApplianceClient:
                 yield StreamEvent("", None, usage)
 
     def stream_completion(self, request: CompletionRequest, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
-        body = request.model_dump(exclude_none=True) | {"stream": True}
+        # Usage comes once, on the last chunk, only when asked for (as OpenAI sends it).
+        body = request.model_dump(exclude_none=True) | {"stream": True, "stream_options": {"include_usage": True}}
         for payload in self._sse("/v1/completions", body, cancel):
             chunk = CompletionChunk.model_validate(payload)
             usage = chunk.usage.model_dump() if chunk.usage else None
             for choice in chunk.choices:
                 yield StreamEvent(choice.text, choice.finish_reason, usage)
+            if not chunk.choices and usage:
+                yield StreamEvent("", None, usage)
 
     # -- audit -----------------------------------------------------------------------------------
 

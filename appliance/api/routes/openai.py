@@ -2,13 +2,18 @@
 fill-in-the-middle), ``GET /v1/models``.
 
 Streams are Server-Sent Events of ``chat.completion.chunk`` / ``text_completion`` objects ending in
-``data: [DONE]``. Usage rides on the chunk that carries ``finish_reason``; with
-``stream_options.include_usage`` a last chunk with empty ``choices`` and ``usage`` follows as well,
-which is where OpenAI's own clients look for it.
+``data: [DONE]``. Usage is sent exactly once per stream, as OpenAI does: with
+``stream_options.include_usage``, on a last chunk with empty ``choices`` (a client that also read it
+from the finish chunk would count it twice — LangChain does); without it, not at all.
+
+``POST /v1/fim/completions`` is Mistral's fill-in-the-middle (what Continue posts): ``prompt`` +
+``suffix`` in, chat-shaped objects out (``message.content`` / ``delta.content``). A FIM prompt longer
+than the context is trimmed around the cursor (:mod:`appliance.api.fim`) instead of refused.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import aclosing
@@ -19,18 +24,23 @@ from fastapi.responses import Response
 
 from appliance.api.auditing import Caller
 from appliance.api.errors import ERROR_RESPONSES, ApiError
+from appliance.api.fim import encode_fim_within, fim_output_reserve
 from appliance.api.generation import Generation, admit, check_model
 from appliance.api.prompt_input import encode_prompt
 from appliance.api.sse import DONE, TEXT_SLOT, SSEResponse, TextFrames, sse_event
 from appliance.api.state import app_state, caller_with, request_info
 from appliance.auth.roles import Permission
-from appliance.engine.types import ChatMessage
+from appliance.engine.prompt import FIM_BEGIN, FIM_END, FIM_HOLE
+from appliance.engine.tokenizer import BOS_TOKEN
+from appliance.engine.types import ChatMessage, GenerationService
 from shared.errors import EngineError
 from shared.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
+    FimCompletionRequest,
+    ModelCapabilities,
     ModelCard,
     ModelList,
     Usage,
@@ -49,6 +59,38 @@ _GEN_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: ERROR_RESPONSES[400] | {"description": "Unknown model, or one the caller's policy does not allow"},
     429: ERROR_RESPONSES[400] | {"description": "A quota of the caller's policy; see Retry-After"},
 }
+
+
+_RAW_FIM = re.compile(
+    f"(?:{re.escape(BOS_TOKEN)})?{re.escape(FIM_BEGIN)}(?P<prefix>.*){re.escape(FIM_HOLE)}"
+    f"(?P<suffix>.*){re.escape(FIM_END)}",
+    re.DOTALL,
+)
+
+
+def chat_messages(body: ChatCompletionRequest) -> list[ChatMessage]:
+    """The request's turns as the engine's messages (``developer`` is OpenAI's newer ``system``)."""
+    return [
+        ChatMessage("system" if m.role == "developer" else m.role, m.text(), m.reasoning_content)  # type: ignore[arg-type]
+        for m in body.messages
+    ]
+
+
+def chat_completion(
+    rid: str, created: int, model: str, text: str, finish: str, usage: Usage
+) -> ChatCompletion:
+    """The whole-answer object of a chat (or Mistral-shape FIM) generation."""
+    return ChatCompletion.model_validate(
+        {
+            "id": rid,
+            "created": created,
+            "model": model,
+            "usage": usage,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+            ],
+        }
+    )
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
@@ -116,7 +158,7 @@ async def _chat_events(gen: Generation, rid: str, created: int, include_usage: b
     def closing(text: str, finish: str, usage: dict[str, int]) -> Iterator[bytes]:
         if text:
             yield content(text)
-        yield sse_event({**base, "choices": [choice({}, finish)], "usage": usage})
+        yield sse_event({**base, "choices": [choice({}, finish)]})
 
     # aclosing: a client that goes away closes the inner stream too, which writes the audit record.
     async with aclosing(_stream(gen, base, content, closing, include_usage)) as events:
@@ -135,7 +177,7 @@ async def _completion_events(
     text = TextFrames({**base, "choices": [choice(TEXT_SLOT, None)]})
 
     def closing(last: str, finish: str, usage: dict[str, int]) -> Iterator[bytes]:
-        yield sse_event({**base, "choices": [choice(last, finish)], "usage": usage})
+        yield sse_event({**base, "choices": [choice(last, finish)]})
 
     async with aclosing(_stream(gen, base, text, closing, include_usage)) as events:
         async for event in events:
@@ -172,8 +214,8 @@ async def chat_completions(
 ) -> Response | ChatCompletion:
     state = app_state(request)
     started = state.clock.monotonic()
-    engine = check_model(state.engine, caller, body.model)
-    messages = [ChatMessage(m.role, m.text(), m.reasoning_content) for m in body.messages]
+    engine = check_model(state.engine, caller, body.model, max_waiting=state.settings.max_waiting)
+    messages = chat_messages(body)
     texts = [
         (f"messages[{i}].{name}", text)
         for i, m in enumerate(messages)
@@ -200,11 +242,12 @@ async def chat_completions(
         endpoint="chat.completions",
         prompt_ids=prompt_ids,
         requested_max_tokens=body.output_limit(),
-        temperature=body.temperature,
-        top_p=body.top_p,
+        temperature=body.sampling_temperature,
+        top_p=body.sampling_top_p,
+        top_k=body.top_k or 0,
         seed=body.seed,
         stop=body.stop_list(),
-        stream=body.stream,
+        stream=body.streaming,
         metadata=body.enclave,
         end_user=body.user,
         prompt_content=[{"role": m.role, "content": m.content} for m in messages],
@@ -212,19 +255,78 @@ async def chat_completions(
     )
     rid = "chatcmpl-" + uuid.uuid4().hex
     created = int(state.clock.now().timestamp())
-    if body.stream:
+    if body.streaming:
         return SSEResponse(_chat_events(gen, rid, created, body.include_usage))
     text, finish, usage = await _collect(gen)
-    return ChatCompletion.model_validate(
-        {
-            "id": rid,
-            "created": created,
-            "model": engine.model_id,
-            "usage": usage,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-            ],
-        }
+    return chat_completion(rid, created, engine.model_id, text, finish, usage)
+
+
+def _raw_fim(prompt: str) -> tuple[str, str] | None:
+    """(prefix, suffix) of a prompt written in DeepSeek's FIM template (Continue's raw template
+    prompt), so it gets the same encoding and trimming as ``suffix``; None for any other prompt."""
+    match = _RAW_FIM.fullmatch(prompt)
+    return (match["prefix"], match["suffix"]) if match else None
+
+
+async def _text_generation(
+    request: Request,
+    caller: Caller,
+    body: CompletionRequest | FimCompletionRequest,
+    prompt: str,
+    suffix: str | None,
+    seed: int | None,
+) -> Generation:
+    """Admit a text completion (``suffix`` = fill-in-the-middle) for either completions route."""
+    state = app_state(request)
+    started = state.clock.monotonic()
+    engine = check_model(state.engine, caller, body.model, max_waiting=state.settings.max_waiting)
+    if suffix is None and (raw := _raw_fim(prompt)) is not None and engine.supports_fim:
+        prompt, suffix = raw
+    if suffix is not None and not engine.supports_fim:
+        raise ApiError(400, f"model {engine.model_id} does not support fill-in-the-middle", param="suffix")
+    endpoint = "completions.fim" if suffix is not None else "completions"
+    requested = body.output_limit()
+
+    def encode() -> list[int]:
+        if suffix is None:
+            return engine.encode_completion(prompt)
+        budget = engine.context_length - fim_output_reserve(engine.context_length, requested)
+        return encode_fim_within(engine.encode_completion, prompt, suffix, budget)
+
+    prompt_ids = await encode_prompt(
+        auditor=state.auditor,
+        caller=caller,
+        info=request_info(request),
+        endpoint=endpoint,
+        model_id=engine.model_id,
+        max_bytes=state.settings.max_prompt_bytes,
+        texts=[("prompt", prompt), ("suffix", suffix or "")],
+        encode=encode,
+    )
+    content: dict[str, Any] = {"prompt": prompt}
+    if suffix is not None:
+        content["suffix"] = suffix
+    return await admit(
+        engine=engine,
+        auditor=state.auditor,
+        quotas=state.quotas,
+        metrics=state.metrics,
+        clock=state.clock,
+        caller=caller,
+        info=request_info(request),
+        endpoint=endpoint,
+        prompt_ids=prompt_ids,
+        requested_max_tokens=requested,
+        temperature=body.sampling_temperature,
+        top_p=body.sampling_top_p,
+        top_k=body.top_k or 0,
+        seed=seed,
+        stop=body.stop_list(),
+        stream=body.streaming,
+        metadata=body.enclave,
+        end_user=body.user,
+        prompt_content=content,
+        started=started,
     )
 
 
@@ -237,59 +339,56 @@ async def chat_completions(
 async def completions(
     body: CompletionRequest, request: Request, caller: Caller = Depends(caller_with(Permission.GENERATE))
 ) -> Response | Completion:
-    state = app_state(request)
-    started = state.clock.monotonic()
-    engine = check_model(state.engine, caller, body.model)
-    if body.suffix is not None and not engine.supports_fim:
-        raise ApiError(400, f"model {engine.model_id} does not support fill-in-the-middle", param="suffix")
-    endpoint = "completions.fim" if body.suffix is not None else "completions"
-    prompt_ids = await encode_prompt(
-        auditor=state.auditor,
-        caller=caller,
-        info=request_info(request),
-        endpoint=endpoint,
-        model_id=engine.model_id,
-        max_bytes=state.settings.max_prompt_bytes,
-        texts=[("prompt", body.prompt), ("suffix", body.suffix or "")],
-        encode=lambda: engine.encode_completion(body.prompt, body.suffix),
-    )
-    content: dict[str, Any] = {"prompt": body.prompt}
-    if body.suffix is not None:
-        content["suffix"] = body.suffix
-    gen = await admit(
-        engine=engine,
-        auditor=state.auditor,
-        quotas=state.quotas,
-        metrics=state.metrics,
-        clock=state.clock,
-        caller=caller,
-        info=request_info(request),
-        endpoint=endpoint,
-        prompt_ids=prompt_ids,
-        requested_max_tokens=body.output_limit(),
-        temperature=body.temperature,
-        top_p=body.top_p,
-        seed=body.seed,
-        stop=body.stop_list(),
-        stream=body.stream,
-        metadata=body.enclave,
-        end_user=body.user,
-        prompt_content=content,
-        started=started,
-    )
+    gen = await _text_generation(request, caller, body, body.prompt_text, body.suffix, body.seed)
     rid = "cmpl-" + uuid.uuid4().hex
-    created = int(state.clock.now().timestamp())
-    if body.stream:
+    created = int(app_state(request).clock.now().timestamp())
+    if body.streaming:
         return SSEResponse(_completion_events(gen, rid, created, body.include_usage))
     text, finish, usage = await _collect(gen)
     return Completion.model_validate(
         {
             "id": rid,
             "created": created,
-            "model": engine.model_id,
+            "model": gen.engine.model_id,
             "usage": usage,
             "choices": [{"index": 0, "text": text, "finish_reason": finish}],
         }
+    )
+
+
+@router.post(
+    "/v1/fim/completions",
+    response_model=ChatCompletion,
+    responses={**_GEN_RESPONSES, 200: _STREAM_DOC},
+    summary="Fill-in-the-middle, Mistral's shape (prompt + suffix in, chat-shaped out)",
+)
+async def fim_completions(
+    body: FimCompletionRequest, request: Request, caller: Caller = Depends(caller_with(Permission.GENERATE))
+) -> Response | ChatCompletion:
+    seed = body.random_seed if body.random_seed is not None else body.seed
+    gen = await _text_generation(request, caller, body, body.prompt, body.suffix or "", seed)
+    rid = "fim-" + uuid.uuid4().hex
+    created = int(app_state(request).clock.now().timestamp())
+    if body.streaming:
+        return SSEResponse(_chat_events(gen, rid, created, body.include_usage))
+    text, finish, usage = await _collect(gen)
+    return chat_completion(rid, created, gen.engine.model_id, text, finish, usage)
+
+
+def _card(engine: GenerationService, created: int) -> ModelCard:
+    n = engine.context_length
+    return ModelCard(
+        id=engine.model_id,
+        created=created,
+        owned_by="enclave",
+        context_length=n,
+        max_model_len=n,
+        max_input_tokens=n - 1,
+        max_tokens=n,
+        max_output_tokens=n - 1,
+        capabilities=ModelCapabilities.model_validate(
+            {"fim": engine.supports_fim, "tools": False, "json": False, "logprobs": False}
+        ),
     )
 
 
@@ -303,5 +402,26 @@ async def list_models(
     engine = state.engine
     cards: list[ModelCard] = []
     if engine is not None and caller.allows_model(engine.model_id):
-        cards.append(ModelCard(id=engine.model_id, created=state.started_at, owned_by="enclave"))
+        cards.append(_card(engine, state.started_at))
     return ModelList(data=cards)
+
+
+@router.get(
+    "/v1/models/{model_id:path}",
+    response_model=ModelCard,
+    responses={**ERROR_RESPONSES, 404: ERROR_RESPONSES[400] | {"description": "Unknown or not allowed"}},
+    summary="One model: its context length and capabilities",
+)
+async def get_model(
+    model_id: str, request: Request, caller: Caller = Depends(caller_with(Permission.MODELS_READ))
+) -> ModelCard:
+    state = app_state(request)
+    engine = state.engine
+    if engine is None or model_id != engine.model_id or not caller.allows_model(model_id):
+        raise ApiError(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            code="model_not_found",
+            param="model",
+        )
+    return _card(engine, state.started_at)

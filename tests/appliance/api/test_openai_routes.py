@@ -64,7 +64,8 @@ async def test_chat_stream_is_sse_of_chunks_ending_in_done(
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
     assert text == "w0 w1 w2 "
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
-    assert chunks[-1]["usage"]["completion_tokens"] == 3
+    # Without include_usage no chunk carries usage (OpenAI's rule; LangChain would count it twice).
+    assert all("usage" not in c for c in chunks)
 
 
 async def test_include_usage_adds_a_usage_only_chunk(appliance: Appliance, client: httpx.AsyncClient) -> None:
@@ -73,6 +74,8 @@ async def test_include_usage_adds_a_usage_only_chunk(appliance: Appliance, clien
     chunks = [json.loads(p) for p in sse_payloads(r.text)[:-1]]
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["completion_tokens"] == 8
+    # Exactly once: the finish chunk does not carry it too.
+    assert [c for c in chunks if c.get("usage")] == [chunks[-1]]
 
 
 async def test_completion_with_suffix_encodes_fill_in_the_middle(
@@ -90,14 +93,22 @@ async def test_completion_with_suffix_encodes_fill_in_the_middle(
 
 
 async def test_streamed_completion_chunks(appliance: Appliance, client: httpx.AsyncClient) -> None:
-    body = {"model": "fake-model", "prompt": "x", "suffix": "y", "stream": True, "stop": ["w2"]}
+    body = {
+        "model": "fake-model",
+        "prompt": "x",
+        "suffix": "y",
+        "stream": True,
+        "stop": ["w2"],
+        "stream_options": {"include_usage": True},
+    }
     r = await client.post("/v1/completions", json=body, headers=appliance.headers("dev"))
     payloads = sse_payloads(r.text)
     assert payloads[-1] == "[DONE]"
     chunks = [json.loads(p) for p in payloads[:-1]]
     assert {c["object"] for c in chunks} == {"text_completion"}
-    assert "".join(c["choices"][0]["text"] for c in chunks) == "w0 w1 "
-    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == "w0 w1 "
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["total_tokens"] == chunks[-1]["usage"]["prompt_tokens"] + 3
 
 
