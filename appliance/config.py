@@ -53,6 +53,15 @@ class Settings:
     trusted_proxies: str = ""
     # Session tokens from /v1/auth/login live this long, seconds.
     session_ttl_s: int = 8 * 3600
+    # Below this much free space on the data directory, new generations are refused (503) and
+    # /readyz, /metrics raise the alarm: the append-only audit log must never meet a full disk.
+    disk_min_free_bytes: int = 512 * 1024 * 1024
+    # Unauthenticated failures (unknown or malformed tokens, throttled logins): per interval, each
+    # source's first N are recorded one by one, at most M in all; the rest are counted into one
+    # summary record per interval (appliance/api/flood.py).
+    audit_unauth_interval_s: float = 60.0
+    audit_unauth_per_source: int = 10
+    audit_unauth_per_interval: int = 600
     # Audit: a signed checkpoint every N events or T seconds, whichever comes first.
     audit_checkpoint_every: int = 1000
     audit_checkpoint_interval_s: float = 300.0
@@ -169,6 +178,12 @@ def _validate(s: Settings) -> None:
         raise ConfigError("audit_checkpoint_every must be >= 1 and audit_checkpoint_interval_s > 0")
     if s.audit_sealed_retention_days < 0:
         raise ConfigError("audit_sealed_retention_days must be >= 0 (0 keeps sealed content forever)")
+    if s.disk_min_free_bytes < 0:
+        raise ConfigError("disk_min_free_bytes must be >= 0")
+    if s.audit_unauth_interval_s <= 0 or s.audit_unauth_per_source < 0 or s.audit_unauth_per_interval < 0:
+        raise ConfigError(
+            "audit_unauth_interval_s must be > 0, audit_unauth_per_source and audit_unauth_per_interval >= 0"
+        )
     if s.max_prompt_bytes < 1:
         raise ConfigError("max_prompt_bytes must be >= 1")
     _networks(s.trusted_proxies)

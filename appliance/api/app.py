@@ -10,14 +10,17 @@ invites no outbound connection. ``/openapi.json`` stays, complete.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from appliance.api.auditing import Auditor
+from appliance.api.auditing import Auditor, summary_event
 from appliance.api.clock import Clock, SystemClock
+from appliance.api.diskwatch import DiskWatch
 from appliance.api.errors import install_error_handlers
+from appliance.api.flood import FailureAggregator
 from appliance.api.metrics import Metrics
 from appliance.api.middleware import EdgeMiddleware
 from appliance.api.quotas import QuotaTracker
@@ -28,9 +31,12 @@ from appliance.audit.log import AuditLog
 from appliance.config import Settings
 from appliance.db.engine import UnitOfWork
 from appliance.engine.types import GenerationService
+from shared.errors import EnclaveError
 from shared.version import VERSION
 
 __all__ = ["close_app", "create_app", "set_engine"]
+
+log = logging.getLogger(__name__)
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
@@ -66,11 +72,26 @@ def create_app(
         uow=uow,
         read_uow=read_only_uow(uow),
         audit_log=audit_log,
-        auditor=Auditor(audit_log, metrics=metrics, clock=clock),
+        auditor=Auditor(
+            audit_log,
+            metrics=metrics,
+            clock=clock,
+            failures=FailureAggregator(
+                interval_s=settings.audit_unauth_interval_s,
+                per_source=settings.audit_unauth_per_source,
+                per_interval=settings.audit_unauth_per_interval,
+            ),
+        ),
         engine=engine,
         clock=clock,
         metrics=metrics,
         quotas=QuotaTracker(clock.monotonic),
+        disk=DiskWatch(
+            settings.data_dir,
+            min_free_bytes=settings.disk_min_free_bytes,
+            metrics=metrics,
+            monotonic=clock.monotonic,
+        ),
         started_at=int(clock.now().timestamp()),
     )
     app = FastAPI(
@@ -93,6 +114,12 @@ def create_app(
 def close_app(app: FastAPI) -> None:
     """Release what ``create_app`` opened itself (the read-only database engine)."""
     state: AppState = app.state.enclave
+    # The open interval's count of suppressed failures is evidence too.
+    for summary in state.auditor.failures.drain(now=state.clock.monotonic(), force=True):
+        try:
+            state.audit_log.append(summary_event(summary))
+        except EnclaveError as exc:
+            log.error("audit: could not record the last failure summary: %s", exc)
     if state.read_uow is not state.uow:
         state.read_uow.engine.dispose()
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from appliance.api.clock import Clock
+from appliance.api.flood import SUMMARY_ACTION, FailureAggregator, Summary
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaLimits
 from appliance.audit.events import AuditEvent
@@ -27,7 +28,7 @@ from appliance.audit.redact import redact
 from appliance.auth.principal import Principal
 from shared.errors import AuditUnavailableError, EnclaveError, InputError
 
-__all__ = ["AuditSink", "Auditor", "Caller", "RequestInfo", "clip"]
+__all__ = ["AuditSink", "Auditor", "Caller", "RequestInfo", "clip", "summary_event"]
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +81,30 @@ class Caller:
 
 
 class Auditor:
-    def __init__(self, sink: AuditSink, *, metrics: Metrics, clock: Clock) -> None:
+    def __init__(
+        self, sink: AuditSink, *, metrics: Metrics, clock: Clock, failures: FailureAggregator | None = None
+    ) -> None:
         self._sink = sink
         self._metrics = metrics
         self._clock = clock
+        self.failures = failures or FailureAggregator(interval_s=60.0, per_source=10, per_interval=600)
+
+    async def record_unauthenticated(
+        self, info: RequestInfo, *, action: str, reason: str, **fields: Any
+    ) -> None:
+        """A failure by someone we cannot name: recorded on its own while its source is under the
+        cap, else counted into its interval's summary (see appliance.api.flood)."""
+        record, closed = self.failures.offer(info.client_address, action, reason, now=self._clock.monotonic())
+        if not record:
+            self._metrics.audit_suppressed.inc(action=action)
+        await self.write_summaries(closed)
+        if record:
+            details = {"reason": reason, **dict(fields.pop("details", None) or {})}
+            await self.record_quietly(None, info, action=action, details=details, **fields)
+
+    async def write_summaries(self, summaries: list[Summary]) -> None:
+        for summary in summaries:
+            await self.record_quietly(None, RequestInfo("", ""), **summary_fields(summary))
 
     async def _append(self, event: AuditEvent) -> None:
         start = self._clock.monotonic()
@@ -129,6 +150,15 @@ class Auditor:
         except (AuditUnavailableError, InputError) as exc:
             # One line: a traceback here is the same every time and an attacker can make it often.
             log.error("audit: could not record %s for %s: %s", fields.get("action"), info.request_id, exc)
+
+
+def summary_fields(summary: Summary) -> dict[str, Any]:
+    """The audit fields of an interval's ``auth.failures.suppressed`` record."""
+    return {"action": SUMMARY_ACTION, "target": "", "outcome": "failure", "details": summary.details}
+
+
+def summary_event(summary: Summary) -> AuditEvent:
+    return AuditEvent(actor="anonymous", **summary_fields(summary))
 
 
 def clip(text: str, limit: int) -> str:

@@ -84,6 +84,10 @@ class Gauge(_Metric):
         with self._lock:
             self._value += amount
 
+    def set(self, value: float) -> None:
+        with self._lock:
+            self._value = value
+
     def value(self) -> float:
         if self._read is not None:
             return float(self._read())
@@ -151,6 +155,14 @@ class Metrics:
         self.audit_commit = Histogram(
             "enclave_audit_commit_seconds", "Time to durably commit one audit event."
         )
+        self.audit_suppressed = Counter(
+            "enclave_audit_failures_suppressed_total",
+            "Unauthenticated failures counted into a summary record instead of recorded one by one.",
+        )
+        self.disk_free = Gauge("enclave_disk_free_bytes", "Free space on the data directory's file system.")
+        self.disk_low = Gauge(
+            "enclave_disk_low", "1 while free space is under disk_min_free_bytes: new work is refused."
+        )
         self.active_streams = Gauge("enclave_active_generations", "Generations in flight in this process.")
         self.queue_depth = Gauge(
             "enclave_engine_queue_depth", "Requests waiting for an engine slot.", queue_depth or (lambda: 0.0)
@@ -167,6 +179,9 @@ class Metrics:
             self.time_to_first_token,
             self.request_latency,
             self.audit_commit,
+            self.audit_suppressed,
+            self.disk_free,
+            self.disk_low,
             self.active_streams,
             self.queue_depth,
             self.engine_running,

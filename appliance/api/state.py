@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 from appliance.api.auditing import Auditor, Caller, RequestInfo
 from appliance.api.authn import NeedsWrite, authenticate_fast
 from appliance.api.clock import Clock
+from appliance.api.diskwatch import DiskWatch
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaTracker
 from appliance.audit.log import AuditLog
@@ -26,7 +27,16 @@ from appliance.db.engine import UnitOfWork
 from appliance.engine.types import GenerationService
 from shared.errors import AuthError, DatabaseError, PermissionDeniedError
 
-__all__ = ["ANY_PRINCIPAL", "MAX_ID", "AppState", "app_state", "bearer", "caller_with", "client_address", "request_info"]
+__all__ = [
+    "ANY_PRINCIPAL",
+    "MAX_ID",
+    "AppState",
+    "app_state",
+    "bearer",
+    "caller_with",
+    "client_address",
+    "request_info",
+]
 
 # Largest id a path may name: the database's 64-bit integer range.
 MAX_ID = 2**63 - 1
@@ -34,6 +44,9 @@ MAX_ID = 2**63 - 1
 # The permission of routes open to every authenticated principal (sign-out, "who am I"): a valid
 # token, whatever its role, scopes or pending password change.
 ANY_PRINCIPAL: None = None
+
+# Token rejections that name no token or user: aggregated per source (appliance.api.flood).
+ANONYMOUS_REASONS = frozenset({"malformed", "unknown_token"})
 
 bearer = HTTPBearer(auto_error=False, description="An API token or a session token from /v1/auth/login")
 
@@ -50,6 +63,7 @@ class AppState:
     clock: Clock
     metrics: Metrics
     quotas: QuotaTracker
+    disk: DiskWatch
     # Unix time the app was created; the `created` of the served model's card.
     started_at: int
 
@@ -133,6 +147,12 @@ def caller_with(permission: Permission | None) -> Callable[..., Awaitable[Caller
         except AuthError as exc:
             reason = str(getattr(exc, "reason", "") or "invalid")
             action = "auth.token.used_after_expiry" if reason == "expired" else "auth.token.rejected"
+            if reason in ANONYMOUS_REASONS:
+                # Names no token or user: anyone can send these, as fast as they like.
+                await state.auditor.record_unauthenticated(
+                    info, action=action, reason=reason, target=request.url.path, outcome="failure"
+                )
+                raise
             await state.auditor.record_quietly(
                 None,
                 info,

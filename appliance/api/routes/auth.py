@@ -17,7 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from appliance.api.auditing import Caller
+from appliance.api.auditing import Caller, summary_event
 from appliance.api.errors import ERROR_RESPONSES
 from appliance.api.state import (
     ANY_PRINCIPAL,
@@ -36,7 +36,7 @@ from appliance.auth.login import logout as auth_logout
 from appliance.auth.principal import Principal
 from appliance.auth.roles import Permission
 from appliance.db.models import ApiToken, LoginSession, Team
-from shared.errors import AuthError
+from shared.errors import AuthError, ThrottledError
 from shared.schemas import LoginRequest, LoginResponse, Me, MePolicy
 
 __all__ = ["TokenCreate", "TokenCreated", "TokenOut", "router"]
@@ -113,18 +113,30 @@ def _login(state: AppState, body: LoginRequest, address: str, request_id: str) -
             )
         except AuthError as exc:
             reason = str(getattr(exc, "reason", "") or "failed")
-            state.audit_log.append_in(
-                session,
-                AuditEvent(
-                    action="auth.login.failed",
-                    actor=username,
-                    target=f"user:{username}",
-                    outcome="failure",
-                    request_id=request_id,
-                    client_address=address,
-                    details={"reason": reason},
-                ),
-            )
+            record = True
+            if isinstance(exc, ThrottledError):
+                # Refused before any password check: repeats cost the sender nothing, so they are
+                # counted per source rather than recorded each (appliance.api.flood).
+                record, closed = state.auditor.failures.offer(
+                    address, "auth.login.failed", reason, now=state.clock.monotonic()
+                )
+                for summary in closed:
+                    state.audit_log.append_in(session, summary_event(summary))
+                if not record:
+                    state.metrics.audit_suppressed.inc(action="auth.login.failed")
+            if record:
+                state.audit_log.append_in(
+                    session,
+                    AuditEvent(
+                        action="auth.login.failed",
+                        actor=username,
+                        target=f"user:{username}",
+                        outcome="failure",
+                        request_id=request_id,
+                        client_address=address,
+                        details={"reason": reason},
+                    ),
+                )
             session.commit()
             raise
         state.audit_log.append_in(

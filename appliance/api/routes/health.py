@@ -36,7 +36,12 @@ def _database_ok(state: AppState) -> str:
 @router.get(
     "/readyz",
     response_model=HealthStatus,
-    responses={503: {"model": HealthStatus, "description": "Not ready: no model loaded or no database"}},
+    responses={
+        503: {
+            "model": HealthStatus,
+            "description": "Not ready: no model loaded, no database, or the disk almost full",
+        }
+    },
     summary="Readiness: model loaded and database reachable",
 )
 async def readyz(request: Request) -> JSONResponse:
@@ -44,6 +49,7 @@ async def readyz(request: Request) -> JSONResponse:
     checks = {
         "model": "ok" if state.engine is not None else "not loaded",
         "database": await anyio.to_thread.run_sync(_database_ok, state),
+        "disk": await anyio.to_thread.run_sync(state.disk.status),
     }
     ready = all(v == "ok" for v in checks.values())
     body = HealthStatus(status="ok" if ready else "unavailable", checks=checks)
@@ -57,5 +63,7 @@ async def readyz(request: Request) -> JSONResponse:
     summary="Prometheus metrics",
 )
 async def metrics(request: Request) -> PlainTextResponse:
-    body = app_state(request).metrics.render()
+    state = app_state(request)
+    await anyio.to_thread.run_sync(state.disk.free_bytes)  # the disk gauges, fresh
+    body = state.metrics.render()
     return PlainTextResponse(body, media_type="text/plain; version=0.0.4; charset=utf-8")

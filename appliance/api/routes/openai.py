@@ -215,6 +215,7 @@ async def chat_completions(
     state = app_state(request)
     started = state.clock.monotonic()
     engine = check_model(state.engine, caller, body.model, max_waiting=state.settings.max_waiting)
+    state.disk.refuse_if_low()
     messages = chat_messages(body)
     texts = [
         (f"messages[{i}].{name}", text)
@@ -280,6 +281,7 @@ async def _text_generation(
     state = app_state(request)
     started = state.clock.monotonic()
     engine = check_model(state.engine, caller, body.model, max_waiting=state.settings.max_waiting)
+    state.disk.refuse_if_low()
     if suffix is None and (raw := _raw_fim(prompt)) is not None and engine.supports_fim:
         prompt, suffix = raw
     if suffix is not None and not engine.supports_fim:
