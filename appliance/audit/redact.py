@@ -8,7 +8,10 @@ before it is compared with a digest.
 Recognised: AWS access key ids, GCP API keys and OAuth tokens, Azure storage keys / SAS signatures /
 client secrets, PEM and PGP private key blocks (also when cut off before their END line), JWTs,
 GitHub, GitLab and Slack tokens and Slack webhooks, Enclave's own API tokens
-(``shared.version.TOKEN_PREFIX``), and assignments to secret-looking names (password, secret,
+(``shared.version.TOKEN_PREFIX``), the prefixed keys of Stripe, OpenAI, Anthropic, npm, PyPI, Hugging
+Face, SendGrid, Shopify, DigitalOcean, Databricks, Vault, Grafana, Postman, Linear, New Relic,
+Sentry, Square, Twilio, Mailgun, Telegram, age, Doppler and Pulumi (shapes as gitleaks describes
+them), ``Bearer`` credentials, passwords inside URLs (``scheme://user:[REDACTED]@host``), and assignments to secret-looking names (password, secret,
 token, api_key, ...) whose value has high Shannon entropy.
 """
 
@@ -50,6 +53,40 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("slack-token", re.compile(r"xox[abposr]-[A-Za-z0-9-]{10,}")),
     ("slack-webhook", re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}")),
     ("enclave-token", re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_.-]{16,}")),
+    # From here, shapes as gitleaks' rules describe them (tested against a corpus of samples).
+    ("stripe-key", re.compile(r"(?:sk|rk)_(?:live|test|prod)_[A-Za-z0-9]{10,99}")),
+    ("anthropic-key", re.compile(r"sk-ant-(?:api|admin)\d\d-[A-Za-z0-9_-]{32,}")),
+    (
+        "openai-key",
+        re.compile(
+            r"sk-(?:proj|svcacct|admin|None)-[A-Za-z0-9_-]{20,}|sk-[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}"
+        ),
+    ),
+    ("npm-token", re.compile(r"npm_[A-Za-z0-9]{36}")),
+    ("pypi-token", re.compile(r"pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}")),
+    ("huggingface-token", re.compile(r"hf_[A-Za-z0-9]{34}")),
+    ("sendgrid-key", re.compile(r"SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}")),
+    ("shopify-token", re.compile(r"shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}")),
+    ("digitalocean-token", re.compile(r"do[opr]_v1_[a-f0-9]{64}")),
+    ("databricks-token", re.compile(r"dapi[a-f0-9]{32}(?:-\d)?")),
+    ("vault-token", re.compile(r"hv[sb]\.[A-Za-z0-9_-]{24,}")),
+    ("grafana-token", re.compile(r"glsa_[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}|glc_[A-Za-z0-9+/]{32,}={0,2}")),
+    ("postman-key", re.compile(r"PMAK-[a-f0-9]{24}-[a-f0-9]{34}")),
+    ("linear-key", re.compile(r"lin_api_[A-Za-z0-9]{40}")),
+    ("newrelic-key", re.compile(r"NRAK-[A-Z0-9]{27}")),
+    ("sentry-token", re.compile(r"sntry[su]_[A-Za-z0-9+/=_]{40,}")),
+    ("square-token", re.compile(r"sq0(?:atp|csp)-[A-Za-z0-9_-]{22,43}|EAAA[A-Za-z0-9_-]{60}")),
+    ("twilio-key", re.compile(r"\bSK[0-9a-f]{32}\b")),
+    ("mailgun-key", re.compile(r"\bkey-[0-9a-f]{32}\b")),
+    ("telegram-bot-token", re.compile(r"\b\d{8,10}:AA[A-Za-z0-9_-]{33}")),
+    ("age-secret-key", re.compile(r"AGE-SECRET-KEY-1[QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L]{58}")),
+    ("doppler-token", re.compile(r"dp\.(?:pt|st|sa|ct|scim|audit)\.[A-Za-z0-9]{40,44}")),
+    ("pulumi-token", re.compile(r"pul-[a-f0-9]{40}")),
+    ("bearer-token", re.compile(r"(?<=Bearer )[A-Za-z0-9._~+/-]{20,}=*")),
+)
+# user:password@ in a URL: the password goes, the user and host stay.
+_URL_CREDENTIAL = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]{0,256}:)(?P<password>[^/\s@]{1,256})(?=@)"
 )
 
 _SECRET_NAME = (
@@ -62,7 +99,13 @@ _ASSIGNMENT = re.compile(
 )
 # One pass that finds whether anything at all needs redacting: nearly every string is clean, and
 # this keeps redaction off the append path's profile.
-_SCREEN = re.compile("|".join(f"(?:{p.pattern})" for _, p in _PATTERNS) + "|" + _ASSIGNMENT.pattern)
+_SCREEN = re.compile(
+    "|".join(f"(?:{p.pattern})" for _, p in _PATTERNS)
+    + "|"
+    + _URL_CREDENTIAL.pattern
+    + "|"
+    + _ASSIGNMENT.pattern
+)
 # ...but _SCREEN starts several alternatives with a broad character class, so it tries them at
 # every position (about 1 us per character). Every pattern contains one of these literals, and an
 # assignment needs ':' or '=' and a secret-looking word: checking those first rules out the usual
@@ -70,7 +113,8 @@ _SCREEN = re.compile("|".join(f"(?:{p.pattern})" for _, p in _PATTERNS) + "|" + 
 _LITERALS = re.compile(
     r"PRIVATE KEY|eyJ|AKIA|ASIA|ABIA|ACCA|AROA|AIDA|AIza|ya29\.|ccount[Kk]ey=|ccess[Kk]ey=|sig="
     r"|Q~|gh[pousr]_|github_pat_|gl(?:pat|dt|rt|ptt|cbt|imt|oas|ft|soat|agent)-|xox[abposr]-"
-    r"|hooks\.slack\.com/|" + re.escape(TOKEN_PREFIX)
+    r"|hooks\.slack\.com/|_live_|_test_|_prod_|sk-|npm_|pypi-|hf_|SG\.|shp|_v1_|dapi|hv[sb]\.|glsa_|glc_|PMAK-"
+    r"|lin_api_|NRAK-|sntry|sq0|EAAA|SK|key-|:AA|AGE-SECRET|dp\.|pul-|Bearer |://|" + re.escape(TOKEN_PREFIX)
 )
 _SECRET_WORD = re.compile(
     r"(?i:passw(?:or)?d|passwd|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
@@ -129,7 +173,14 @@ def redact(text: str) -> str:
         return text
     for kind, pattern in _PATTERNS:
         text = pattern.sub(f"[REDACTED:{kind}]", text)
+    text = _URL_CREDENTIAL.sub(_url_password, text)
     return _ASSIGNMENT.sub(_assignment, text)
+
+
+def _url_password(match: re.Match[str]) -> str:
+    if match.group("password").startswith("[REDACTED:"):
+        return match.group(0)
+    return f"{match.group('head')}[REDACTED:url-password]"
 
 
 def redact_value(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -133,3 +134,66 @@ def test_the_clean_text_cache_never_holds_a_secret() -> None:
         assert redact(f"note: {secret}") == "note: [REDACTED:github-token]"
     assert clean in redact_module._CLEAN
     assert not any(secret in text for text in redact_module._CLEAN)
+
+
+CORPUS = Path(__file__).with_name("data") / "secret_corpus.tsv"
+# How a secret reaches the log: alone, in prose, in a shell line, in JSON, glued to other text.
+CONTEXTS = ("{s}", "here is my key {s} please keep it", "export VALUE={s}", '{{"v": "{s}"}}', "x{s}")
+
+
+# Shapes without a distinctive prefix only count at a word boundary (else any hex run would match).
+WORD_BOUNDED = {
+    "high-entropy",
+    "bearer-token",
+    "url-password",
+    "twilio-key",
+    "mailgun-key",
+    "telegram-bot-token",
+}
+
+
+def _corpus() -> list[tuple[str, str]]:
+    rows = []
+    for line in CORPUS.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            kind, sample = line.split("\t")
+            rows.append((kind, sample.replace("\\n", "\n")))
+    return rows
+
+
+def _secret_part(kind: str, sample: str) -> str:
+    """The part of a sample that must not survive (for a URL, the password; for an assignment or a
+    header, the value)."""
+    if kind == "url-password":
+        return sample.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    if kind in ("high-entropy", "bearer-token"):
+        return sample.replace('"', "").replace("=", " ").replace(":", " ").split()[-1]
+    if kind == "azure-storage-key":
+        return sample.split("AccountKey=", 1)[1]
+    return sample
+
+
+def test_the_secret_corpus_is_redacted_with_no_misses() -> None:
+    """Issue 12 item 16: every sample of the corpus, in every context, loses its secret."""
+    rows = _corpus()
+    misses = []
+    for kind, sample in rows:
+        secret = _secret_part(kind, sample)
+        for context in CONTEXTS:
+            if kind in WORD_BOUNDED and context.startswith("x"):
+                continue  # glued to a word, these are a different name, scheme or hex string
+            out = redact(context.format(s=sample))
+            if secret in out or secret[-12:] in out:
+                misses.append((kind, context))
+    print(f"secret corpus: {len(rows)} samples x {len(CONTEXTS)} contexts, {len(misses)} missed")
+    assert len({kind for kind, _ in rows}) >= 40 or len(rows) >= 40
+    assert misses == []
+
+
+def test_url_passwords_keep_the_user_and_host() -> None:
+    out = redact("connect to postgresql://app:Zx81kQ2vLm93pT@db.internal:5432/prod now")
+    assert out == "connect to postgresql://app:[REDACTED:url-password]@db.internal:5432/prod now"
+    assert redact(out) == out
+    assert redact("see https://example.com:8443/path and http://host:80/") == (
+        "see https://example.com:8443/path and http://host:80/"
+    )
