@@ -45,11 +45,11 @@ MB = 1e6
 
 
 def _config(layers: int, hidden: int, experts: int) -> dict[str, object]:
-    from appliance.model.demo import DEMO_CONFIG
+    from appliance.model.demo import RANDOM_CONFIG
 
     kinds = ["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"]
     return {
-        **DEMO_CONFIG,
+        **RANDOM_CONFIG,
         "hidden_size": hidden,
         "moe_intermediate_size": hidden,
         "q_lora_rank": hidden // 2,

@@ -26,7 +26,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     _signing_key_option(build)
     build.set_defaults(func=_build)
 
-    demo = sub.add_parser("demo", help="write the small deterministic demo checkpoint and its bundle")
+    demo = sub.add_parser("demo", help="write the shipped (trained) demo checkpoint and build its signed bundle")
     demo.add_argument("out", type=Path, metavar="OUT_DIR", help="directory to create (checkpoint/ and bundle/)")
     _signing_key_option(demo)
     demo.set_defaults(func=_demo)

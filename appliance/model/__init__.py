@@ -28,7 +28,8 @@ Public surface (import from the submodules):
     signing.default_signing_key(), signing.trusted_keys(data_dir), signing.pin_public_key(...),
     signing.init_model_trust(settings) (the ``enclave init`` step)
     quant.quantize_blocks / quantize_experts / dequantize: MatMulNBits and QMoE layouts
-    demo.build_demo(out_dir, *, signing_key) -> DemoPaths(checkpoint, bundle)
+    demo.build_demo(out_dir, *, signing_key) -> DemoPaths(checkpoint, bundle): the shipped trained
+        demo model (demo_model/, docs/demo-model.md); demo_data: its corpus and sample formats
 
 Errors: ModelError (unusable checkpoint, bundle or graph; names the tensor or key),
 IntegrityError (manifest, digest or signature does not verify), both from shared.errors.

@@ -1,22 +1,25 @@
-"""The embedded demo model: a small, deterministic V4-architecture checkpoint, its tokenizer and bundle.
+"""The embedded demo model: a small trained V4-architecture code model shipped in the package, and
+the random-weight generator tests use for models of any shape.
 
 ``enclave model demo OUT_DIR`` writes ``OUT_DIR/checkpoint`` (config.json, model.safetensors,
-tokenizer.json, generation_config.json: what ``save_pretrained`` writes, with the final state_dict
-names, which transformers loads as they are) and ``OUT_DIR/bundle`` built from it. ``enclave demo``
-serves that bundle, so a newcomer needs no download.
+tokenizer.json, generation_config.json, training.json: what ``save_pretrained`` writes, which
+transformers loads as it is) and ``OUT_DIR/bundle`` built from it. ``enclave demo`` serves that
+bundle, so a newcomer needs no download.
 
-Everything is generated here with numpy from fixed seeds — no torch — so two runs write identical
-weights. The architecture covers every V4 part: sliding, CSA and HCA layers, hash-routed and top-k
-MoE, hc_mult 2. The weights are random (a trained demo model will replace them), so the text it
-generates is noise, but it is the real graph path end to end.
+The checkpoint is data in the package (``demo_model/``, bf16, about 13 MB), trained by
+``scripts/train_demo_model.py`` on the standard library's source: docs/demo-model.md is its model
+card. Building the bundle needs no torch. Its architecture covers every V4 part: sliding, CSA and HCA
+layers, hash-routed and top-k MoE, hyper-connections.
 
-The tokenizer is a byte-level BPE (any UTF-8 text round-trips) with V4's special tokens at the ids
-V4 uses for BOS/EOS, trained by the ``tokenizers`` package on a corpus generated below.
+:func:`write_random_checkpoint` generates a checkpoint for any config with numpy from fixed seeds
+(deterministic) and a small byte-level BPE with V4's specials; it is for tests and benches that need
+a model of a given shape, not for users: its text is noise.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,10 @@ from .progress import Progress
 from .safetensors_io import TensorSpec, write_file
 
 __all__ = [
-    "DEMO_CONFIG",
     "DEMO_NAME",
     "DEMO_VERSION",
+    "RANDOM_CONFIG",
+    "SHIPPED_CHECKPOINT",
     "DemoPaths",
     "build_demo",
     "write_demo_checkpoint",
@@ -43,11 +47,14 @@ __all__ = [
 ]
 
 DEMO_NAME = "deepseek-v4-demo"
-DEMO_VERSION = 1
-VOCAB_SIZE = 512
+DEMO_VERSION = 2  # 1 was the random-weight model
+SHIPPED_CHECKPOINT = Path(__file__).with_name("demo_model")
+_SHIPPED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "training.json")
+VOCAB_SIZE = 512  # the random checkpoints' tokenizer
 SEED = 20260424
 
-DEMO_CONFIG: dict[str, Any] = {
+# The shape of the random checkpoints (every V4 part, tiny); tests and benches override fields.
+RANDOM_CONFIG: dict[str, Any] = {
     "architectures": ["DeepseekV4ForCausalLM"],
     "model_type": "deepseek_v4",
     "vocab_size": VOCAB_SIZE,
@@ -203,8 +210,14 @@ def write_random_checkpoint(out: Path, raw_config: dict[str, Any], *, seed: int 
 
 
 def write_demo_checkpoint(out: Path) -> Path:
-    """Write the demo checkpoint directory ``out`` (which must not exist). Returns ``out``."""
-    return write_random_checkpoint(out, DEMO_CONFIG)
+    """Copy the shipped demo checkpoint to ``out`` (which must not exist). Returns ``out``."""
+    missing = [name for name in _SHIPPED_FILES if not (SHIPPED_CHECKPOINT / name).is_file()]
+    if missing:
+        raise ModelError(f"the demo model is missing from this install: {SHIPPED_CHECKPOINT / missing[0]} not found")
+    with staged_directory(out) as root:
+        for name in _SHIPPED_FILES:
+            shutil.copyfile(SHIPPED_CHECKPOINT / name, root / name)
+    return out
 
 
 def build_demo(

@@ -22,16 +22,6 @@ Test-only (imports torch and transformers). Functions:
         the prefill's last-position logits.
     reference_greedy(model, prompt, n) -> list[int]
         ``n`` greedy tokens with the reference's cached decode.
-    code_bytes(modules) -> np.ndarray
-        The source of standard-library ``modules`` as byte tokens (int64): code text that is the same on
-        every machine with this Python, offline. ``TRAIN_MODULES`` and ``HELD_OUT_MODULES`` are two
-        disjoint sets of them.
-    trained_model(config, steps, seed=0) -> DeepseekV4ForCausalLM
-        A reference model (vocab >= 256: byte tokens) trained for ``steps`` AdamW steps on
-        ``TRAIN_MODULES``, back in eval mode. Its predictions have the margins of a trained model, which
-        a random model's do not: a random model's top-1 flips under any perturbation (even the
-        reference's own fp16 run disagrees with its fp32 run on ~3% of tokens), so quantization
-        accuracy is measured on this one. About 0.2 s a step here at the sizes the tests use.
     lowest_index_ties()
         Context manager: while active, the reference's Lightning Indexer breaks ties between equal
         scores by the lower entry index (ONNX TopK's rule, which the graphs follow). Without it,
@@ -42,7 +32,6 @@ Test-only (imports torch and transformers). Functions:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,10 +45,7 @@ from transformers.models.deepseek_v4 import modeling_deepseek_v4 as _v4
 from appliance.model.config import V4Config
 
 __all__ = [
-    "HELD_OUT_MODULES",
-    "TRAIN_MODULES",
     "StateDictCheckpoint",
-    "code_bytes",
     "lowest_index_ties",
     "reference_greedy",
     "reference_logits",
@@ -67,7 +53,6 @@ __all__ = [
     "reference_stepwise_logits",
     "save_checkpoint",
     "tiny_config",
-    "trained_model",
 ]
 
 
@@ -134,60 +119,6 @@ def reference_model(config: DeepseekV4Config, seed: int = 0) -> DeepseekV4ForCau
                 rows = [torch.randperm(n_experts, generator=gen)[: buf.shape[1]] for _ in range(buf.shape[0])]
                 buf.copy_(torch.stack(rows))
     return model
-
-
-TRAIN_MODULES = (
-    "argparse",
-    "ast",
-    "configparser",
-    "dataclasses",
-    "difflib",
-    "enum",
-    "functools",
-    "inspect",
-    "logging",
-    "pathlib",
-    "shutil",
-    "subprocess",
-    "tarfile",
-    "textwrap",
-    "typing",
-    "zipfile",
-)
-HELD_OUT_MODULES = ("csv", "fractions", "heapq", "string", "shlex", "calendar")
-
-
-def code_bytes(modules: tuple[str, ...]) -> np.ndarray:
-    texts = []
-    for name in modules:
-        source = importlib.import_module(name).__file__
-        assert source is not None
-        texts.append(Path(source).read_bytes())
-    return np.frombuffer(b"\n".join(texts), np.uint8).astype(np.int64)
-
-
-def trained_model(
-    config: DeepseekV4Config, steps: int, seed: int = 0, *, batch: int = 8, length: int = 128
-) -> DeepseekV4ForCausalLM:
-    if config.vocab_size < 256:
-        raise ValueError("trained_model reads byte tokens: vocab_size must be at least 256")
-    model = reference_model(config, seed=seed).train()
-    data = torch.from_numpy(code_bytes(TRAIN_MODULES))
-    gen = torch.Generator().manual_seed(seed + 2)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    # Constant rate, then a linear decay over the last third: settles the weights.
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, 3.0 * (1.0 - step / steps)) if steps else 1.0
-    )
-    for _ in range(steps):
-        starts = torch.randint(0, len(data) - length, (batch,), generator=gen)
-        x = torch.stack([data[s : s + length] for s in starts.tolist()])
-        loss = model(x, labels=x).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return model.eval()
 
 
 def save_checkpoint(model: DeepseekV4ForCausalLM, directory: Path) -> Path:

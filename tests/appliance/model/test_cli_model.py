@@ -154,10 +154,10 @@ def test_init_pins_the_local_signing_key(release_ckpt: Path, tmp_path: Path, mon
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupted_build_leaves_nothing(keys: tuple[Path, Path], tmp_path: Path, sig: signal.Signals) -> None:
-    from appliance.model.demo import DEMO_CONFIG, write_random_checkpoint
+    from appliance.model.demo import RANDOM_CONFIG, write_random_checkpoint
 
     kinds = ["sliding_attention", "compressed_sparse_attention", "heavily_compressed_attention"]
-    big = {**DEMO_CONFIG, "hidden_size": 256, "moe_intermediate_size": 256, "n_routed_experts": 16,
+    big = {**RANDOM_CONFIG, "hidden_size": 256, "moe_intermediate_size": 256, "n_routed_experts": 16,
            "num_hidden_layers": 12, "layer_types": [kinds[i % 3] for i in range(12)],
            "mlp_layer_types": ["hash_moe"] + ["moe"] * 11}  # fmt: skip
     ckpt = write_random_checkpoint(tmp_path / "ckpt", big)
