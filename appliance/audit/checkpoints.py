@@ -26,11 +26,18 @@ from shared.errors import InputError
 
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "WITNESS_FILE",
     "Checkpoint",
     "read_checkpoint_file",
     "sign_checkpoint",
+    "witness_checkpoint",
     "write_checkpoint_file",
 ]
+
+# The latest signed checkpoint, kept outside the database (in the data directory): someone who can
+# write the database but not this file cannot cut the log short, or wipe it, unnoticed by
+# `enclave audit verify`. Root can rewrite both; only a checkpoint exported off the box defeats root.
+WITNESS_FILE = "audit-checkpoint.json"
 
 CHECKPOINT_PREFIX = b"enclave.audit.checkpoint.v1\x00"
 _table = cast(Table, AuditCheckpointRow.__table__)
@@ -138,3 +145,18 @@ def read_checkpoint_file(path: Path) -> Checkpoint:
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise InputError(f"{path}: not a JSON checkpoint file") from None
     return Checkpoint.from_mapping(data, str(path))
+
+
+def witness_checkpoint(cp: Checkpoint, path: Path) -> bool:
+    """Keep ``cp`` in the witness file at ``path`` unless the file already holds a later one (other
+    processes and replicas write it too; it never moves back). True if written."""
+    path = Path(path)
+    if path.exists():
+        try:
+            if read_checkpoint_file(path).seq >= cp.seq:
+                return False
+        except InputError:
+            pass  # unreadable: replace it with a good one
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_checkpoint_file(cp, path)
+    return True

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import queue
 import threading
@@ -23,6 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
@@ -43,6 +45,8 @@ from appliance.config import Settings
 from appliance.db.base import utcnow
 from appliance.db.engine import is_sqlite
 from shared.errors import AuditUnavailableError, NotFoundError, PermissionDeniedError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AUDITOR_ROLE", "AuditLog"]
 
@@ -116,9 +120,12 @@ class AuditLog:
         commit_timeout_s: float = 60.0,
         linger_s: float = 0.001,
         max_linger_s: float = 0.010,
+        witness: Path | None = None,
     ) -> None:
         self.engine = engine
         self.keys = keys
+        # Where each new checkpoint is also written, outside the database (cps.witness_checkpoint).
+        self.witness = witness
         self._clock = clock
         self._every = checkpoint_every
         self._interval = checkpoint_interval_s
@@ -147,6 +154,7 @@ class AuditLog:
             keys if keys is not None else load_audit_keys(settings),
             checkpoint_every=settings.audit_checkpoint_every,
             checkpoint_interval_s=settings.audit_checkpoint_interval_s,
+            witness=settings.data_dir / cps.WITNESS_FILE,
         )
 
     # -- appending ---------------------------------------------------------------------------
@@ -327,6 +335,7 @@ class AuditLog:
             return
         if made is not None:
             self._last_cp_seq = made.seq
+            self._witness(made)
         for p, seq in zip(batch, seqs, strict=True):
             if p.live:
                 p.future.set_result(seq)
@@ -353,9 +362,12 @@ class AuditLog:
                 if age is None or age.total_seconds() >= self._interval:
                     made = cps.store_checkpoint(conn, self.keys, head_seq, head_hash, self._now())
                     self._last_cp_seq = made.seq
+                else:
+                    return
         except (SQLAlchemyError, AuditUnavailableError):
             # The next append reports the outage to its caller; a timer has no one to tell.
             return
+        self._witness(made)
 
     def checkpoint(self) -> Checkpoint:
         """Sign and store a checkpoint of the current head now (returns the existing one if the
@@ -363,14 +375,34 @@ class AuditLog:
         try:
             with self.engine.begin() as conn:
                 head_seq, head_hash = lock_head(conn)
-                return cps.store_checkpoint(conn, self.keys, head_seq, head_hash, self._now())
+                made = cps.store_checkpoint(conn, self.keys, head_seq, head_hash, self._now())
         except SQLAlchemyError as exc:
             raise _unavailable(exc) from exc
+        self._witness(made)
+        return made
+
+    def _witness(self, cp: Checkpoint) -> None:
+        """Write ``cp`` (committed) to the witness file; a failure is logged, never an outage:
+        the database holds the checkpoint either way."""
+        if self.witness is None:
+            return
+        try:
+            cps.witness_checkpoint(cp, self.witness)
+        except OSError as exc:
+            log.error("audit: cannot write the checkpoint witness %s: %s", self.witness, exc)
+
+    def witnessed(self) -> Checkpoint | None:
+        """The checkpoint in the witness file, if there is one (InputError if it is unreadable)."""
+        if self.witness is None or not self.witness.exists():
+            return None
+        return cps.read_checkpoint_file(self.witness)
 
     # -- reading -----------------------------------------------------------------------------
 
     def verify(self, *, checkpoint: Checkpoint | None = None) -> VerifyReport:
-        return verify_database(self.engine, self.keys, checkpoint=checkpoint)
+        """Verify the database, against ``checkpoint`` (an exported file) and the witness file."""
+        known = [c for c in (checkpoint, self.witnessed()) if c is not None]
+        return verify_database(self.engine, self.keys, checkpoints=known)
 
     def query(
         self, filters: AuditFilter | None = None, *, limit: int = 100, cursor: int | None = None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -276,13 +276,22 @@ class _DatabaseSource:
         return self._snap.seq_of_hash(digest)
 
 
-def verify_database(engine: Engine, keys: AuditKeys, *, checkpoint: Checkpoint | None = None) -> VerifyReport:
-    """Verify every record, every stored checkpoint, the chain head and ``checkpoint`` (from a file)."""
+def verify_database(
+    engine: Engine,
+    keys: AuditKeys,
+    *,
+    checkpoint: Checkpoint | None = None,
+    checkpoints: Sequence[Checkpoint] = (),
+) -> VerifyReport:
+    """Verify every record, every stored checkpoint, the chain head and ``checkpoint``/``checkpoints``
+    (kept outside the database: an exported file, the witness file)."""
+    outside = [c for c in (checkpoint, *checkpoints) if c is not None]
     with snapshot(engine) as snap:
         head = snap.head()
         cps = [Checkpoint.from_row(r) for r in snap.checkpoints()]
-        if checkpoint is not None:
-            cps = [c for c in cps if c != checkpoint] + [checkpoint]
+        for cp in outside:
+            cps = [c for c in cps if c != cp] + [cp]
+        cps.sort(key=lambda c: c.seq)
         report = verify_rows(_DatabaseSource(snap), keys=keys, checkpoints=cps, head=head)
     if head is None and report.total and report.problem is None:
         # Appends already refuse to guess a head (they fail closed); verify says why.
