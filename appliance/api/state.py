@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 from fastapi import Depends, Request
@@ -20,6 +20,7 @@ from appliance.api.diskwatch import DiskWatch
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaTracker
 from appliance.audit.log import AuditLog
+from appliance.auth.passwords import ARGON2_SLOTS
 from appliance.auth.principal import Principal, authenticate, require
 from appliance.auth.roles import Permission
 from appliance.config import Settings
@@ -66,6 +67,9 @@ class AppState:
     disk: DiskWatch
     # Unix time the app was created; the `created` of the served model's card.
     started_at: int
+    # Worker threads for password checks: their own few, so a login spray waits here and never
+    # holds the threads that authenticate and tokenize generation requests.
+    password_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(ARGON2_SLOTS))
 
 
 def app_state(request: Request) -> AppState:

@@ -5,11 +5,18 @@ A failed one raises AuthError *after* counting the failure in the caller's sessi
 must still commit that session (with its audit event) before letting the error propagate,
 otherwise the throttle never sees the failure. Every attempt, for a real user or not, costs one
 Argon2id verification, and the message never says which part was wrong.
+
+The Argon2 work happens outside the write transaction: :func:`read_candidate` (a read, no lock)
+and :func:`verify_candidate` (no transaction at all) give :func:`login` a :class:`Verdict`, and
+the write transaction only re-checks the throttle under its locks and records the outcome. A
+login spray then queues on the Argon2 slots (``passwords.ARGON2_SLOTS``), not on the database's
+write lock, which generation's audit records need too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -26,10 +33,78 @@ from appliance.auth.secrets import looks_like_token, new_secret, token_digest
 from appliance.db.models import LoginSession, User
 from shared.errors import AuthError, InputError
 
-__all__ = ["DEFAULT_SESSION_TTL_S", "change_password", "login", "logout"]
+__all__ = [
+    "DEFAULT_SESSION_TTL_S",
+    "Candidate",
+    "Verdict",
+    "change_password",
+    "login",
+    "logout",
+    "read_candidate",
+    "verify_candidate",
+]
 
 DEFAULT_SESSION_TTL_S = 8 * 3600
 _BAD_LOGIN = "invalid username or password"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What a login attempt will be checked against, read before any write transaction."""
+
+    user_id: int | None
+    password_hash: str | None
+    # The throttle would refuse the attempt now: spend no Argon2 on it.
+    throttled: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A password checked against ``password_hash`` in no transaction (None: not checked)."""
+
+    user_id: int | None
+    password_hash: str | None
+    matched: bool | None
+    # The same password hashed at the current cost, when the stored hash is below it.
+    new_hash: str | None = None
+
+
+def read_candidate(session: Session, username: str, address: str, *, now: dt.datetime) -> Candidate:
+    """Read (no lock, nothing written) the account ``username`` names and the throttle's view."""
+    name = username.strip().lower()
+    row = session.execute(select(User.id, User.password_hash).where(User.username == name)).first() if name else None
+    user_id, password_hash = (row.id, row.password_hash) if row is not None else (None, None)
+    try:
+        throttle.check(session, name, address, user_id=user_id, now=now, lock=False)
+    except AuthError:
+        return Candidate(user_id, password_hash, throttled=True)
+    return Candidate(user_id, password_hash, throttled=False)
+
+
+def verify_candidate(candidate: Candidate, password: str) -> Verdict:
+    """The Argon2 work for one attempt (bounded process-wide); call it inside no transaction."""
+    if candidate.throttled:
+        return Verdict(candidate.user_id, candidate.password_hash, matched=None)
+    if candidate.password_hash is None:
+        verify_dummy(password)
+        return Verdict(None, None, matched=False)
+    matched = verify_password(password, candidate.password_hash)
+    # The cost was raised since this hash was made; the plaintext is at hand only now.
+    new_hash = hash_password(password) if matched and needs_rehash(candidate.password_hash) else None
+    return Verdict(candidate.user_id, candidate.password_hash, matched=matched, new_hash=new_hash)
+
+
+def _matches(user: User | None, password: str, verdict: Verdict | None) -> Verdict:
+    current = user.password_hash if user is not None else None
+    if (
+        verdict is not None
+        and verdict.matched is not None
+        and verdict.user_id == (user.id if user is not None else None)
+        and verdict.password_hash == current
+    ):
+        return verdict
+    # No verdict, or the account changed since it was read: check here (rare, and still bounded).
+    return verify_candidate(Candidate(user.id if user else None, current, throttled=False), password)
 
 
 def login(
@@ -40,28 +115,30 @@ def login(
     address: str,
     now: dt.datetime,
     ttl_s: int = DEFAULT_SESSION_TTL_S,
+    verdict: Verdict | None = None,
 ) -> tuple[str, dt.datetime]:
     """Check ``username``/``password`` from client ``address``; return (session token, expiry).
 
+    ``verdict`` is the password already checked outside this transaction (see the module's
+    docstring); it is used when it was made against the hash the account still has.
     Raises ThrottledError (reason ``throttled`` or ``locked``; the attempt is not counted) or
     AuthError with reason ``unknown_user``, ``bad_password`` or ``disabled``. Does not commit.
     """
     name = username.strip().lower()
     user = session.scalar(select(User).where(User.username == name)) if name else None
     throttle.check(session, name, address, user_id=user.id if user else None, now=now)
+    checked = _matches(user, password, verdict)
     if user is None:
-        verify_dummy(password)
         throttle.record_failure(session, name, address, now=now)
         raise AuthError(_BAD_LOGIN, reason="unknown_user")
-    if not verify_password(password, user.password_hash):
+    if not checked.matched:
         throttle.record_failure(session, name, address, now=now)
         raise AuthError(_BAD_LOGIN, reason="bad_password")
     if user.disabled:
         raise AuthError("account is disabled", reason="disabled")
     throttle.record_success(session, name, address, user_id=user.id, now=now)
-    if needs_rehash(user.password_hash):
-        # The cost was raised since this hash was made; the plaintext is at hand only now.
-        user.password_hash = hash_password(password)
+    if checked.new_hash is not None:
+        user.password_hash = checked.new_hash
     raw = new_secret()
     expires_at = now + dt.timedelta(seconds=ttl_s)
     session.add(

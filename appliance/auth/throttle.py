@@ -108,13 +108,19 @@ def _consecutive_wait(row: LoginThrottle | None, now: dt.datetime, what: str) ->
         raise ThrottledError(f"too many failed logins {what}: retry in {wait:.0f} s", retry_after=wait)
 
 
-def check(session: Session, username: str, address: str, *, user_id: int | None, now: dt.datetime) -> None:
-    """Raise ThrottledError if this attempt must not be tried now (it is then not counted)."""
+def check(
+    session: Session, username: str, address: str, *, user_id: int | None, now: dt.datetime, lock: bool = True
+) -> None:
+    """Raise ThrottledError if this attempt must not be tried now (it is then not counted).
+
+    ``lock=False`` is a look on a read-only session (before any Argon2 work); the verdict that
+    counts is the locked one in the write transaction.
+    """
     keys = _keys(username, address)
     # Always address, pair, account: one lock order for every login, so no two can deadlock.
-    addr_row = _row(session, ADDRESS, keys.address, lock=True)
-    pair_row = _row(session, PAIR, keys.pair, lock=True)
-    account_row = _row(session, ACCOUNT, keys.account, lock=True)
+    addr_row = _row(session, ADDRESS, keys.address, lock=lock)
+    pair_row = _row(session, PAIR, keys.pair, lock=lock)
+    account_row = _row(session, ACCOUNT, keys.account, lock=lock)
     familiar = _trusted(session, user_id, keys.address)
     # A spray from a shared address (a NAT, a proxy) must not lock out users who sign in from
     # it every day: for them only the pair counter, which a sprayer does not drive, applies.

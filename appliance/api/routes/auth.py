@@ -30,6 +30,7 @@ from appliance.api.state import (
 )
 from appliance.audit.events import AuditEvent
 from appliance.auth import tokens as token_ops
+from appliance.auth.login import Verdict, read_candidate, verify_candidate
 from appliance.auth.login import change_password as auth_change_password
 from appliance.auth.login import login as auth_login
 from appliance.auth.login import logout as auth_logout
@@ -98,7 +99,16 @@ def token_out(info: token_ops.TokenInfo, now: dt.datetime) -> TokenOut:
     )
 
 
-def _login(state: AppState, body: LoginRequest, address: str, request_id: str) -> tuple[str, dt.datetime]:
+def _check_password(state: AppState, body: LoginRequest, address: str) -> Verdict:
+    # A read and the Argon2 work, in no write transaction: a spray never holds the write lock.
+    with state.read_uow() as session:
+        candidate = read_candidate(session, body.username, address, now=state.clock.now())
+    return verify_candidate(candidate, body.password)
+
+
+def _login(
+    state: AppState, body: LoginRequest, address: str, request_id: str, verdict: Verdict
+) -> tuple[str, dt.datetime]:
     now = state.clock.now()
     username = body.username.strip().lower()[:64] or "anonymous"
     with state.uow() as session:
@@ -110,6 +120,7 @@ def _login(state: AppState, body: LoginRequest, address: str, request_id: str) -
                 address=address,
                 now=now,
                 ttl_s=state.settings.session_ttl_s,
+                verdict=verdict,
             )
         except AuthError as exc:
             reason = str(getattr(exc, "reason", "") or "failed")
@@ -158,7 +169,12 @@ def _login(state: AppState, body: LoginRequest, address: str, request_id: str) -
 async def login(body: LoginRequest, request: Request) -> LoginResponse:
     state = app_state(request)
     info = request_info(request)
-    token, expires = await anyio.to_thread.run_sync(_login, state, body, info.client_address, info.request_id)
+    verdict = await anyio.to_thread.run_sync(
+        _check_password, state, body, info.client_address, limiter=state.password_work
+    )
+    token, expires = await anyio.to_thread.run_sync(
+        _login, state, body, info.client_address, info.request_id, verdict
+    )
     return LoginResponse(token=token, expires_at=expires)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -406,3 +408,89 @@ async def test_password_change_is_throttled_and_audited_like_login(
     failed = appliance.records("auth.password.failed")
     assert len(failed) >= 6 and failed[-1]["details"]["reason"] in ("throttled", "locked")
     assert failed[0]["details"]["reason"] == "bad_password"
+
+
+# --- a login spray holds no write lock and bounded Argon2 work (issue #12, item 15) ---------------
+
+
+def _watch_argon2(appliance: Appliance, monkeypatch: pytest.MonkeyPatch) -> tuple[list[int], list[int]]:
+    """Spy (calls through) on every Argon2 computation: how many write transactions were open on
+    the appliance's database at that moment, and how many computations were running at once."""
+    from sqlalchemy import event
+
+    from appliance.auth import passwords
+
+    open_writes = [0]
+    seen_writes: list[int] = []
+    running, peak = [0], [0]
+    lock = threading.Lock()
+
+    def began(_conn: object) -> None:
+        open_writes[0] += 1
+
+    def ended(_conn: object) -> None:
+        open_writes[0] -= 1
+
+    event.listen(appliance.uow.engine, "begin", began)
+    event.listen(appliance.uow.engine, "commit", ended)
+    event.listen(appliance.uow.engine, "rollback", ended)
+    real_kdf = passwords.Argon2id
+
+    class CountedKdf:
+        def __init__(self, **kwargs: Any) -> None:
+            self._kdf = real_kdf(**kwargs)
+
+        def derive(self, secret: bytes) -> bytes:
+            with lock:
+                seen_writes.append(open_writes[0])
+                running[0] += 1
+                peak[0] = max(peak[0], running[0])
+            try:
+                return self._kdf.derive(secret)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    monkeypatch.setattr(passwords, "Argon2id", CountedKdf)
+    return seen_writes, peak
+
+
+async def test_login_checks_the_password_outside_the_write_transaction(
+    appliance: Appliance, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen_writes, _ = _watch_argon2(appliance, monkeypatch)
+    good = await client.post("/v1/auth/login", json={"username": "dev", "password": PASSWORD})
+    bad = await client.post("/v1/auth/login", json={"username": "dev", "password": "not it at all 99"})
+    unknown = await client.post("/v1/auth/login", json={"username": "ghost", "password": PASSWORD})
+    assert (good.status_code, bad.status_code, unknown.status_code) == (200, 401, 401)
+    # One Argon2 verification per attempt, none of them while the database's write lock is held
+    # (on main each ran inside BEGIN IMMEDIATE: 48 sprayers meant 48 x 50 ms of held write lock).
+    # (The first unknown user also makes the dummy hash once.)
+    assert len(seen_writes) >= 3 and not any(seen_writes)
+    assert [r["details"]["reason"] for r in appliance.records("auth.login.failed")] == ["bad_password", "unknown_user"]
+
+
+async def test_a_48_way_login_spray_runs_bounded_argon2_and_every_login_answers(
+    appliance: Appliance, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.auth.passwords import ARGON2_SLOTS
+
+    _, peak = _watch_argon2(appliance, monkeypatch)
+
+    async def attempt(i: int) -> int:
+        body = {"username": "dev", "password": PASSWORD} if i % 8 == 0 else {"username": f"spray{i}", "password": "guess guess 123"}
+        return (await client.post("/v1/auth/login", json=body)).status_code
+
+    async with anyio.create_task_group() as tg:
+        results: dict[int, int] = {}
+
+        async def run(i: int) -> None:
+            results[i] = await attempt(i)
+
+        for i in range(48):
+            tg.start_soon(run, i)
+    assert sorted(set(results.values())) == [200, 401]  # no 500/503 "database is locked"
+    assert sum(1 for s in results.values() if s == 200) == 6
+    assert 1 <= peak[0] <= ARGON2_SLOTS
+    # Generation's worker threads were never all taken: the spray ran on its own few.
+    assert (await client.post("/v1/chat/completions", json=CHAT, headers=appliance.headers("dev"))).status_code == 200
