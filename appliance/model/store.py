@@ -33,6 +33,7 @@ from shared.errors import ConflictError, IntegrityError, ModelError, NotFoundErr
 
 from .bundle import Bundle, load_bundle
 from .manifest import MANIFEST, Manifest, copy_verified, file_stamp
+from .seal import check_not_rolled_back, mac, mac_ok, record_installed, seal_key
 from .signing import trusted_keys
 
 __all__ = [
@@ -149,6 +150,7 @@ def import_bundle(
     # Every byte of the copy was hashed as it was written: seal it as it now stands.
     _write_seal(target, source.manifest, {rel: file_stamp(target / rel) for rel in source.manifest.files})
     try:
+        record_installed(Path(data_dir), source.name, source.version)
         _activate(models, source.name, source.version, target)
     except OSError as exc:
         raise ModelError(f"installed {target} but cannot make it active: {exc.strerror or exc}") from None
@@ -160,6 +162,7 @@ def open_installed(path: Path | str, data_dir: Path | str) -> Bundle:
     path = Path(path).resolve()
     sealed = _read_seal(path)
     bundle = load_bundle(path, trusted_keys=trusted_keys(data_dir), sealed=sealed)
+    check_not_rolled_back(Path(data_dir), bundle.name, bundle.version)
     if bundle.manifest.stamps != sealed:
         _write_seal(path, bundle.manifest, bundle.manifest.stamps)
     return bundle
@@ -172,8 +175,10 @@ def is_sealed(path: Path | str) -> bool:
     sealed = _read_seal(path)
     try:
         files = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
-        return bool(sealed) and set(sealed) == set(files) and all(
-            file_stamp(path / rel) == stamp for rel, stamp in sealed.items()
+        return (
+            bool(sealed)
+            and set(sealed) == set(files)
+            and all(file_stamp(path / rel) == stamp for rel, stamp in sealed.items())
         )
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
         return False
@@ -191,6 +196,14 @@ def _read_seal(bundle_path: Path) -> dict[str, list[int]]:
         stamps = document["stamps"]
         if document.get("manifest") != manifest or not isinstance(stamps, dict):
             return {}
+        # A seal only the service could have written: stamps refreshed by hand over a changed
+        # file would otherwise make the load skip hashing it.
+        if not mac_ok(
+            seal_key(_data_dir_of(bundle_path)),
+            _sealed_document(bundle_path, manifest, stamps),
+            document.get("mac"),
+        ):
+            return {}
         return {
             str(rel): list(stamp)
             for rel, stamp in stamps.items()
@@ -200,13 +213,25 @@ def _read_seal(bundle_path: Path) -> dict[str, list[int]]:
         return {}
 
 
+def _data_dir_of(bundle_path: Path) -> Path:
+    return bundle_path.parent.parent.parent  # <data>/models/<name>/<version>
+
+
+def _sealed_document(bundle_path: Path, manifest_digest: str, stamps: object) -> dict[str, object]:
+    # Bound to the bundle's place, so a seal cannot be carried over to another version.
+    where = f"{bundle_path.parent.name}/{bundle_path.name}"
+    return {"bundle": where, "manifest": manifest_digest, "stamps": stamps}
+
+
 def _write_seal(bundle_path: Path, manifest: Manifest, stamps: dict[str, list[int]]) -> None:
     """Record ``stamps`` as hashed against ``manifest``; a data directory that cannot take the file
     only costs the next load a full hash."""
     seal = _seal_path(bundle_path)
     tmp = seal.with_name(seal.name + ".tmp")
     try:
-        tmp.write_text(json.dumps({"manifest": manifest.digest, "stamps": stamps}) + "\n", encoding="utf-8")
+        tag = mac(seal_key(_data_dir_of(bundle_path)), _sealed_document(bundle_path, manifest.digest, stamps))
+        document = {"manifest": manifest.digest, "stamps": stamps, "mac": tag}
+        tmp.write_text(json.dumps(document) + "\n", encoding="utf-8")
         os.replace(tmp, seal)
     except OSError:
         tmp.unlink(missing_ok=True)

@@ -134,7 +134,7 @@ def test_import_installs_activates_and_refuses_rollback(tmp_path: Path, tokenize
     with pytest.raises(ConflictError, match="already installed"):
         import_bundle(v2, data)
     # Refused imports leave no temporary directories behind.
-    assert sorted(p.name for p in (data / "models").iterdir()) == ["active.json", "tiny"]
+    assert sorted(p.name for p in (data / "models").iterdir()) == [".installed.json", "active.json", "tiny"]
     with pytest.raises(NotFoundError):
         active_bundle_path(data, "other")
 
