@@ -143,9 +143,13 @@ def create_user(
     now: dt.datetime,
     password: str | None = None,
     teams: Sequence[str] = (DEFAULT_TEAM,),
+    must_change: bool | None = None,
 ) -> tuple[Change, str | None]:
     """Add a user. Without ``password``, one is generated, returned once, and must be changed.
 
+    ``must_change=True``: the user must change the password at first sign-in even when the caller
+    chose it — an account another person creates (the admin API) starts with a one-time password,
+    so whoever set it cannot keep using the account unnoticed. None: only a generated one.
     Returns (change, generated password or None). Teams that do not exist are a NotFoundError.
     """
     name = _valid_name("user", username)
@@ -158,11 +162,12 @@ def create_user(
     else:
         check_password(password, username=name)
     team_rows = [_team(session, t) for t in dict.fromkeys(teams)]
+    provisional = generated is not None if must_change is None else must_change
     user = User(
         username=name,
         password_hash=hash_password(password),
         role=parsed.value,
-        must_change_password=generated is not None,
+        must_change_password=provisional,
         created_at=now,
         password_changed_at=now,
         disabled_at=None,
@@ -180,7 +185,7 @@ def create_user(
         new={
             "role": parsed.value,
             "teams": [t.name for t in team_rows],
-            "must_change_password": generated is not None,
+            "must_change_password": provisional,
         },
     )
     return change, generated

@@ -73,9 +73,10 @@ _RUNS = (
     "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p",
 )
 # At most this many Argon2 computations run at once, process-wide (each needs 19 MiB and a core
-# for ~50 ms). A 48-thread login spray then queues here instead of taking every core from the
-# engine and every thread from the pool; the queue costs the sprayer, not generation.
-ARGON2_SLOTS = max(1, os.cpu_count() or 1)
+# for ~50 ms): half the cores this process may use, so a 48-thread login spray queues here and
+# leaves the other half to the engine (with every core, generation p99 under the spray was ~6x its
+# unloaded value on 2 cores; bench/login_spray.py). The queue costs the sprayer, not generation.
+ARGON2_SLOTS = max(1, len(os.sched_getaffinity(0)) // 2 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2) // 2)
 _argon2_slots = threading.BoundedSemaphore(ARGON2_SLOTS)
 
 _PADDING = "0123456789!@#$%^&*()-_=+[]{};:'\",.<>/?\\|`~ "

@@ -67,7 +67,9 @@ class UserCreate(BaseModel):
 
 class UserCreated(BaseModel):
     user: UserOut
-    one_time_password: str | None = Field(description="set when no password was given; shown once")
+    one_time_password: str | None = Field(
+        description="set when no password was given; shown once. Either way the user must change it at first sign-in"
+    )
 
 
 class RoleChange(BaseModel):
@@ -207,7 +209,14 @@ async def list_users(request: Request, caller: Caller = Depends(_users)) -> list
 async def create_user(body: UserCreate, request: Request, caller: Caller = Depends(_users)) -> UserCreated:
     def op(session: Session, now: dt.datetime) -> tuple[Change, UserCreated]:
         change, generated = ops.create_user(
-            session, body.username, role=body.role, now=now, password=body.password, teams=body.teams
+            session,
+            body.username,
+            role=body.role,
+            now=now,
+            password=body.password,
+            teams=body.teams,
+            # Whoever creates the account knows its first password: it is one-time, whoever chose it.
+            must_change=True,
         )
         return change, UserCreated(user=_find_user(session, body.username), one_time_password=generated)
 

@@ -494,3 +494,26 @@ async def test_a_48_way_login_spray_runs_bounded_argon2_and_every_login_answers(
     assert 1 <= peak[0] <= ARGON2_SLOTS
     # Generation's worker threads were never all taken: the spray ran on its own few.
     assert (await client.post("/v1/chat/completions", json=CHAT, headers=appliance.headers("dev"))).status_code == 200
+
+
+# --- separation of duties (issue #12, item 6) -----------------------------------------------------
+
+
+async def test_an_account_an_admin_creates_starts_with_a_one_time_password(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    chosen = "admin-chosen-passphrase-4417"
+    r = await client.post(
+        "/v1/admin/users",
+        json={"username": "mallory", "role": "auditor", "password": chosen},
+        headers=appliance.headers("adm"),
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["user"]["must_change_password"] is True
+    assert appliance.records("admin.user.created")[-1]["details"]["new"]["must_change_password"] is True
+    # The admin who chose it can sign in, but reads nothing before changing it (which the real
+    # user then notices: their one-time password no longer works, and the change is audited).
+    session = (await client.post("/v1/auth/login", json={"username": "mallory", "password": chosen})).json()["token"]
+    assert (await client.get("/v1/audit/events", headers=bearer(session))).status_code == 403
+    me = (await client.get("/v1/auth/me", headers=bearer(session))).json()
+    assert me["must_change_password"] is True and me["permissions"] == ["password:change"]
