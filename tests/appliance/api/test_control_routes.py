@@ -517,3 +517,14 @@ async def test_an_account_an_admin_creates_starts_with_a_one_time_password(
     assert (await client.get("/v1/audit/events", headers=bearer(session))).status_code == 403
     me = (await client.get("/v1/auth/me", headers=bearer(session))).json()
     assert me["must_change_password"] is True and me["permissions"] == ["password:change"]
+
+
+async def test_a_login_session_mints_within_the_role_only(appliance: Appliance, client: httpx.AsyncClient) -> None:
+    session = (await client.post("/v1/auth/login", json={"username": "dev", "password": PASSWORD})).json()["token"]
+    # A session has no scopes of its own: the role bounds what it mints, and nothing more.
+    r = await _mint(client, session, scopes=["users:manage"])
+    assert r.status_code == 400 and "users:manage" in r.json()["error"]["message"]
+    r = await _mint(client, session)
+    assert r.status_code == 201, r.text
+    assert set(r.json()["info"]["scopes"]) == {"generate", "models:read", "projects:use", "tokens:self", "password:change"}
+    assert appliance.records("admin.token.created")[-1]["details"]["new"]["parent_token"] is None
