@@ -44,6 +44,12 @@ class Settings:
     insecure_http: bool = False
     # Largest accepted request body, bytes.
     max_body_bytes: int = 4 * 1024 * 1024
+    # One HTTP connection (appliance/api/conn_guard.py): request head size and how long a head and a
+    # body may take to arrive, and open connections per client address.
+    http_max_header_bytes: int = 64 * 1024
+    http_header_timeout_s: float = 10.0
+    http_body_timeout_s: float = 60.0
+    http_max_connections_per_address: int = 64
     # Largest prompt text (UTF-8 bytes, all messages together) a generation request may carry: it
     # bounds the tokenizer's work per request before any is done (refused with 400, audited).
     max_prompt_bytes: int = 2 * 1024 * 1024
@@ -178,6 +184,15 @@ def _validate(s: Settings) -> None:
         raise ConfigError("audit_checkpoint_every must be >= 1 and audit_checkpoint_interval_s > 0")
     if s.audit_sealed_retention_days < 0:
         raise ConfigError("audit_sealed_retention_days must be >= 0 (0 keeps sealed content forever)")
+    if (
+        s.http_max_header_bytes < 1024
+        or s.http_header_timeout_s <= 0
+        or s.http_body_timeout_s <= 0
+        or s.http_max_connections_per_address < 1
+    ):
+        raise ConfigError(
+            "http_max_header_bytes must be >= 1024, http_*_timeout_s > 0, http_max_connections_per_address >= 1"
+        )
     if s.disk_min_free_bytes < 0:
         raise ConfigError("disk_min_free_bytes must be >= 0")
     if s.audit_unauth_interval_s <= 0 or s.audit_unauth_per_source < 0 or s.audit_unauth_per_interval < 0:

@@ -18,11 +18,14 @@ import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
 
+from appliance.api.conn_guard import ConnectionLimits, uvicorn_options
 from appliance.api.tls import TlsFiles
+from appliance.config import Settings
 from shared.errors import ConfigError
 
 __all__ = ["Listener", "bind", "exit_on_sigterm", "is_loopback", "run_in_thread", "run_loop", "serve"]
@@ -117,13 +120,23 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
+def _limits(app: Any) -> ConnectionLimits:
+    state = getattr(getattr(app, "state", None), "enclave", None)
+    s = state.settings if state is not None else Settings(data_dir=Path("."))
+    return ConnectionLimits(
+        max_header_bytes=s.http_max_header_bytes,
+        header_timeout_s=s.http_header_timeout_s,
+        body_timeout_s=s.http_body_timeout_s,
+        max_per_address=s.http_max_connections_per_address,
+    )
+
+
 def _config(app: Any, listener: Listener, *, log_level: str) -> uvicorn.Config:
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = uvicorn_options(_limits(app), _http_implementation())
     if listener.tls is not None:
         kwargs.update(ssl_certfile=str(listener.tls.server_cert), ssl_keyfile=str(listener.tls.server_key))
     config = uvicorn.Config(
         app,
-        http=_http_implementation(),
         lifespan="off",
         log_level=log_level,
         access_log=False,
