@@ -25,12 +25,13 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from appliance.audit.checkpoints import Checkpoint
 from appliance.audit.query import format_record
 from appliance.audit.store import RowTuple, snapshot
 from appliance.config import Settings
 from shared.errors import ConfigError
 
-__all__ = ["SyslogForwarder", "format_syslog", "parse_address"]
+__all__ = ["SyslogForwarder", "format_checkpoint", "format_syslog", "parse_address"]
 
 _FACILITY_LOG_AUDIT = 13
 _BOM = "\ufeff"
@@ -55,6 +56,15 @@ def format_syslog(row: RowTuple, hostname: str) -> bytes:
     return str(len(message)).encode("ascii") + b" " + message
 
 
+def format_checkpoint(cp: Checkpoint, hostname: str) -> bytes:
+    """The frame of a signed checkpoint (MSGID ``checkpoint``): a copy of it off the box, which is
+    what defeats someone who can rewrite both the database and the data directory."""
+    host = "".join(c for c in hostname if 33 <= ord(c) <= 126)[:255] or "-"
+    message = f"<{_FACILITY_LOG_AUDIT * 8 + 6}>1 {cp.time} {host} enclave - checkpoint - {_BOM}{cp.to_json().strip()}"
+    encoded = message.encode()
+    return str(len(encoded)).encode("ascii") + b" " + encoded
+
+
 class SyslogForwarder:
     def __init__(
         self,
@@ -77,6 +87,8 @@ class SyslogForwarder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent_seq = self._read_cursor(after_seq)
+        # Checkpoints sent this run (after a restart the latest is sent once more: harmless).
+        self.sent_checkpoint = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, engine: Engine) -> SyslogForwarder | None:
@@ -121,13 +133,19 @@ class SyslogForwarder:
         """
         with snapshot(self.engine) as snap:
             rows = [r for _, r in zip(range(limit), snap.events(self.sent_seq), strict=False)]
-        if not rows:
+            stored = [Checkpoint.from_row(r) for r in snap.checkpoints()]
+        latest = max(stored, key=lambda c: c.seq, default=None)
+        if not rows and (latest is None or latest.seq <= self.sent_checkpoint):
             return 0
         try:
             sock = self._connect()
             for row in rows:
                 sock.sendall(format_syslog(row, self.hostname))
                 self.sent_seq = int(row[0])
+            # The checkpoint after the records it covers, so the collector can check them at once.
+            if latest is not None and self.sent_checkpoint < latest.seq <= self.sent_seq:
+                sock.sendall(format_checkpoint(latest, self.hostname))
+                self.sent_checkpoint = latest.seq
         except OSError:
             self._disconnect()
             raise

@@ -52,9 +52,7 @@ def test_records_reach_the_collector_in_order_and_reverify(
             )
         )
     cursor = tmp_path / "syslog.cursor"
-    forwarder = SyslogForwarder(
-        log.engine, collector.address, cursor_file=cursor, hostname="appliance-1"
-    )
+    forwarder = SyslogForwarder(log.engine, collector.address, cursor_file=cursor, hostname="appliance-1")
     assert forwarder.forward_pending() == 5
     assert forwarder.forward_pending() == 0  # nothing twice
     log.append(AuditEvent(action="auth.logout", actor="u0"))
@@ -73,7 +71,9 @@ def test_records_reach_the_collector_in_order_and_reverify(
     assert verify_export(bodies, keys=keys).ok
 
 
-def test_a_down_collector_loses_nothing(sqlite_log: AuditLog, collector: SyslogCollector, tmp_path: Path) -> None:
+def test_a_down_collector_loses_nothing(
+    sqlite_log: AuditLog, collector: SyslogCollector, tmp_path: Path
+) -> None:
     sqlite_log.append(AuditEvent(action="auth.login.ok", actor="a"))
     dead = socket.create_server(("127.0.0.1", 0))
     port = dead.getsockname()[1]
@@ -109,3 +109,27 @@ def test_from_settings_is_off_unless_configured(sqlite_engine: Engine, tmp_path:
     on = load_settings(tmp_path, environ={"ENCLAVE_AUDIT_SYSLOG": "127.0.0.1:6514"})
     forwarder = SyslogForwarder.from_settings(on, sqlite_engine)
     assert forwarder is not None and forwarder.port == 6514
+
+
+CHECKPOINT_FRAME = re.compile(r"<110>1 \S+ appliance-1 enclave - checkpoint - \ufeff(?P<msg>.*)", re.DOTALL)
+
+
+def test_signed_checkpoints_reach_the_collector_after_their_records(
+    sqlite_log: AuditLog, keys: AuditKeys, collector: SyslogCollector
+) -> None:
+    """Issue 12 item 7: the latest checkpoint also leaves the box when syslog is configured."""
+    for n in range(3):
+        sqlite_log.append(AuditEvent(action="auth.login.ok", actor=f"u{n}"))
+    cp = sqlite_log.checkpoint()
+    forwarder = SyslogForwarder(sqlite_log.engine, collector.address, hostname="appliance-1")
+    assert forwarder.forward_pending() == 3
+    assert forwarder.forward_pending() == 0  # the checkpoint is sent once
+    _wait_for(lambda: len(collector.messages()) == 4)
+    frames = collector.messages()
+    assert len(frames) == 4
+    match = CHECKPOINT_FRAME.fullmatch(frames[3])
+    assert match is not None, frames[3]
+    from appliance.audit.checkpoints import Checkpoint
+
+    sent = Checkpoint.from_mapping(json.loads(match["msg"]))
+    assert sent == cp and sent.signature_valid(keys)
