@@ -190,6 +190,6 @@ def test_health_family(demo: Demo) -> None:
     with demo.http() as http:
         assert http.get("/healthz").json()["status"] == "ok"
         ready = http.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == {"model": "ok", "database": "ok"}
+        assert ready.status_code == 200 and ready.json()["checks"] == {"model": "ok", "database": "ok", "disk": "ok"}
         metrics = http.get("/metrics").text
         assert "enclave_tokens_total" in metrics and "enclave_engine_queue_depth" in metrics
