@@ -51,6 +51,9 @@ class App:
     window: MainWindow
 
     def close(self) -> None:
+        # The window asked about unsaved edits when the user closed it; this is the shutdown after.
+        self.window.workspace.buffers.clear()
+        self.window.workspace.editor.document().setModified(False)
         self.window.close()
         self.project.close()
         self.pool.waitForDone(10_000)

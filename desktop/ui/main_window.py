@@ -262,5 +262,15 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Try again.", 5000)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        unsaved = self.workspace.unsaved()
+        if unsaved:
+            choice = self.workspace.confirm_discard(unsaved)
+            if choice == "cancel":
+                event.ignore()
+                return
+            if choice == "save":
+                self.workspace.save_all()
+            self.workspace.buffers.clear()
+            self.workspace.editor.document().setModified(False)
         self.workspace.project.close()
         super().closeEvent(event)

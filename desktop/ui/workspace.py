@@ -5,6 +5,7 @@ Wiring only: every file, index and network operation goes through the services p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from desktop.client.errors import ContextTooLongError
@@ -16,11 +17,13 @@ from desktop.qt import (
     QKeySequence,
     QLabel,
     QListWidget,
+    QMessageBox,
     QProgressBar,
     QSplitter,
     QStandardItem,
     QStandardItemModel,
     Qt,
+    QTabBar,
     QTabWidget,
     QTreeView,
     QVBoxLayout,
@@ -98,6 +101,23 @@ class Workspace(QWidget):
         left_layout.addWidget(self.index_status)
 
         self.editor = CodeEditor(pause_ms=completion_pause_ms)
+        # One tab per open file; a file left with unsaved edits keeps them here (never silently lost).
+        self.buffers: dict[str, str] = {}
+        self.file_tabs = QTabBar()
+        self.file_tabs.setTabsClosable(True)
+        self.file_tabs.setDocumentMode(True)
+        self.file_tabs.setExpanding(False)
+        self.file_tabs.tabBarClicked.connect(self._tab_clicked)
+        self.file_tabs.tabCloseRequested.connect(self.close_tab)
+        self.editor.modificationChanged.connect(lambda _: self._mark_tabs())
+        # Asked before unsaved edits are dropped: "save", "discard" or "cancel" (tests answer it).
+        self.confirm_discard: Callable[[list[str]], str] = self._ask_discard
+        editor_box = QWidget()
+        editor_layout = QVBoxLayout(editor_box)
+        editor_layout.setContentsMargins(0, 0, 0, 0)
+        editor_layout.setSpacing(0)
+        editor_layout.addWidget(self.file_tabs)
+        editor_layout.addWidget(self.editor, 1)
         self.panel = GenerationPanel()
         self.proposal_view = ProposalView()
         self.history_list = QListWidget()
@@ -108,7 +128,7 @@ class Workspace(QWidget):
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
-        splitter.addWidget(self.editor)
+        splitter.addWidget(editor_box)
         splitter.addWidget(self.side)
         splitter.setSizes([220, 560, 420])
         layout = QVBoxLayout(self)
@@ -206,15 +226,98 @@ class Workspace(QWidget):
             self.open_file(str(path))
 
     def open_file(self, rel: str) -> None:
+        """Show ``rel`` in the editor; the file being left keeps its unsaved text (its tab shows ●)."""
+        if rel == self.editor.path:
+            return
+        self._stash()
+        if rel in self.buffers:
+            self._show(rel, self.buffers.pop(rel), modified=True)
+            return
         self.project.load(rel)
 
-    def _loaded(self, rel: str, text: str) -> None:
+    def _stash(self) -> None:
+        if self.editor.path and self.editor.document().isModified():
+            self.buffers[self.editor.path] = self.editor.toPlainText()
+
+    def _show(self, rel: str, text: str, *, modified: bool) -> None:
         self.editor.open_text(rel, text)
+        self.editor.document().setModified(modified)
+        self._tab_for(rel)
+        self._mark_tabs()
+
+    def _loaded(self, rel: str, text: str) -> None:
+        if rel in self.buffers:  # an unsaved buffer wins over the file on disk
+            self._show(rel, self.buffers.pop(rel), modified=True)
+            return
+        self._show(rel, text, modified=False)
+
+    def unsaved(self) -> list[str]:
+        """Files with edits not yet saved, the one in the editor included."""
+        current = [self.editor.path] if self.editor.path and self.editor.document().isModified() else []
+        return sorted(set(self.buffers) | set(current))
+
+    def _tab_for(self, rel: str) -> int:
+        for i in range(self.file_tabs.count()):
+            if self.file_tabs.tabData(i) == rel:
+                self.file_tabs.setCurrentIndex(i)
+                return i
+        i = self.file_tabs.addTab(rel.rsplit("/", 1)[-1])
+        self.file_tabs.setTabData(i, rel)
+        self.file_tabs.setTabToolTip(i, rel)
+        self.file_tabs.setCurrentIndex(i)
+        return i
+
+    def _mark_tabs(self) -> None:
+        dirty = set(self.unsaved())
+        for i in range(self.file_tabs.count()):
+            rel = str(self.file_tabs.tabData(i))
+            name = rel.rsplit("/", 1)[-1]
+            self.file_tabs.setTabText(i, f"● {name}" if rel in dirty else name)
+
+    def _tab_clicked(self, index: int) -> None:
+        rel = self.file_tabs.tabData(index)
+        if rel and rel != self.editor.path:
+            self.open_file(str(rel))
+
+    def close_tab(self, index: int) -> bool:
+        """Close a file's tab; unsaved edits are saved or discarded only if the user says so."""
+        rel = str(self.file_tabs.tabData(index))
+        if rel in self.unsaved():
+            choice = self.confirm_discard([rel])
+            if choice == "cancel":
+                return False
+            if choice == "save":
+                self.project.save(rel, self.buffers.get(rel) if rel in self.buffers else self.editor.toPlainText())
+        self.buffers.pop(rel, None)
+        self.file_tabs.removeTab(index)
+        if rel == self.editor.path:
+            self.editor.document().setModified(False)
+            self.editor.open_text("", "")
+            if self.file_tabs.count():
+                self._tab_clicked(self.file_tabs.currentIndex())
+        return True
+
+    def _ask_discard(self, paths: list[str]) -> str:
+        box = QMessageBox(self)
+        box.setWindowTitle("Unsaved changes")
+        box.setText("Unsaved changes in " + ", ".join(paths) + ".")
+        box.setStandardButtons(QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                               | QMessageBox.StandardButton.Cancel)
+        answer = box.exec()
+        return {QMessageBox.StandardButton.Save: "save", QMessageBox.StandardButton.Discard: "discard"}.get(
+            QMessageBox.StandardButton(answer), "cancel")
+
+    def save_all(self) -> None:
+        for rel, text in list(self.buffers.items()):
+            self.project.save(rel, text)
+            del self.buffers[rel]
+        self.save()
 
     def save(self) -> None:
         if self.editor.path:
             self.project.save(self.editor.path, self.editor.toPlainText())
             self.editor.document().setModified(False)
+            self._mark_tabs()
 
     # -- asking ----------------------------------------------------------------------------------
 

@@ -11,9 +11,14 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+from pytestqt.qtbot import QtBot
+
 from desktop.app import App, Dirs, build
 from desktop.qt import QtMsgType, qInstallMessageHandler
+from tests.helpers.desktop_fake_appliance import FakeAppliance
+from tests.helpers.desktop_flows import confirm_and_connect, connect, sign_in
 from tests.helpers.desktop_keyring import MemoryKeyring
+from tests.helpers.desktop_tls import make_ca
 
 # The offscreen platform plugin cannot do these; they say nothing about our code.
 _PLATFORM_NOISE = ("This plugin does not support",)
@@ -107,3 +112,18 @@ def make_app(qtbot: object, dirs: Dirs, memory_keyring: MemoryKeyring) -> Iterat
     yield factory
     for app in built:
         app.close()
+
+
+@pytest.fixture
+def fake() -> FakeAppliance:
+    return FakeAppliance()
+
+
+@pytest.fixture
+def signed_in(qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, tmp_path: Path) -> App:
+    """The client connected to the in-process fake appliance and signed in as a developer."""
+    app = make_app(client_factory=fake.client_factory)
+    dialog = connect(qtbot, app, "https://appliance.test:8443", str(make_ca().write(tmp_path / "ca.pem")))
+    confirm_and_connect(qtbot, app, dialog)
+    sign_in(qtbot, app, "dev", "pw")
+    return app

@@ -8,7 +8,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from pytestqt.qtbot import QtBot
 
 from desktop.app import App
@@ -36,20 +35,6 @@ def _cell(table: QTableWidget, row: int, col: int) -> str:
     item = table.item(row, col)
     assert item is not None
     return item.text()
-
-
-@pytest.fixture
-def fake() -> FakeAppliance:
-    return FakeAppliance()
-
-
-@pytest.fixture
-def signed_in(qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppliance, tmp_path: Path) -> App:
-    app = make_app(client_factory=fake.client_factory)
-    dialog = connect(qtbot, app, URL, str(make_ca().write(tmp_path / "ca.pem")))
-    confirm_and_connect(qtbot, app, dialog)
-    sign_in(qtbot, app, "dev", "pw")
-    return app
 
 
 def test_first_connection_shows_fingerprint_and_sign_in_stores_token_in_keyring(
