@@ -301,7 +301,8 @@ def _change_password(
     "/password",
     status_code=204,
     response_class=Response,
-    responses=ERROR_RESPONSES,
+    # Throttled like login (429 with Retry-After).
+    responses={**ERROR_RESPONSES, 429: _LOGIN_RESPONSES[429]},
     summary="Change one's own password (ends every login session)",
 )
 async def change_password(
