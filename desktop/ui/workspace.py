@@ -287,7 +287,7 @@ class Workspace(QWidget):
             if choice == "cancel":
                 return False
             if choice == "save":
-                self.project.save(rel, self.buffers.get(rel) if rel in self.buffers else self.editor.toPlainText())
+                self.project.save(rel, self.buffers[rel] if rel in self.buffers else self.editor.toPlainText())
         self.buffers.pop(rel, None)
         self.file_tabs.removeTab(index)
         if rel == self.editor.path:
