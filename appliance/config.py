@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,23 @@ class Settings:
     intra_op_threads: int = 0  # 0 = let ONNX Runtime decide
     # Which installed model to serve; empty = the newest installed.
     model: str = ""
+    # OpenID Connect single sign-on; an empty issuer turns it off. The issuer must be https
+    # (plain http only on loopback, for tests). The secret is better given as ENCLAVE_OIDC_CLIENT_SECRET.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid profile email groups"
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claim: str = "groups"
+    # Allowed difference between our clock and the provider's, seconds (at most 300).
+    oidc_clock_skew_s: int = 60
+    # Cached signing keys keep verifying through a provider outage this long, seconds.
+    oidc_jwks_max_age_s: int = 24 * 3600
+    # Redirect URIs besides RFC 8252 loopback ones, comma-separated (e.g. a web front end's).
+    oidc_redirect_uris: str = ""
+    # "on": everyone may sign in with a password; "break_glass": only break_glass_admin may.
+    password_login: str = "on"
+    break_glass_admin: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -202,6 +220,7 @@ def _validate(s: Settings) -> None:
     if s.max_prompt_bytes < 1:
         raise ConfigError("max_prompt_bytes must be >= 1")
     _networks(s.trusted_proxies)
+    _validate_identity(s)
     if s.session_ttl_s < 60:
         raise ConfigError("session_ttl_s must be at least 60 seconds")
 
@@ -211,3 +230,21 @@ def _networks(spec: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
         return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in spec.split(",") if p.strip())
     except ValueError as exc:
         raise ConfigError(f"trusted_proxies: {exc}") from None
+
+
+def _validate_identity(s: Settings) -> None:
+    if s.oidc_issuer:
+        parts = urllib.parse.urlsplit(s.oidc_issuer)
+        loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ConfigError(f"oidc_issuer must be an https:// URL, got {s.oidc_issuer!r}")
+        if not s.oidc_client_id:
+            raise ConfigError("oidc_issuer is set but oidc_client_id is empty")
+    if not 0 <= s.oidc_clock_skew_s <= 300:
+        raise ConfigError("oidc_clock_skew_s must be 0..300 seconds")
+    if s.oidc_jwks_max_age_s < 60:
+        raise ConfigError("oidc_jwks_max_age_s must be at least 60 seconds")
+    if s.password_login not in ("on", "break_glass"):
+        raise ConfigError(f"password_login must be 'on' or 'break_glass', got {s.password_login!r}")
+    if s.password_login == "break_glass" and not s.break_glass_admin:
+        raise ConfigError("password_login = 'break_glass' needs break_glass_admin (the one local admin allowed)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import httpx
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
@@ -25,9 +26,10 @@ from appliance.api.metrics import Metrics
 from appliance.api.middleware import EdgeMiddleware
 from appliance.api.quotas import QuotaTracker
 from appliance.api.reads import read_only_uow
-from appliance.api.routes import admin, audit, auth, health, openai
+from appliance.api.routes import admin, audit, auth, health, openai, sso
 from appliance.api.state import AppState
 from appliance.audit.log import AuditLog
+from appliance.auth.oidc import OidcClient
 from appliance.config import Settings
 from appliance.db.engine import UnitOfWork
 from appliance.engine.types import GenerationService
@@ -54,6 +56,21 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def _oidc_client(settings: Settings, transport: httpx.BaseTransport | None) -> OidcClient | None:
+    if not settings.oidc_issuer:
+        return None
+    # Discovery happens on first use, so a provider that is down at start-up does not stop serving.
+    return OidcClient(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret,
+        scopes=settings.oidc_scopes,
+        clock_skew_s=settings.oidc_clock_skew_s,
+        jwks_max_age_s=settings.oidc_jwks_max_age_s,
+        transport=transport,
+    )
+
+
 def create_app(
     *,
     settings: Settings,
@@ -61,6 +78,7 @@ def create_app(
     audit_log: AuditLog,
     engine: GenerationService | None,
     clock: Clock | None = None,
+    idp_transport: httpx.BaseTransport | None = None,
 ) -> FastAPI:
     clock = clock or SystemClock()
     metrics = Metrics(
@@ -93,6 +111,7 @@ def create_app(
             monotonic=clock.monotonic,
         ),
         started_at=int(clock.now().timestamp()),
+        oidc=_oidc_client(settings, idp_transport),
     )
     app = FastAPI(
         title="Enclave appliance API",
@@ -103,7 +122,7 @@ def create_app(
     )
     app.state.enclave = state
     install_error_handlers(app)
-    for module in (openai, auth, admin, audit, health):
+    for module in (openai, auth, sso, admin, audit, health):
         app.include_router(module.router)
     # Outermost: the request id exists before anything can fail, and 413s are counted.
     app.add_middleware(EdgeMiddleware, limit=settings.max_body_bytes, metrics=metrics)
@@ -120,6 +139,8 @@ def close_app(app: FastAPI) -> None:
             state.audit_log.append(summary_event(summary))
         except EnclaveError as exc:
             log.error("audit: could not record the last failure summary: %s", exc)
+    if state.oidc is not None:
+        state.oidc.close()
     if state.read_uow is not state.uow:
         state.read_uow.engine.dispose()
 

@@ -21,6 +21,7 @@ from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaTracker
 from appliance.audit.log import AuditLog
 from appliance.auth.passwords import ARGON2_SLOTS
+from appliance.auth.oidc import OidcClient
 from appliance.auth.principal import Principal, authenticate, require
 from appliance.auth.roles import Permission
 from appliance.config import Settings
@@ -70,6 +71,8 @@ class AppState:
     # Worker threads for password checks: their own few, so a login spray waits here and never
     # holds the threads that authenticate and tokenize generation requests.
     password_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(ARGON2_SLOTS))
+    # The OpenID provider's client, when single sign-on is configured.
+    oidc: OidcClient | None = None
 
 
 def app_state(request: Request) -> AppState:

@@ -7,6 +7,7 @@ one more import line here.
 from __future__ import annotations
 
 import appliance.audit.models
+import appliance.db.identity_models
 import appliance.db.models  # noqa: F401
 from appliance.db.base import Base
 

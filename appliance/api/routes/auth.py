@@ -113,6 +113,13 @@ def _login(
     username = body.username.strip().lower()[:64] or "anonymous"
     with state.uow() as session:
         try:
+            if state.settings.password_login == "break_glass" and username != state.settings.break_glass_admin:
+                # Policy: the site signs in through its identity provider; one local admin is kept
+                # for when the provider is down.
+                raise AuthError(
+                    "password sign-in is off on this appliance; sign in with single sign-on",
+                    reason="password_login_off",
+                )
             token, expires = auth_login(
                 session,
                 body.username,
