@@ -20,8 +20,8 @@ from appliance.api.diskwatch import DiskWatch
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaTracker
 from appliance.audit.log import AuditLog
-from appliance.auth.passwords import ARGON2_SLOTS
 from appliance.auth.oidc import OidcClient
+from appliance.auth.passwords import ARGON2_SLOTS
 from appliance.auth.principal import Principal, authenticate, require
 from appliance.auth.roles import Permission
 from appliance.config import Settings
