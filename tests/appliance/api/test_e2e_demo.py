@@ -193,3 +193,63 @@ def test_health_family(demo: Demo) -> None:
         assert ready.status_code == 200 and ready.json()["checks"] == {"model": "ok", "database": "ok", "disk": "ok"}
         metrics = http.get("/metrics").text
         assert "enclave_tokens_total" in metrics and "enclave_engine_queue_depth" in metrics
+
+
+SPECIAL = ("<｜User｜>", "<｜Assistant｜>", "<think>", "</think>", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
+           "<｜end▁of▁sentence｜>", "<｜begin▁of▁sentence｜>")
+
+
+def _no_special(text: str) -> None:
+    assert not [s for s in SPECIAL if s in text], text
+
+
+def test_langchain_openai_on_the_real_engine(demo: Demo) -> None:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    http = httpx.Client(verify=ssl.create_default_context(cafile=str(demo.ca)))
+    common = {"model": MODEL, "base_url": f"{demo.url}/v1", "api_key": demo.account.token, "max_retries": 0}
+    chat = langchain_openai.ChatOpenAI(**common, http_client=http, max_tokens=4, temperature=0, stream_usage=True)
+    pieces = list(chat.stream("def add(a, b):"))
+    total = pieces[0]
+    for piece in pieces[1:]:
+        total = total + piece
+    # Usage arrives once, so the summed message counts each token once.
+    assert total.usage_metadata is not None and 1 <= total.usage_metadata["output_tokens"] <= 4
+    _no_special(str(total.content))
+    # The completions class posts `prompt` as a list and zero penalties, n=1, logprobs=null.
+    llm = langchain_openai.OpenAI(**common, http_client=http, max_tokens=3, temperature=0)
+    text = llm.invoke("def f():")
+    assert isinstance(text, str)
+    _no_special(text)
+
+
+def test_litellm_on_the_real_engine(demo: Demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # air-gapped: no model map download
+    litellm = pytest.importorskip("litellm")
+    monkeypatch.setenv("SSL_CERT_FILE", str(demo.ca))
+    kwargs = {"model": f"openai/{MODEL}", "api_base": f"{demo.url}/v1", "api_key": demo.account.token,
+              "ssl_verify": str(demo.ca)}
+    reply = litellm.completion(messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0, **kwargs)
+    assert reply.usage.completion_tokens <= 3
+    _no_special(reply.choices[0].message.content or "")
+    chunks = list(litellm.completion(messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True,
+                                     stream_options={"include_usage": True}, **kwargs))
+    assert sum(1 for c in chunks if getattr(c, "usage", None)) >= 1
+
+
+def test_continue_request_shapes_on_the_real_engine(demo: Demo) -> None:
+    stops = ["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "//", "\n\n", "```"]
+    with demo.http(demo.account.token) as http:
+        raw = http.post("/v1/completions", json={
+            "model": MODEL, "prompt": "<｜fim▁begin｜>def f(x):\n    return <｜fim▁hole｜>\n<｜fim▁end｜>",
+            "max_tokens": 4, "temperature": 0, "top_p": 1, "stop": stops, "stream": True})
+        assert raw.status_code == 200, raw.text
+        assert raw.text.endswith("data: [DONE]\n\n")
+        # Special tokens in generated text are the engine's to drop (issue 13, api-engine); the demo
+        # model's raw completions still produce <think>, so this test does not assert their absence yet.
+        fim = http.post("/v1/fim/completions", json={
+            "model": MODEL, "prompt": "x = ", "suffix": "\n", "max_tokens": 4, "temperature": 0, "stop": stops,
+            "stream": True})
+        assert fim.status_code == 200, fim.text
+        assert '"object":"chat.completion.chunk"' in fim.text and fim.text.endswith("data: [DONE]\n\n")
+        card = http.get(f"/v1/models/{MODEL}").json()
+        assert card["context_length"] > 0 and card["capabilities"]["fim"] is True
