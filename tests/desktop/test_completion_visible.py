@@ -67,7 +67,7 @@ def test_completion_fits_the_reported_context(qtbot: QtBot, make_app: Callable[.
 
 def test_a_refusal_is_retried_trimmed_and_said(qtbot: QtBot, make_app: Callable[..., App], tmp_path: Path, big_project: Path) -> None:
     fake = FakeAppliance()
-    fake.context_limit = 600  # not reported by /v1/models: the client learns it from the 400
+    fake.context_limit = 600  # less than /v1/models says (8192): the client learns it from the 400
     app = _app(qtbot, make_app, fake, tmp_path, big_project)
     _middle(app)
     editor = app.window.workspace.editor

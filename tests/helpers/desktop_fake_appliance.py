@@ -40,7 +40,7 @@ class FakeAppliance:
         # Tokens the fake model takes; it counts two characters a token (a worse tokenizer than the
         # client's estimate of four), as the demo model's small vocabulary does.
         self.context_limit: int | None = None
-        # The context length /v1/models reports (None: the field is absent, as before the API had it).
+        # The context length /v1/models reports (None: 8192, more than the fake takes when context_limit is set).
         self.reported_context: int | None = None
         self.events: list[dict[str, Any]] = []
         self.users: list[dict[str, Any]] = [
@@ -110,9 +110,13 @@ class FakeAppliance:
                            "capture_mode": "sealed", "path_exclusions": list(self.path_exclusions)},
             })
         if path == "/v1/models":
-            card: dict[str, Any] = {"id": "deepseek-v4-demo", "object": "model", "created": 1, "owned_by": "enclave"}
-            if self.reported_context is not None:
-                card["context_length"] = self.reported_context
+            n = self.reported_context or 8192
+            card: dict[str, Any] = {
+                "id": "deepseek-v4-demo", "object": "model", "created": 1, "owned_by": "enclave",
+                "context_length": n, "max_model_len": n, "max_input_tokens": n, "max_tokens": n, "max_output_tokens": n,
+                "capabilities": {"chat": True, "completions": True, "fim": True, "tools": False, "json": False,
+                                 "logprobs": False},
+            }
             return httpx.Response(200, json={"object": "list", "data": [card]})
         if path == "/v1/chat/completions":
             body = json.loads(request.content)
