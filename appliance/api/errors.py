@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from shared import errors as E
 from shared.schemas import ErrorResponse
@@ -72,6 +73,7 @@ _MAPPING: Sequence[tuple[type[E.EnclaveError], int, str, str]] = (
 )
 
 _UNAVAILABLE_RETRY_S = 5
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options"})
 
 _STATUS_TYPES = {
     400: "invalid_request_error",
@@ -174,7 +176,24 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     message = (
         str(exc.detail) if status not in (404, 405) else f"no route for {request.method} {request.url.path}"
     )
-    return error_response(status, message, code=code, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if status == 405:
+        headers["Allow"] = _allowed_methods(request)
+    return error_response(status, message, code=code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some operation takes at this path, from the OpenAPI document (which lists every
+    route, however routers nest): Starlette names only the first matching route's, so a path served
+    by a GET route and a PATCH route answered ``Allow: GET``."""
+    methods: set[str] = set()
+    path = request.url.path
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if compile_path(template)[0].match(path):
+            methods |= {m.upper() for m in item if m in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -164,3 +164,14 @@ def _with(appliance: Appliance, **changes: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(appliance.settings, **changes)
+
+
+async def test_405_and_options_name_every_method_of_the_path(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    r = await client.request("OPTIONS", "/v1/admin/teams/default/policy", headers=appliance.headers("adm"))
+    assert r.status_code == 405
+    allowed = {m.strip() for m in r.headers["allow"].split(",")}
+    assert {"GET", "PATCH"} <= allowed
+    r = await client.request("OPTIONS", "/v1/chat/completions", headers=appliance.headers("dev"))
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
