@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "user": ("appliance.commands.user", "manage users"),
     "team": ("appliance.commands.team", "manage teams, their members and their policies"),
     "token": ("appliance.commands.token", "manage API tokens"),
+    "group-map": ("appliance.commands.group_map", "map identity-provider groups to teams and roles"),
     "model": ("appliance.commands.model", "build, verify, import and list model bundles"),
     "generate": ("appliance.commands.generate", "run a model bundle offline, without the server"),
     "audit": ("appliance.commands.audit", "verify, export, checkpoint and purge the audit log"),

@@ -6,6 +6,7 @@ JWKS rotation picked up without a restart."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -218,3 +219,26 @@ def test_jwks_rotation_is_picked_up(site: tuple[Appliance, SwapIdToken], idp: Oi
         assert done.status_code == 200, done.text
     finally:
         idp.rotate(old)
+
+
+def test_desktop_signs_in_through_the_browser_and_a_loopback_redirect(
+    site: tuple[Appliance, SwapIdToken], idp: OidcIdp
+) -> None:
+    from desktop.client.sso import sign_in_with_browser
+
+    app, _ = site
+
+    def browser(url: str) -> None:
+        # The system browser: the provider's pages, then the redirect to the client's listener.
+        def run() -> None:
+            back = idp.sign_in(url, "alice")
+            assert back.host == "127.0.0.1"
+            httpx.get(str(back), timeout=10)
+
+        threading.Thread(target=run, daemon=True).start()
+
+    with _client(app) as api:
+        session = sign_in_with_browser(api, open_browser=browser, timeout_s=30)
+        assert session.username == "alice"
+        me = api.get("/v1/auth/me", headers={"Authorization": f"Bearer {session.token}"})
+    assert me.status_code == 200 and me.json()["credential"] == "session"
