@@ -82,6 +82,9 @@ class Settings:
     max_batch: int = 16
     max_waiting: int = 256
     intra_op_threads: int = 0  # 0 = let ONNX Runtime decide
+    # Browser origins allowed to call the API cross-origin (CORS), comma-separated, exact
+    # ("https://ide.example.com"); empty = CORS off, which is the default.
+    cors_origins: str = ""
     # Which installed model to serve; empty = the newest installed.
     model: str = ""
     # OpenID Connect single sign-on; an empty issuer turns it off. The issuer must be https
@@ -106,6 +109,10 @@ class Settings:
     @property
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return _networks(self.trusted_proxies)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip() for o in self.cors_origins.split(",") if o.strip())
 
     @property
     def settings_file(self) -> Path:
@@ -192,6 +199,11 @@ def load_settings(
 
 
 def _validate(s: Settings) -> None:
+    for origin in s.cors_origin_list:
+        if origin == "*" or "://" not in origin or origin.endswith("/"):
+            raise ConfigError(
+                f"cors_origins: {origin!r} is not an origin (scheme://host[:port], no wildcard, no path)"
+            )
     if not 0 < s.port < 65536:
         raise ConfigError(f"port must be 1..65535, got {s.port}")
     if s.execution_provider not in ("cpu", "cuda"):
@@ -247,4 +259,6 @@ def _validate_identity(s: Settings) -> None:
     if s.password_login not in ("on", "break_glass"):
         raise ConfigError(f"password_login must be 'on' or 'break_glass', got {s.password_login!r}")
     if s.password_login == "break_glass" and not s.break_glass_admin:
-        raise ConfigError("password_login = 'break_glass' needs break_glass_admin (the one local admin allowed)")
+        raise ConfigError(
+            "password_login = 'break_glass' needs break_glass_admin (the one local admin allowed)"
+        )

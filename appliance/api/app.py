@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 
 from appliance.api.auditing import Auditor, summary_event
@@ -124,6 +125,15 @@ def create_app(
     install_error_handlers(app)
     for module in (openai, auth, sso, admin, audit, health):
         app.include_router(module.router)
+    if settings.cors_origin_list:
+        # Off unless origins are named: a browser page elsewhere must not drive a user's session.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origin_list),
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
     # Outermost: the request id exists before anything can fail, and 413s are counted.
     app.add_middleware(EdgeMiddleware, limit=settings.max_body_bytes, metrics=metrics)
     app.openapi = lambda: _openapi_without_422(app)  # type: ignore[method-assign]

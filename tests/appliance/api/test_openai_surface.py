@@ -175,3 +175,25 @@ async def test_405_and_options_name_every_method_of_the_path(
     assert {"GET", "PATCH"} <= allowed
     r = await client.request("OPTIONS", "/v1/chat/completions", headers=appliance.headers("dev"))
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+async def test_cors_is_off_by_default_and_per_origin_when_set(
+    appliance: Appliance, client: httpx.AsyncClient, tmp_path: Any, sqlite_url: str
+) -> None:
+    from tests.appliance.api.conftest import build_appliance
+
+    origin = {"Origin": "https://ide.example.com"}
+    r = await client.get("/v1/models", headers={**appliance.headers("dev"), **origin})
+    assert "access-control-allow-origin" not in r.headers
+    other = build_appliance(
+        tmp_path / "cors", sqlite_url.replace(".db", "-cors.db"), cors_origins="https://ide.example.com"
+    )
+    try:
+        transport = httpx.ASGITransport(app=other.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            r = await c.get("/v1/models", headers={**other.headers("dev"), **origin})
+            assert r.headers["access-control-allow-origin"] == "https://ide.example.com"
+            r = await c.get("/v1/models", headers={**other.headers("dev"), "Origin": "https://evil.example"})
+            assert "access-control-allow-origin" not in r.headers
+    finally:
+        other.close()
