@@ -11,8 +11,6 @@ is a real HTTPS transport that trusts only the pinned CA.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -21,13 +19,12 @@ from typing import Any
 
 import httpx
 
-from desktop.client.errors import CertificateMismatchError, UnreachableError, error_for_status
+from desktop.client.errors import response_error, transport_error
+from desktop.client.sse import DONE, StreamEvent, chat_events, completion_events, sse_payload
 from desktop.client.tls import ssl_context
 from shared.errors import EnclaveError
 from shared.schemas import (
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    CompletionChunk,
     CompletionRequest,
     LoginRequest,
     LoginResponse,
@@ -62,25 +59,6 @@ class AuditQuery:
         return out
 
 
-@dataclass(frozen=True)
-class StreamEvent:
-    """One piece of a streamed answer: text, and on the last chunk the finish reason and usage."""
-
-    text: str
-    finish_reason: str | None = None
-    usage: dict[str, int] | None = None
-
-
-def _tls_failure(exc: BaseException) -> str | None:
-    """The certificate check's reason when ``exc`` is one, else None."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError):
-            return str(seen.verify_message or "certificate verify failed")
-        seen = seen.__cause__ or seen.__context__
-    return "certificate verify failed" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else None
-
-
 class ApplianceClient:
     """One appliance, one credential (or none, before sign-in)."""
 
@@ -111,33 +89,11 @@ class ApplianceClient:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _raise_for(self, response: httpx.Response) -> None:
-        if response.is_success:
-            return
-        message, code = response.reason_phrase or f"HTTP {response.status_code}", None
-        try:
-            body = json.loads(response.read())
-            message = body["error"]["message"]
-            code = body["error"].get("code")
-        except (ValueError, KeyError, TypeError):
-            pass
-        retry = response.headers.get("Retry-After")
-        raise error_for_status(response.status_code, message, code, float(retry) if retry else None)
+        if not response.is_success:
+            raise response_error(response.status_code, response.reason_phrase, response.read(), response.headers)
 
     def _transport_error(self, exc: httpx.TransportError) -> EnclaveError:
-        reason = _tls_failure(exc)
-        if reason is not None and "mismatch" in reason:
-            # The right CA, the wrong name: the certificate was made for other host names.
-            return CertificateMismatchError(
-                f"{self.base_url}: {reason.rstrip('.')}; use the host name the appliance's certificate "
-                "was issued for (or have the administrator add this one)"
-            )
-        if reason is not None:
-            pinned = f" (pinned CA {self._ca_fingerprint})" if self._ca_fingerprint else ""
-            return CertificateMismatchError(
-                f"{self.base_url} presented a certificate not issued by the pinned CA{pinned}: "
-                "it may be another server, or the appliance's CA was replaced"
-            )
-        return UnreachableError(f"cannot reach the appliance at {self.base_url}: {type(exc).__name__} {exc}".strip())
+        return transport_error(exc, self.base_url, self._ca_fingerprint)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -191,16 +147,11 @@ class ApplianceClient:
                 for line in response.iter_lines():
                     if cancel is not None and cancel.is_set():
                         return  # leaving the block closes the connection: the server cancels the generation
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                    payload = sse_payload(line)
+                    if payload is DONE:
                         return
-                    payload = json.loads(data)
-                    if "error" in payload:
-                        err = payload["error"]
-                        raise error_for_status(500, err.get("message", "generation failed"), err.get("code"), None)
-                    yield payload
+                    if isinstance(payload, dict):
+                        yield payload
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
 
@@ -208,23 +159,13 @@ class ApplianceClient:
         # Usage comes once, on the last chunk, only when asked for (as OpenAI sends it).
         body = request.model_dump(exclude_none=True) | {"stream": True, "stream_options": {"include_usage": True}}
         for payload in self._sse("/v1/chat/completions", body, cancel):
-            chunk = ChatCompletionChunk.model_validate(payload)
-            usage = chunk.usage.model_dump() if chunk.usage else None
-            for choice in chunk.choices:
-                yield StreamEvent(choice.delta.content or "", choice.finish_reason, usage)
-            if not chunk.choices and usage:
-                yield StreamEvent("", None, usage)
+            yield from chat_events(payload)
 
     def stream_completion(self, request: CompletionRequest, cancel: threading.Event | None = None) -> Iterator[StreamEvent]:
         # Usage comes once, on the last chunk, only when asked for (as OpenAI sends it).
         body = request.model_dump(exclude_none=True) | {"stream": True, "stream_options": {"include_usage": True}}
         for payload in self._sse("/v1/completions", body, cancel):
-            chunk = CompletionChunk.model_validate(payload)
-            usage = chunk.usage.model_dump() if chunk.usage else None
-            for choice in chunk.choices:
-                yield StreamEvent(choice.text, choice.finish_reason, usage)
-            if not chunk.choices and usage:
-                yield StreamEvent("", None, usage)
+            yield from completion_events(payload)
 
     # -- audit -----------------------------------------------------------------------------------
 

@@ -1,0 +1,5 @@
+"""``python -m desktop.lsp``: the same as the ``enclave-lsp`` command."""
+
+from desktop.lsp.entry import main
+
+raise SystemExit(main())
