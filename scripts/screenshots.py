@@ -1,13 +1,13 @@
 """Screenshots of the desktop client for the README: the workspace and the audit console.
 
 Starts a real appliance (``enclave demo`` on loopback, in a temporary directory), drives the client
-offscreen (connect, sign in, open this repository's ``desktop/`` folder as the project, ask a
+under the X server in DISPLAY (e.g. ``xvfb-run -a``; offscreen when there is none) (connect, sign in, open this repository's ``desktop/`` folder as the project, ask a
 question, then the audit console as an auditor) and saves ``QWidget.grab()`` images:
 
     .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
 
-The token goes to an in-memory keyring, never the user's. The demo model's weights are random, so
-the answer in the picture is noise; everything around it is real.
+The token goes to an in-memory keyring, never the user's. The answer comes from the trained demo
+model (6.5 M parameters, docs/demo-model.md); everything around it is real.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-os.environ["QT_QPA_PLATFORM"] = "offscreen"
+# Under a real X server when there is one (DISPLAY set: a desktop, or `xvfb-run`), else offscreen.
+if not os.environ.get("DISPLAY"):
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
