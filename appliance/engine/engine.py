@@ -13,17 +13,25 @@ import threading
 from collections.abc import AsyncIterator, Iterable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from appliance.engine.prompt import PromptEncoder
-from appliance.engine.sampler import sample
+from appliance.engine.sampler import process_logits, sample, token_logprobs
 from appliance.engine.scheduler import Scheduler, check_admissible
 from appliance.engine.sequence import Sequence
 from appliance.engine.tokenizer import IncrementalDetokenizer, Tokenizer
-from appliance.engine.types import ChatMessage, Delta, EngineStats, FinishReason, SamplingParams
+from appliance.engine.types import (
+    MAX_LOGPROBS,
+    ChatMessage,
+    Delta,
+    EngineStats,
+    FinishReason,
+    SamplingParams,
+    TokenLogprob,
+)
 from shared.errors import EnclaveError, EngineError, InputError
 
 if TYPE_CHECKING:
@@ -61,7 +69,7 @@ class StepOutput:
     delta: Delta
 
 
-def validate_params(params: SamplingParams) -> None:
+def validate_params(params: SamplingParams, vocab_size: int) -> None:
     if params.max_tokens < 1:
         raise InputError(f"max_tokens must be at least 1, got {params.max_tokens}")
     if not params.temperature >= 0.0:
@@ -70,6 +78,19 @@ def validate_params(params: SamplingParams) -> None:
         raise InputError(f"top_p must be in (0, 1], got {params.top_p}")
     if params.top_k < 0:
         raise InputError(f"top_k must be >= 0, got {params.top_k}")
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(params, name)
+        if not -2.0 <= value <= 2.0:
+            raise InputError(f"{name} must be in [-2, 2], got {value}")
+    for token, bias in params.logit_bias:
+        if not 0 <= token < vocab_size:
+            raise InputError(f"logit_bias names token {token}, outside the vocabulary (0..{vocab_size - 1})")
+        if not -100.0 <= bias <= 100.0:
+            raise InputError(f"logit_bias for token {token} must be in [-100, 100], got {bias}")
+    if params.logprobs is not None and not 0 <= params.logprobs <= MAX_LOGPROBS:
+        raise InputError(f"logprobs must be in [0, {MAX_LOGPROBS}], got {params.logprobs}")
+    if params.constraint is not None:
+        raise InputError("constrained decoding (response_format, required tool calls) is not available yet")
 
 
 class LLMEngine:
@@ -145,7 +166,7 @@ class LLMEngine:
     def add_request(self, request_id: str, prompt_ids: Seq[int], params: SamplingParams) -> Sequence:
         if request_id in self._seqs:
             raise InputError(f"request id {request_id!r} is already in use")
-        validate_params(params)
+        validate_params(params, self.tokenizer.vocab_size)
         seq = Sequence(request_id, list(prompt_ids), params)
         self.scheduler.add(seq)
         self._seqs[request_id] = seq
@@ -173,8 +194,17 @@ class LLMEngine:
             return [self._error_output(seq) for seq in batch.seqs]
         for seq in batch.seqs:
             seq.num_cached = len(seq.token_ids)
+        logits = process_logits(logits, batch.seqs)
         tokens = sample(logits, batch.seqs)
-        return [self._postprocess(seq, token) for seq, token in zip(batch.seqs, tokens, strict=True)]
+        return [
+            self._postprocess(seq, token, self._logprobs(logits[row], seq, token))
+            for row, (seq, token) in enumerate(zip(batch.seqs, tokens, strict=True))
+        ]
+
+    @staticmethod
+    def _logprobs(row: npt.NDArray[np.float32], seq: Sequence, token: int) -> tuple[TokenLogprob, ...]:
+        k = seq.params.logprobs
+        return () if k is None else (token_logprobs(row, token, k),)
 
     def generate(self, prompts: Iterable[Seq[int]], params: SamplingParams) -> list[list[int]]:
         """Offline: run the prompts to completion together; the generated ids of each, in order."""
@@ -183,7 +213,7 @@ class LLMEngine:
             self.step()
         return [s.completion_ids for s in seqs]
 
-    def _postprocess(self, seq: Sequence, token: int) -> StepOutput:
+    def _postprocess(self, seq: Sequence, token: int, logprobs: tuple[TokenLogprob, ...] = ()) -> StepOutput:
         seq.append(token)
         params = seq.params
         detok = self._detok[seq.request_id]
@@ -208,6 +238,7 @@ class LLMEngine:
             prompt_tokens=seq.num_prompt_tokens,
             completion_tokens=seq.num_completion_tokens,
             finish_reason=reason,
+            logprobs=logprobs,
         )
         if reason is not None:
             self._end(seq, reason)
@@ -283,17 +314,30 @@ class AsyncEngine:
     def supports_fim(self) -> bool:
         return self._encoder.supports_fim
 
-    def encode_chat(self, messages: Seq[ChatMessage], *, thinking: bool = False) -> list[int]:
+    def encode_chat(
+        self,
+        messages: Seq[ChatMessage],
+        *,
+        tools: Seq[dict[str, Any]] | None = None,
+        thinking: bool = False,
+    ) -> list[int]:
+        if tools:
+            raise InputError("tools are not available yet")
         return self._encoder.chat(messages, thinking=thinking)
 
-    def encode_completion(self, prompt: str, suffix: str | None = None) -> list[int]:
-        return self._encoder.completion(prompt, suffix)
+    def encode_completion(
+        self, prompt: str, suffix: str | None = None, *, allow_special: bool = True
+    ) -> list[int]:
+        return self._encoder.completion(prompt, suffix, allow_special=allow_special)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._engine.tokenizer.token_bytes(token_id)
 
     async def stream(
         self, prompt_ids: Seq[int], params: SamplingParams, *, request_id: str
     ) -> AsyncIterator[Delta]:
         check_admissible(len(prompt_ids), self.context_length)
-        validate_params(params)
+        validate_params(params, self._engine.tokenizer.vocab_size)
         listener = _Listener(asyncio.get_running_loop())
         self._submit(_Add(request_id, list(prompt_ids), params, listener))
         finished = False

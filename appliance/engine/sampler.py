@@ -1,5 +1,10 @@
 """Next-token choice from logits: greedy, or temperature with top-k and top-p, per sequence.
 
+Before the choice, :func:`process_logits` applies each sequence's logit bias and presence/frequency
+penalties (OpenAI's rule: counts over generated tokens), vectorised over the rows that ask for them;
+logprobs (:func:`token_logprobs`) come from that processed distribution, before temperature and
+truncation — what OpenAI and vLLM report.
+
 Every sampled token consumes exactly one uniform draw from the sequence's own generator, so a seeded
 request produces the same tokens whether it runs alone or in a batch, and after a preemption.
 """
@@ -12,17 +17,56 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.engine.sequence import Sequence
-from appliance.engine.types import SamplingParams
+from appliance.engine.types import SamplingParams, TokenLogprob
 
-__all__ = ["sample", "sample_row"]
+__all__ = ["process_logits", "sample", "sample_row", "token_logprobs"]
 
 # top-p without top-k: most nucleus masses sit in the few highest logits; try this many before a
 # full sort of the vocabulary (exact either way).
 _NUCLEUS_PROBE = 1024
 
 
+def process_logits(logits: npt.NDArray[np.float32], seqs: Seq[Sequence]) -> npt.NDArray[np.float32]:
+    """``logits`` with each row's bias and penalties applied (a new array only if any row has some)."""
+    rows = [i for i, seq in enumerate(seqs) if _adjusts(seq.params)]
+    if not rows:
+        return logits
+    out = np.array(logits, dtype=np.float32, copy=True)
+    vocab = out.shape[-1]
+    for i in rows:
+        params = seqs[i].params
+        if params.logit_bias:
+            ids = np.fromiter((t for t, _ in params.logit_bias), dtype=np.intp)
+            bias = np.fromiter((b for _, b in params.logit_bias), dtype=np.float32)
+            np.add.at(out[i], ids, bias)
+        if params.presence_penalty or params.frequency_penalty:
+            generated = seqs[i].completion_ids
+            if generated:
+                counts = np.bincount(np.asarray(generated, dtype=np.intp), minlength=vocab)[:vocab]
+                out[i] -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0)
+    return out
+
+
+def _adjusts(params: SamplingParams) -> bool:
+    return bool(params.logit_bias or params.presence_penalty or params.frequency_penalty)
+
+
+def token_logprobs(row: npt.NDArray[np.float32], token: int, k: int) -> TokenLogprob:
+    """``token``'s log-probability under softmax(``row``) and the ``k`` most likely ids."""
+    values = row.astype(np.float64)
+    top = values.max()
+    logz = top + np.log(np.exp(values - top).sum())
+    alternatives: tuple[tuple[int, float], ...] = ()
+    if k:
+        k = min(k, values.shape[0])
+        ids = np.argpartition(-values, k - 1)[:k]
+        ids = ids[np.lexsort((ids, -values[ids]))]
+        alternatives = tuple((int(t), float(values[t] - logz)) for t in ids)
+    return TokenLogprob(token, float(values[token] - logz), alternatives)
+
+
 def sample(logits: npt.NDArray[np.float32], seqs: Seq[Sequence]) -> list[int]:
-    """One token per row of ``logits`` ([len(seqs), vocab]) for the matching sequence."""
+    """One token per row of ``logits`` ([len(seqs), vocab], already processed) for the matching sequence."""
     chosen = np.argmax(logits, axis=-1)
     out = [int(t) for t in chosen]
     for row, seq in enumerate(seqs):

@@ -1,7 +1,10 @@
 """Text <-> token ids for a model bundle, and incremental detokenization for streaming.
 
-The tokenizer is the bundle's ``tokenizer.json`` read by the ``tokenizers`` package. Special tokens
-written in a prompt (``<｜User｜>``, ``<think>``, ...) are matched as single tokens, never split.
+The tokenizer is the bundle's ``tokenizer.json`` read by the ``tokenizers`` package. Two encodings:
+:meth:`Tokenizer.encode` matches special-token strings (``<｜User｜>``, ``<think>``, ...) as single
+control tokens (the prompt encoder's own markup, raw completion templates); :meth:`Tokenizer.encode_text`
+treats them as ordinary text, for anything a user wrote (message content, suffixes, tool results), so
+a pasted ``<｜Assistant｜>`` cannot switch roles. Decoding never yields special-token text.
 
 :class:`IncrementalDetokenizer` turns generated ids into text one id at a time. It emits text only
 when it is final: never half of a multi-byte UTF-8 character (byte-level BPE splits those across
@@ -28,11 +31,31 @@ _MAX_PENDING_TOKENS = 6
 _REPLACEMENT = "\ufffd"
 
 
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the printable stand-in character -> its byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    mapping = {b: b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = 256 + extra
+            extra += 1
+    return {chr(c): b for b, c in mapping.items()}
+
+
+_BYTE_DECODER = _byte_decoder()
+
+
 class Tokenizer:
     """A ``tokenizers.Tokenizer`` with the few operations the engine needs."""
 
     def __init__(self, inner: tokenizers.Tokenizer) -> None:
         self._inner = inner
+        # ``encode_special_tokens`` is a flag on the object, so text encoding gets its own copy
+        # rather than flipping the flag on a tokenizer other threads use.
+        self._text = tokenizers.Tokenizer.from_str(inner.to_str())
+        self._text.encode_special_tokens = True
+        self._special_ids = frozenset(int(i) for i in inner.get_added_tokens_decoder())
 
     @classmethod
     def from_file(cls, path: Path | str) -> Tokenizer:
@@ -65,8 +88,28 @@ class Tokenizer:
         on a worker thread, and with ``encode`` a 1 MB prompt still froze the event loop ~0.6 s."""
         return list(self._inner.encode_batch([text], add_special_tokens=False)[0].ids)
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return str(self._inner.decode(list(ids), skip_special_tokens=False))
+    def encode_text(self, text: str) -> list[int]:
+        """Ids of ``text`` with every special-token string in it encoded as plain text."""
+        return list(self._text.encode_batch([text], add_special_tokens=False)[0].ids)
+
+    def is_special(self, token_id: int) -> bool:
+        return token_id in self._special_ids
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
+        """Text of ``ids``; special (control) tokens are dropped, never rendered as text, unless
+        ``skip_special`` is False (showing a prompt as the model sees it)."""
+        return str(self._inner.decode(list(ids), skip_special_tokens=skip_special))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (byte-level BPE: possibly part of a UTF-8 character)."""
+        piece = self._inner.id_to_token(token_id)
+        if piece is None:
+            return b""
+        if token_id in self._special_ids:
+            return piece.encode()
+        if all(ch in _BYTE_DECODER for ch in piece):
+            return bytes(_BYTE_DECODER[ch] for ch in piece)
+        return self.decode([token_id]).encode()  # not a byte-level vocabulary
 
 
 class IncrementalDetokenizer:

@@ -3,13 +3,29 @@
 The API depends only on what is here: it encodes a prompt, then consumes ``stream()``, an async
 iterator of :class:`Delta`. Closing the iterator early (``aclose()``, or cancelling the task that
 iterates it — which is what a client disconnect does) cancels the generation and frees its slot.
+
+Sampling surface (issue 13), OpenAI semantics:
+
+- ``presence_penalty`` / ``frequency_penalty`` (-2..2): ``logit[t] -= presence * (count[t] > 0) +
+  frequency * count[t]``, counts over the *generated* tokens only (OpenAI's and vLLM's rule).
+- ``logit_bias``: ``(token_id, bias)`` pairs, bias in -100..100, added to the raw logits.
+- ``logprobs``: None = off; ``k`` in 0..20 = each Delta carries, per token, the chosen token's
+  log-probability and the ``k`` most likely alternatives. They are taken from the distribution after
+  bias and penalties and *before* temperature/top-k/top-p (vLLM's default ``raw``-after-processors
+  mode, and what OpenAI reports: a temperature change does not change the logprobs it returns).
+- ``constraint``: an :class:`appliance.engine.constrain.Constraint` (JSON object, JSON schema, a
+  DSML tool call); the sampler masks every step with it and EOS is allowed only where it accepts.
+  Not implemented engines refuse it with InputError.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from appliance.engine.constrain import Constraint
 
 __all__ = [
     "ChatMessage",
@@ -18,7 +34,11 @@ __all__ = [
     "FinishReason",
     "GenerationService",
     "SamplingParams",
+    "TokenLogprob",
+    "ToolCall",
 ]
+
+MAX_LOGPROBS = 20
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
@@ -34,6 +54,11 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     # Keep generating past EOS (benchmarks that need a fixed number of tokens).
     ignore_eos: bool = False
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    logprobs: int | None = None  # None: off; k: chosen token + top-k alternatives (k <= 20)
+    constraint: Constraint | None = None
 
     @property
     def greedy(self) -> bool:
@@ -41,11 +66,33 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One call an assistant turn made: ``arguments`` is the JSON text of the arguments object."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class ChatMessage:
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
     # For assistant turns of thinking-mode conversations: the reasoning that preceded content.
     reasoning: str | None = None
+    # Assistant turns: the calls it made (content may then be ""). Tool turns: which call answered.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of one generated token and of the ``top`` alternatives (id, logprob),
+    most likely first (``SamplingParams.logprobs`` of them)."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +104,8 @@ class Delta:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: FinishReason | None = None  # set on the last Delta only
+    # One per id in token_ids when SamplingParams.logprobs is set, else empty.
+    logprobs: tuple[TokenLogprob, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,10 +128,29 @@ class GenerationService(Protocol):
     @property
     def supports_fim(self) -> bool: ...
 
-    def encode_chat(self, messages: Sequence[ChatMessage], *, thinking: bool = False) -> list[int]: ...
+    def encode_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        tools: Sequence[dict[str, Any]] | None = None,
+        thinking: bool = False,
+    ) -> list[int]:
+        """Message content (and tool results) is encoded as text: a special-token string inside it
+        becomes ordinary text tokens; only the encoder's own markup yields control tokens.
+        ``tools`` are OpenAI tool definitions (``{"type": "function", "function": {...}}``)."""
+        ...
 
-    def encode_completion(self, prompt: str, suffix: str | None = None) -> list[int]:
-        """Plain prompt, or fill-in-the-middle when ``suffix`` is given (InputError if unsupported)."""
+    def encode_completion(
+        self, prompt: str, suffix: str | None = None, *, allow_special: bool = True
+    ) -> list[int]:
+        """Plain prompt, or fill-in-the-middle when ``suffix`` is given (InputError if unsupported).
+        With ``allow_special`` (raw /v1/completions: clients send model templates) special-token
+        strings in ``prompt`` are control tokens; ``suffix`` is always text."""
+        ...
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes one token stands for (OpenAI's logprobs ``bytes``; may be part of a
+        character). Special tokens give their literal text."""
         ...
 
     def stream(

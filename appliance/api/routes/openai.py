@@ -71,7 +71,7 @@ _RAW_FIM = re.compile(
 def chat_messages(body: ChatCompletionRequest) -> list[ChatMessage]:
     """The request's turns as the engine's messages (``developer`` is OpenAI's newer ``system``)."""
     return [
-        ChatMessage("system" if m.role == "developer" else m.role, m.text(), m.reasoning_content)  # type: ignore[arg-type]
+        ChatMessage("system" if m.role == "developer" else m.role, m.text(), m.reasoning_content)
         for m in body.messages
     ]
 

@@ -62,7 +62,7 @@ def test_encoder_produces_special_tokens_as_single_ids() -> None:
     assert ids[0] == tok.bos_id
     assert ids[1] == tok.token_id(U)
     assert ids[-2:] == [tok.token_id(A), tok.token_id("<think>")]
-    assert tok.decode(ids) == f"{BOS}{U}hi{A}<think>"
+    assert tok.decode(ids, skip_special=False) == f"{BOS}{U}hi{A}<think>"
 
 
 def test_fill_in_the_middle() -> None:
@@ -70,10 +70,10 @@ def test_fill_in_the_middle() -> None:
     encoder = PromptEncoder(tok)
     assert encoder.supports_fim
     ids = encoder.completion("def f():\n    ", "\n    return x\n")
-    assert tok.decode(ids) == render_fim("def f():\n    ", "\n    return x\n")
+    assert tok.decode(ids, skip_special=False) == render_fim("def f():\n    ", "\n    return x\n")
     for special in ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"):
         assert tok.token_id(special) in ids
-    assert tok.decode(encoder.completion("plain")) == f"{BOS}plain"
+    assert tok.decode(encoder.completion("plain"), skip_special=False) == f"{BOS}plain"
 
 
 def test_fill_in_the_middle_without_fim_tokens_names_the_missing_token() -> None:

@@ -1,0 +1,80 @@
+"""Grammar constraints on what a sequence may generate (structured output, required tool calls).
+
+A :class:`Constraint` is a grammar in llguidance's format, built from what the API was asked for:
+
+    Constraint.json_object()                 any JSON object
+    Constraint.json_schema(schema, strict)   JSON valid against ``schema``
+    Constraint.tool_call(tools, choice)      one well-formed DSML call of an offered tool (or the named
+                                             one) whose arguments validate against its parameters schema
+
+The sampler keeps one matcher per constrained sequence: each step it computes the sequence's token
+mask (batched with unconstrained rows, which are left alone), advances the matcher on the accepted
+token, and allows EOS only where the grammar accepts.
+
+llguidance rather than xgrammar (both measured on this CPU with the demo tokenizer, see
+``bench/constrained.py``): it needs only numpy (xgrammar pulls torch and triton into the runtime),
+and it computes masks lazily per step without an up-front vocabulary compile.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import llguidance
+
+from shared.errors import InputError
+
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
+__all__ = ["Constraint"]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A grammar (llguidance's JSON grammar text) and a short description for error messages."""
+
+    grammar: str
+    description: str
+
+    @classmethod
+    def json_object(cls) -> Constraint:
+        return cls.json_schema({"type": "object"}, strict=False, description="a JSON object")
+
+    @classmethod
+    def json_schema(
+        cls, schema: Mapping[str, Any], *, strict: bool = True, description: str = "JSON matching the schema"
+    ) -> Constraint:
+        """``strict`` forbids properties the schema does not list (OpenAI's strict mode)."""
+        # Compact JSON (no free whitespace): a random-weight model would otherwise pad forever.
+        overrides: JsonCompileOptions = {"whitespace_flexible": False}
+        body: Any = _closed(schema) if strict else dict(schema)
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(json.dumps(body), overrides=overrides)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"the JSON schema cannot be used: {exc}") from None
+        problem = llguidance.LLMatcher.validate_grammar(grammar)
+        if problem:
+            raise InputError(f"the JSON schema cannot be used: {problem}")
+        return cls(grammar, description)
+
+    @classmethod
+    def tool_call(cls, tools: Sequence[Mapping[str, Any]], choice: str | None = None) -> Constraint:
+        """A DSML call of one of ``tools`` (or of ``choice`` by name). Not built yet."""
+        raise InputError("required and named tool calls are not available yet")
+
+
+def _closed(schema: Any) -> Any:
+    """``schema`` with ``additionalProperties: false`` on every object that does not say otherwise
+    (strict mode: only the listed properties)."""
+    if isinstance(schema, list):
+        return [_closed(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {key: _closed(value) for key, value in schema.items()}
+    if out.get("type") == "object" or "properties" in out:
+        out.setdefault("additionalProperties", False)
+    return out
