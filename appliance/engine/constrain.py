@@ -24,13 +24,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import llguidance
+import numpy as np
+import numpy.typing as npt
 
+from appliance.engine.tokenizer import Tokenizer
 from shared.errors import InputError
 
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
 
-__all__ = ["Constraint"]
+__all__ = ["Constraint", "GrammarTokenizer", "apply_masks"]
 
 
 @dataclass(frozen=True)
@@ -77,4 +80,43 @@ def _closed(schema: Any) -> Any:
     out = {key: _closed(value) for key, value in schema.items()}
     if out.get("type") == "object" or "properties" in out:
         out.setdefault("additionalProperties", False)
+    return out
+
+
+class GrammarTokenizer:
+    """llguidance's view of one engine tokenizer (built once per engine: it indexes the vocabulary)."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        eos = tokenizer.eos_id
+        self._inner = llguidance.LLTokenizer(tokenizer.to_json(), eos_token=eos)
+        self.vocab_size = int(self._inner.vocab_size)
+
+    def matcher(self, constraint: Constraint) -> llguidance.LLMatcher:
+        matcher = llguidance.LLMatcher(self._inner, constraint.grammar, log_level=0)
+        if matcher.is_error():
+            raise InputError(f"cannot constrain to {constraint.description}: {matcher.get_error()}")
+        return matcher
+
+
+def apply_masks(
+    logits: npt.NDArray[np.float32], matchers: Sequence[llguidance.LLMatcher | None], vocab_size: int
+) -> npt.NDArray[np.float32]:
+    """``logits`` with each constrained row's disallowed tokens at -inf (EOS is allowed only where the
+    grammar accepts); unconstrained rows (None) untouched. A new array only if some row is constrained."""
+    rows = [i for i, m in enumerate(matchers) if m is not None]
+    if not rows:
+        return logits
+    out = np.array(logits, dtype=np.float32, copy=True)
+    words = (vocab_size + 31) // 32
+    bitmask = np.empty((len(rows), words), dtype=np.int32)
+    for k, i in enumerate(rows):
+        matcher = matchers[i]
+        assert matcher is not None
+        matcher.unsafe_compute_mask_ptr(bitmask[k].ctypes.data, bitmask[k].nbytes)
+    allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little").astype(bool)
+    width = min(out.shape[1], vocab_size)
+    block = out[rows]
+    block[:, :width][~allowed[:, :width]] = -np.inf
+    block[:, width:] = -np.inf  # ids the grammar's tokenizer does not know (padded vocabularies)
+    out[rows] = block
     return out

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from appliance.engine.constrain import GrammarTokenizer, apply_masks
 from appliance.engine.prompt import PromptEncoder
 from appliance.engine.sampler import process_logits, sample, token_logprobs
 from appliance.engine.scheduler import Scheduler, check_admissible
@@ -89,8 +90,6 @@ def validate_params(params: SamplingParams, vocab_size: int) -> None:
             raise InputError(f"logit_bias for token {token} must be in [-100, 100], got {bias}")
     if params.logprobs is not None and not 0 <= params.logprobs <= MAX_LOGPROBS:
         raise InputError(f"logprobs must be in [0, {MAX_LOGPROBS}], got {params.logprobs}")
-    if params.constraint is not None:
-        raise InputError("constrained decoding (response_format, required tool calls) is not available yet")
 
 
 class LLMEngine:
@@ -122,6 +121,7 @@ class LLMEngine:
         self._default_stop_ids = frozenset((*stop_ids, *(() if eos is None else (eos,))))
         self._seqs: dict[str, Sequence] = {}
         self._detok: dict[str, IncrementalDetokenizer] = {}
+        self._grammar: GrammarTokenizer | None = None
 
     @classmethod
     def from_bundle(
@@ -168,6 +168,8 @@ class LLMEngine:
             raise InputError(f"request id {request_id!r} is already in use")
         validate_params(params, self.tokenizer.vocab_size)
         seq = Sequence(request_id, list(prompt_ids), params)
+        if params.constraint is not None:
+            seq.matcher = self._grammar_tokenizer().matcher(params.constraint)
         self.scheduler.add(seq)
         self._seqs[request_id] = seq
         self._detok[request_id] = IncrementalDetokenizer(
@@ -195,11 +197,21 @@ class LLMEngine:
         for seq in batch.seqs:
             seq.num_cached = len(seq.token_ids)
         logits = process_logits(logits, batch.seqs)
+        if any(seq.matcher is not None for seq in batch.seqs):
+            logits = apply_masks(
+                logits, [s.matcher for s in batch.seqs], self._grammar_tokenizer().vocab_size
+            )
         tokens = sample(logits, batch.seqs)
         return [
             self._postprocess(seq, token, self._logprobs(logits[row], seq, token))
             for row, (seq, token) in enumerate(zip(batch.seqs, tokens, strict=True))
         ]
+
+    def _grammar_tokenizer(self) -> GrammarTokenizer:
+        # Built on first use: it indexes the whole vocabulary, which unconstrained serving never needs.
+        if self._grammar is None:
+            self._grammar = GrammarTokenizer(self.tokenizer)
+        return self._grammar
 
     @staticmethod
     def _logprobs(row: npt.NDArray[np.float32], seq: Sequence, token: int) -> tuple[TokenLogprob, ...]:

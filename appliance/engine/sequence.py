@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+import llguidance
 import numpy as np
 
 from appliance.engine.types import FinishReason, SamplingParams
@@ -30,6 +31,8 @@ class Sequence:
     num_cached: int = 0
     finish_reason: FinishReason | None = None
     rng: np.random.Generator = field(init=False)
+    # The grammar state of a constrained sequence (SamplingParams.constraint), advanced per token.
+    matcher: llguidance.LLMatcher | None = None
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.prompt_ids)
@@ -60,3 +63,6 @@ class Sequence:
 
     def append(self, token_id: int) -> None:
         self.token_ids.append(token_id)
+        if self.matcher is not None and not self.matcher.is_stopped():
+            # The mask allowed only tokens the grammar takes, so this cannot fail; EOS ends it.
+            self.matcher.consume_token(token_id)

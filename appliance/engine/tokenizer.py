@@ -64,6 +64,10 @@ class Tokenizer:
         except Exception as exc:  # the tokenizers package raises bare Exception subclasses
             raise ModelError(f"{path}: cannot load tokenizer: {exc}") from None
 
+    def to_json(self) -> str:
+        """The tokenizer as ``tokenizer.json`` text (for the grammar engine's own index)."""
+        return str(self._inner.to_str())
+
     @property
     def vocab_size(self) -> int:
         return int(self._inner.get_vocab_size(with_added_tokens=True))
