@@ -77,7 +77,15 @@ def _closed(schema: Any) -> Any:
         return [_closed(item) for item in schema]
     if not isinstance(schema, Mapping):
         return schema
-    out = {key: _closed(value) for key, value in schema.items()}
+    out = {
+        key: (
+            {name: _closed(sub) for name, sub in value.items()}  # a name -> schema map, not a schema
+            if key in ("properties", "patternProperties", "$defs", "definitions")
+            and isinstance(value, Mapping)
+            else _closed(value)
+        )
+        for key, value in schema.items()
+    }
     if out.get("type") == "object" or "properties" in out:
         out.setdefault("additionalProperties", False)
     return out

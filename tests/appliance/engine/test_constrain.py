@@ -106,3 +106,11 @@ def test_the_demo_model_writes_valid_json_when_constrained(demo: Demo) -> None:
     text = run_all(engine, params, prompt)
     for value in text.values():
         jsonschema.validate(json.loads(value), SCHEMA)
+
+
+def test_strict_closes_objects_but_not_a_property_named_like_a_keyword() -> None:
+    schema = {"type": "object", "properties": {"type": {"type": "string"}, "properties": {"type": "object"}}}
+    grammar = json.loads(Constraint.json_schema(schema).grammar)["grammars"][0]["json_schema"]
+    assert grammar["additionalProperties"] is False
+    assert grammar["properties"]["type"] == {"type": "string"}
+    assert grammar["properties"]["properties"]["additionalProperties"] is False
