@@ -32,6 +32,9 @@ PUBLIC = {
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("POST", "/v1/auth/login"),
+    # Single sign-on begins and ends without an Enclave credential: the IdP's code is the credential.
+    ("POST", "/v1/auth/oidc/start"),
+    ("POST", "/v1/auth/oidc/callback"),
 }
 _NO_PERMISSION = object()
 
