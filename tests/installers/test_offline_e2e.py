@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.cli import main as enclave
 from appliance.db import migrate
+from appliance.model.demo import DEMO_VERSION
 from installers.offline.manifest import (
     MANIFEST,
     SIGNATURE,
@@ -42,6 +43,9 @@ from tests.helpers.offline_site import (
     serving,
     wheel_with_migration,
 )
+
+# The upgrade test's newer build of the demo model.
+NEWER = DEMO_VERSION + 1
 
 pytestmark = pytest.mark.slow
 
@@ -145,9 +149,10 @@ def test_bundle_holds_the_appliance_and_no_test_only_packages(offline: Offline) 
     wheels = {p.split("/", 1)[1].split("-", 1)[0].lower() for p in manifest.files if p.startswith("wheels/")}
     assert {"enclave_codegen", "onnxruntime", "cryptography", "fastapi", "sqlalchemy", "pip"} <= wheels
     assert not wheels & {"torch", "transformers", "pytest", "onnxruntime_gpu"}
-    # The desktop client's stack is the [desktop] extra: a server gets no Qt.
-    assert not wheels & {"pyside6_essentials", "shiboken6", "keyring", "httpx"}
-    assert manifest.models == ("models/deepseek-v4-demo-1",)
+    # The desktop client's stack is the [desktop] extra: a server gets no Qt and no keyring (httpx
+    # it does get: the appliance's OIDC client talks to the site's IdP with it).
+    assert not wheels & {"pyside6_essentials", "shiboken6", "keyring"}
+    assert manifest.models == (f"models/deepseek-v4-demo-{DEMO_VERSION}",)
     assert any(p.startswith("model-keys/") for p in manifest.files)
     assert {"install.sh", "systemd/enclave.service", "nginx/enclave.conf"} <= set(manifest.files)
 
@@ -281,8 +286,8 @@ def test_upgrade_in_place_then_older_and_tampered_bundles_are_refused(
     wheel_with_migration(old_wheel, newer / "wheels", version="0.1.0.1", down_revision=migrate.head())
     old_wheel.unlink()
     _dev(
-        "model", "build", offline.checkpoint, newer / "models" / "deepseek-v4-demo-2",
-        "--name", "deepseek-v4-demo", "--version", "2", "--signing-key", offline.model_key,
+        "model", "build", offline.checkpoint, newer / "models" / f"deepseek-v4-demo-{NEWER}",
+        "--name", "deepseek-v4-demo", "--version", str(NEWER), "--signing-key", offline.model_key,
     )  # fmt: skip
     _resign(newer, key, "0.1.0.1", package="enclave-codegen==0.1.0.1")
     assert not _tables(site) & {MIGRATION_TABLE}
@@ -290,11 +295,11 @@ def test_upgrade_in_place_then_older_and_tampered_bundles_are_refused(
     assert proc.returncode == 0, f"upgrade failed:\n{proc.stdout}\n{proc.stderr}"
     assert f"{migrate.head()} -> {MIGRATION_REVISION}" in proc.stdout, proc.stdout
     assert MIGRATION_TABLE in _tables(site)
-    assert "model deepseek-v4-demo version 1 is already installed" in proc.stdout
+    assert f"model deepseek-v4-demo version {DEMO_VERSION} is already installed" in proc.stdout
     after_release = site.enclave.resolve()
     assert after_release != before_release and after_release.parents[1].name.startswith("0.1.0.1-")
     models = site.run([site.enclave, "model", "list", "--data", site.data])
-    assert re.search(r"^\*\s+deepseek-v4-demo\s+2\s.*\ssealed\s", models.stdout, re.M), models.stdout
+    assert re.search(rf"^\*\s+deepseek-v4-demo\s+{NEWER}\s.*\ssealed\s", models.stdout, re.M), models.stdout
     # The audit chain continued: the log still verifies against the checkpoint taken before.
     proc = site.run([site.enclave, "audit", "verify", "--data", site.data, "--checkpoint", checkpoint])
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -352,7 +357,7 @@ def test_two_replicas_share_one_postgresql_database(
             first.enclave,
             "model",
             "import",
-            offline.bundle / "models" / "deepseek-v4-demo-1",
+            offline.bundle / "models" / f"deepseek-v4-demo-{DEMO_VERSION}",
             "--data",
             first.data,
         ]
