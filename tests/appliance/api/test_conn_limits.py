@@ -18,11 +18,22 @@ from tests.appliance.api.conftest import build_appliance
 
 @pytest.fixture
 def server(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[str, int]]:
+    yield from _serve(tmp_path, sqlite_url, header_timeout_s=0.5)
+
+
+@pytest.fixture
+def patient_server(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[str, int]]:
+    # Kept-alive connections must stay open while the test opens a third one, however slow the
+    # machine: a head deadline of 0.5 s could close one first and free its slot.
+    yield from _serve(tmp_path, sqlite_url, header_timeout_s=30.0)
+
+
+def _serve(tmp_path: Path, sqlite_url: str, *, header_timeout_s: float) -> Iterator[tuple[str, int]]:
     a = build_appliance(
         tmp_path,
         sqlite_url,
         insecure_http=True,
-        http_header_timeout_s=0.5,
+        http_header_timeout_s=header_timeout_s,
         http_body_timeout_s=0.5,
         http_max_header_bytes=16 * 1024,
         http_max_connections_per_address=2,
@@ -103,7 +114,8 @@ def test_an_oversized_head_gets_431(server: tuple[str, int]) -> None:
         assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
 
 
-def test_connections_per_address_are_capped(server: tuple[str, int]) -> None:
+def test_connections_per_address_are_capped(patient_server: tuple[str, int]) -> None:
+    server = patient_server
     first, second = _connect(server), _connect(server)
     try:
         for sock in (first, second):  # both open and served (kept alive)
