@@ -116,9 +116,10 @@ def _jsonl(row: RowTuple) -> str:
 
 
 # Control characters other than CR/LF: the CEF spec has no escape for them and a raw ESC, BEL or NUL
-# reaches the SIEM operator's terminal or truncates the line in C parsers. They are written as
-# \uXXXX (the spec never puts a lone backslash before ``u``: a literal backslash is always written
-# doubled), so the line reads back to the exact text and the export still verifies.
+# reaches the SIEM operator's terminal or truncates the line in C parsers. They are written as a
+# backslash, ``u`` and four hex digits (the spec never puts a lone backslash before ``u``: a literal
+# backslash is always written doubled), so the line reads back to the exact text and the export
+# still verifies.
 _CEF_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029]")
 
 

@@ -139,6 +139,13 @@ def login(
     throttle.record_success(session, name, address, user_id=user.id, now=now)
     if checked.new_hash is not None:
         user.password_hash = checked.new_hash
+    return open_session(session, user, address=address, now=now, ttl_s=ttl_s)
+
+
+def open_session(
+    session: Session, user: User, *, address: str, now: dt.datetime, ttl_s: int
+) -> tuple[str, dt.datetime]:
+    """A new login session for ``user`` (password or single sign-on): (raw token, expiry)."""
     raw = new_secret()
     expires_at = now + dt.timedelta(seconds=ttl_s)
     session.add(

@@ -19,13 +19,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from appliance.auth import groups
+from appliance.auth.login import open_session
 from appliance.auth.oidc import OidcClient
-from appliance.auth.secrets import new_secret, token_digest
+from appliance.auth.secrets import token_digest
 from appliance.db.identity_models import IdentityLink, OidcFlow
-from appliance.db.models import LoginSession, User
+from appliance.db.models import User
 from shared.errors import AuthError, InputError
 
-__all__ = ["FLOW_TTL", "SignedIn", "begin", "check_redirect_uri", "finish", "open_session"]
+__all__ = ["FLOW_TTL", "SignedIn", "begin", "check_redirect_uri", "finish"]
 
 FLOW_TTL = dt.timedelta(minutes=10)
 # A PHC string verify_password can never match: outside users have no usable password here.
@@ -75,24 +76,6 @@ def begin(session: Session, client: OidcClient, redirect_uri: str, *, now: dt.da
     )
     session.flush()
     return request.url, request.state
-
-
-def open_session(
-    session: Session, user: User, *, address: str, now: dt.datetime, ttl_s: int
-) -> tuple[str, dt.datetime]:
-    raw = new_secret()
-    expires_at = now + dt.timedelta(seconds=ttl_s)
-    session.add(
-        LoginSession(
-            user_id=user.id,
-            token_digest=token_digest(raw),
-            address=address[:64],
-            created_at=now,
-            expires_at=expires_at,
-        )
-    )
-    session.flush()
-    return raw, expires_at
 
 
 def _username(claims: dict[str, Any], claim: str) -> str:
