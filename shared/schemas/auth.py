@@ -1,0 +1,52 @@
+"""Sign-in and ``GET /v1/auth/me``: who a token speaks for and what their teams allow."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.schemas._base import Response
+
+
+class LoginRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=255)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginResponse(Response):
+    token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at: dt.datetime
+
+
+class MePolicy(Response):
+    """The caller's effective policy: the conservative combination of their teams' policies."""
+
+    allowed_models: list[list[str]] = Field(
+        description="one pattern list per team; a model is allowed when it matches a pattern of every list "
+        "(no lists: no model)"
+    )
+    requests_per_minute: int | None
+    tokens_per_minute: int | None
+    concurrent_streams: int | None
+    max_prompt_tokens: int | None
+    max_output_tokens: int | None
+    capture_mode: Literal["none", "digest", "sealed"]
+    path_exclusions: list[str] = Field(description="gitignore-style patterns of files never to index or send")
+
+
+class Me(Response):
+    """Who the bearer token speaks for (``GET /v1/auth/me``)."""
+
+    username: str
+    role: str = Field(description="developer, auditor or admin (another value grants nothing)")
+    permissions: list[str] = Field(description="what this credential may do: the role's, narrowed by scopes")
+    teams: list[str]
+    policy: MePolicy
+    credential: Literal["api_token", "session"]
+    scopes: list[str] | None = Field(description="an API token's scopes; null for a login session")
+    expires_at: dt.datetime = Field(description="when this token or session stops working")
+    must_change_password: bool

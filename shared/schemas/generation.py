@@ -1,0 +1,108 @@
+"""What chat, completions and FIM requests share: the sampling fields, stop sequences, usage.
+
+Request models refuse fields they do not know (400 naming the field), so a client never believes a
+knob it sent had an effect. A few fields clients always send are accepted although they change
+nothing here, each said in its description; a parameter whose non-default value Enclave cannot honour
+yet is accepted at its default and refused otherwise, again naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from shared.schemas._base import MAX_STOP_SEQUENCES, Request, Response, not_supported
+from shared.schemas.enclave import EnclaveMetadata
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    include_usage: bool | None = Field(
+        default=False,
+        description="a last chunk with empty `choices` carries `usage` (and no other chunk does)",
+    )
+
+
+def _normalize_stop(value: str | list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    stops = [value] if isinstance(value, str) else list(value)
+    if len(stops) > MAX_STOP_SEQUENCES:
+        raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
+    if any(not s for s in stops):
+        raise ValueError("stop sequences must not be empty")
+    if any(len(s) > 1024 for s in stops):
+        raise ValueError("a stop sequence is at most 1024 characters")
+    return stops
+
+
+Penalty = Annotated[float | None, Field(default=None, ge=-2.0, le=2.0)]
+
+
+class GenerationRequest(Request):
+    model: str = Field(min_length=1, max_length=255)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=1_048_576)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, description="default 1")
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, description="default 1")
+    top_k: int | None = Field(default=None, ge=0, le=1_000_000, description="vLLM's extension; 0 = no cut")
+    stop: str | list[str] | None = Field(default=None, description=f"at most {MAX_STOP_SEQUENCES} strings")
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    n: int | None = Field(default=1, ge=1, le=1, description="only 1 is supported")
+    presence_penalty: Penalty = None
+    frequency_penalty: Penalty = None
+    logit_bias: dict[str, float] | None = Field(default=None, description="only an empty map is supported")
+    user: str | None = Field(default=None, max_length=255, description="recorded in the audit log as given")
+    enclave: EnclaveMetadata | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> list[str] | None:
+        return _normalize_stop(value)
+
+    @field_validator("presence_penalty", "frequency_penalty")
+    @classmethod
+    def _penalty(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value:
+            raise not_supported(f"a non-zero {info.field_name}")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value:
+            raise not_supported("logit_bias")
+        return value
+
+    def stop_list(self) -> tuple[str, ...]:
+        stop = self.stop
+        if stop is None:
+            return ()
+        return (stop,) if isinstance(stop, str) else tuple(stop)
+
+    @property
+    def streaming(self) -> bool:
+        return bool(self.stream)
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and bool(self.stream_options.include_usage)
+
+    @property
+    def sampling_temperature(self) -> float:
+        return 1.0 if self.temperature is None else self.temperature
+
+    @property
+    def sampling_top_p(self) -> float:
+        return 1.0 if self.top_p is None else self.top_p
+
+
+OpenAIFinish = Literal["stop", "length"]
+
+
+class Usage(Response):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
