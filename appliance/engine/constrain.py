@@ -4,8 +4,9 @@ A :class:`Constraint` is a grammar in llguidance's format, built from what the A
 
     Constraint.json_object()                 any JSON object
     Constraint.json_schema(schema, strict)   JSON valid against ``schema``
-    Constraint.tool_call(tools, choice)      one well-formed DSML call of an offered tool (or the named
-                                             one) whose arguments validate against its parameters schema
+    Constraint.tool_call(tools, name)        well-formed DSML calls of offered tools (or of the named one)
+                                             whose arguments validate against their parameters schema
+                                             (grammar in appliance.engine.tool_grammar)
 
 The sampler keeps one matcher per constrained sequence: each step it computes the sequence's token
 mask (batched with unconstrained rows, which are left alone), advances the matcher on the accepted
@@ -28,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.engine.tokenizer import Tokenizer
+from appliance.engine.tool_grammar import tool_call_lark
 from shared.errors import InputError
 
 if TYPE_CHECKING:
@@ -65,9 +67,19 @@ class Constraint:
         return cls(grammar, description)
 
     @classmethod
-    def tool_call(cls, tools: Sequence[Mapping[str, Any]], choice: str | None = None) -> Constraint:
-        """A DSML call of one of ``tools`` (or of ``choice`` by name). Not built yet."""
-        raise InputError("required and named tool calls are not available yet")
+    def tool_call(
+        cls, tools: Sequence[Mapping[str, Any]], name: str | None = None, *, parallel: bool = True
+    ) -> Constraint:
+        """One or more calls (exactly one unless ``parallel``) of ``tools``, or of ``name`` only."""
+        lark = tool_call_lark(tools, _closed, name=name, parallel=parallel)
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_lark(lark)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"the tool schemas cannot be used: {exc}") from None
+        problem = llguidance.LLMatcher.validate_grammar(grammar)
+        if problem:
+            raise InputError(f"the tool schemas cannot be used: {problem}")
+        return cls(grammar, f"a call of {name}" if name else "a tool call")
 
 
 def _closed(schema: Any) -> Any:

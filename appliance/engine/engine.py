@@ -333,9 +333,7 @@ class AsyncEngine:
         tools: Seq[dict[str, Any]] | None = None,
         thinking: bool = False,
     ) -> list[int]:
-        if tools:
-            raise InputError("tools are not available yet")
-        return self._encoder.chat(messages, thinking=thinking)
+        return self._encoder.chat(messages, thinking=thinking, tools=tools)
 
     def encode_completion(
         self, prompt: str, suffix: str | None = None, *, allow_special: bool = True

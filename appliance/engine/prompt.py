@@ -11,14 +11,26 @@ Chat follows DeepSeek's own encoder (``encoding_dsv4.py``; its rules are code, n
 
 In thinking mode the turn after the last user message opens with ``<think>``; earlier turns close the
 think block at once (their reasoning is dropped). In chat mode every transition is ``</think>``.
+
+Tools (:mod:`appliance.engine.dsml` has the markup), as the encoder handles them:
+
+    tools        appended to the first system message (one with empty content is added in front when
+                 the chat has none) as "\n\n" + the tools section; with tools, no reasoning is dropped
+    assistant    content + the DSML block of its tool_calls + EOS
+    tool         results merge into one user turn: <tool_result>...</tool_result> blocks (ordered as
+                 the calls were) joined by "\n\n", with any user text that follows; a merged turn is a
+                 user turn for the transitions and the "last user message"
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
+from appliance.engine.dsml import render_tool_calls, render_tool_result, render_tools
 from appliance.engine.tokenizer import BOS_TOKEN, EOS_TOKEN, Tokenizer
-from appliance.engine.types import ChatMessage
+from appliance.engine.types import ChatMessage, ToolCall
 from shared.errors import InputError
 
 __all__ = ["FIM_TOKENS", "PromptEncoder", "render_chat", "render_fim"]
@@ -31,7 +43,7 @@ FIM_BEGIN = "<｜fim▁begin｜>"
 FIM_HOLE = "<｜fim▁hole｜>"
 FIM_END = "<｜fim▁end｜>"
 FIM_TOKENS = (FIM_BEGIN, FIM_HOLE, FIM_END)
-_ROLES = ("system", "user", "assistant")
+_ROLES = ("system", "user", "assistant", "tool")
 
 
 class Special(str):
@@ -41,35 +53,98 @@ class Special(str):
 Segments = list[str]  # markup (Special) and text pieces, in order
 
 
-def render_chat(messages: Sequence[ChatMessage], *, thinking: bool, drop_thinking: bool = True) -> str:
+def render_chat(
+    messages: Sequence[ChatMessage],
+    *,
+    thinking: bool,
+    drop_thinking: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> str:
     """The prompt text for ``messages``, exactly as DeepSeek's encoder writes it."""
-    return "".join(chat_segments(messages, thinking=thinking, drop_thinking=drop_thinking))
+    return "".join(chat_segments(messages, thinking=thinking, drop_thinking=drop_thinking, tools=tools))
 
 
-def chat_segments(messages: Sequence[ChatMessage], *, thinking: bool, drop_thinking: bool = True) -> Segments:
+@dataclass
+class _Turn:
+    """A message as the encoder renders it: consecutive user and tool messages are one user turn."""
+
+    role: str
+    content: str = ""
+    reasoning: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    # (tool_call_id, text) of each part; the id is None for user text.
+    blocks: list[tuple[str | None, str]] = field(default_factory=list)
+    functions: Sequence[Mapping[str, Any]] = ()
+
+    def user_text(self) -> str:
+        return "\n\n".join(text if call is None else render_tool_result(text) for call, text in self.blocks)
+
+
+def _turns(messages: Sequence[ChatMessage], tools: Sequence[Mapping[str, Any]]) -> list[_Turn]:
+    """The encoder's merge_tool_messages + sort_tool_results_by_call_order, and the tools attached."""
+    turns: list[_Turn] = []
+    for m in messages:
+        if m.role in ("user", "tool"):
+            block = (None if m.role == "user" else (m.tool_call_id or ""), m.content)
+            if turns and turns[-1].role == "user":
+                turns[-1].blocks.append(block)
+            else:
+                turns.append(_Turn("user", blocks=[block]))
+            continue
+        turns.append(_Turn(m.role, m.content, m.reasoning, m.tool_calls))
+    order: dict[str, int] = {}
+    for turn in turns:
+        if turn.role == "assistant" and turn.tool_calls:
+            order = {c.id: k for k, c in enumerate(turn.tool_calls)}
+        results = [b for b in turn.blocks if b[0] is not None]
+        if len(results) > 1 and order:
+            ranked = iter(sorted(results, key=lambda b: order.get(b[0] or "", 0)))  # stable, as the encoder's
+            turn.blocks = [b if b[0] is None else next(ranked) for b in turn.blocks]
+    if tools:
+        functions = [t.get("function", t) for t in tools]
+        # On the chat's own system message (vLLM first put a new, empty one in front even then,
+        # which moved the tools above the instructions); a new empty one only when there is none.
+        if turns and turns[0].role == "system":
+            turns[0].functions = functions
+        else:
+            turns.insert(0, _Turn("system", functions=functions))
+    return turns
+
+
+def chat_segments(
+    messages: Sequence[ChatMessage],
+    *,
+    thinking: bool,
+    drop_thinking: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
+) -> Segments:
     """:func:`render_chat` as segments: control tokens as :class:`Special`, everything else text."""
     if not messages:
         raise InputError("a chat needs at least one message")
     for message in messages:
         if message.role not in _ROLES:
-            raise InputError(f"unknown chat role {message.role!r} (expected system, user or assistant)")
-    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
+            raise InputError(f"unknown chat role {message.role!r} (expected system, user, assistant or tool)")
+    turns = _turns(messages, tools or ())
+    drop = drop_thinking and not tools  # the encoder keeps all reasoning when tools are offered
+    last_user = max((i for i, t in enumerate(turns) if t.role == "user"), default=-1)
     parts: Segments = [Special(BOS_TOKEN)]
-    for i, message in enumerate(messages):
-        if message.role == "system":
-            parts.append(message.content)
-        elif message.role == "user":
-            parts += [Special(USER_TOKEN), message.content]
-            followed_by_reply = i == len(messages) - 1 or messages[i + 1].role == "assistant"
+    for i, turn in enumerate(turns):
+        if turn.role == "system":
+            parts.append(turn.content)
+            if turn.functions:
+                parts.append("\n\n" + render_tools(turn.functions))
+        elif turn.role == "user":
+            parts += [Special(USER_TOKEN), turn.user_text()]
+            followed_by_reply = i == len(turns) - 1 or turns[i + 1].role == "assistant"
             if followed_by_reply:
-                opens_thinking = thinking and i >= last_user
+                opens_thinking = thinking and (not drop or i >= last_user)
                 parts += [Special(ASSISTANT_TOKEN), Special(THINK_START if opens_thinking else THINK_END)]
         else:
             # Reasoning of turns before the last user message is dropped (drop_thinking).
-            keeps_reasoning = thinking and (not drop_thinking or i > last_user)
+            keeps_reasoning = thinking and (not drop or i > last_user)
             if keeps_reasoning:
-                parts += [message.reasoning or "", Special(THINK_END)]
-            parts += [message.content, Special(EOS_TOKEN)]
+                parts += [turn.reasoning or "", Special(THINK_END)]
+            parts += [turn.content, render_tool_calls(turn.tool_calls), Special(EOS_TOKEN)]
     return parts
 
 
@@ -116,8 +191,14 @@ class PromptEncoder:
     def supports_fim(self) -> bool:
         return self._missing_fim is None
 
-    def chat(self, messages: Sequence[ChatMessage], *, thinking: bool = False) -> list[int]:
-        return encode_segments(self._tokenizer, chat_segments(messages, thinking=thinking))
+    def chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        thinking: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> list[int]:
+        return encode_segments(self._tokenizer, chat_segments(messages, thinking=thinking, tools=tools))
 
     def completion(self, prompt: str, suffix: str | None = None, *, allow_special: bool = True) -> list[int]:
         """A plain prompt after BOS, or fill-in-the-middle when ``suffix`` is given.

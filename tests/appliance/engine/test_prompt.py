@@ -24,8 +24,9 @@ def test_thinking_mode_drops_old_reasoning_and_opens_a_think_block() -> None:
 
 
 def test_thinking_mode_keeps_reasoning_when_not_dropping() -> None:
+    # The encoder: without dropping, every reply opens a think block (its reasoning sits inside it).
     assert render_chat(CONVERSATION, thinking=True, drop_thinking=False) == (
-        f"{BOS}{U}hello{A}</think>thinking...</think>Hello! I am DeepSeek.{EOS}{U}1+1=?{A}<think>"
+        f"{BOS}{U}hello{A}<think>thinking...</think>Hello! I am DeepSeek.{EOS}{U}1+1=?{A}<think>"
     )
 
 
@@ -44,16 +45,16 @@ def test_assistant_turn_after_last_user_keeps_its_reasoning_in_thinking_mode() -
     assert render_chat(messages, thinking=False) == f"{BOS}{U}q{A}</think>a{EOS}"
 
 
-def test_consecutive_user_turns_have_no_transition_between_them() -> None:
+def test_consecutive_user_turns_merge_into_one_as_the_encoder_does() -> None:
     messages = [ChatMessage("user", "a"), ChatMessage("user", "b")]
-    assert render_chat(messages, thinking=False) == f"{BOS}{U}a{U}b{A}</think>"
+    assert render_chat(messages, thinking=False) == f"{BOS}{U}a\n\nb{A}</think>"
 
 
 def test_bad_chats_are_input_errors() -> None:
     with pytest.raises(InputError, match="at least one message"):
         render_chat([], thinking=False)
-    with pytest.raises(InputError, match="tool"):
-        render_chat([ChatMessage("tool", "x")], thinking=False)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="robot"):
+        render_chat([ChatMessage("robot", "x")], thinking=False)  # type: ignore[arg-type]
 
 
 def test_encoder_produces_special_tokens_as_single_ids() -> None:
