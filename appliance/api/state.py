@@ -20,6 +20,7 @@ from appliance.api.diskwatch import DiskWatch
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaTracker
 from appliance.audit.log import AuditLog
+from appliance.auth import throttle
 from appliance.auth.oidc import OidcClient
 from appliance.auth.passwords import ARGON2_SLOTS
 from appliance.auth.principal import Principal, authenticate, require
@@ -73,6 +74,11 @@ class AppState:
     password_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(ARGON2_SLOTS))
     # The OpenID provider's client, when single sign-on is configured.
     oidc: OidcClient | None = None
+
+    @property
+    def throttle_key(self) -> bytes:
+        """Keys the login throttle's stored digests (derived from the audit HMAC key)."""
+        return throttle.derive_key(self.audit_log.keys)
 
 
 def app_state(request: Request) -> AppState:

@@ -3,9 +3,9 @@
 Public surface (everything else is private to the package)::
 
     authenticate(session, raw_token, *, now) -> Principal       API token or login session token
-    login(session, username, password, *, address, now, ttl_s) -> (session token, expires_at)
+    login(session, username, password, *, address, throttle_key, now, ttl_s) -> (session token, expires_at)
     logout(session, raw_token, *, now) -> user id
-    change_password(session, user_id, old, new, *, now)
+    change_password(session, user_id, old, new, *, throttle_key, now)
     create_token(session, user_id, *, name, expires_in, now, scopes=None) -> (raw, TokenInfo, Change)
     revoke_token(session, token_id, *, now, owner_id=None) -> Change
     list_tokens(session, *, user_id=None) -> [TokenInfo]
@@ -23,6 +23,9 @@ audit event (``Change.old`` -> ``Change.new``) in the same transaction. Time is 
                              | expired | revoked
     ThrottledError   reason: throttled | locked; retry_after seconds (the attempt was not counted)
     PermissionDeniedError, InputError, NotFoundError, ConflictError
+
+``throttle_key`` is :func:`throttle.derive_key` of the audit keys: the login throttle stores keyed
+digests of the names and addresses it counts, never what was typed.
 
 A failed login has already counted the failure in the session: commit it (with the audit event)
 before letting the error propagate.

@@ -261,14 +261,16 @@ def set_role(session: Session, username: str, role: str, *, now: dt.datetime) ->
     )
 
 
-def reset_password(session: Session, username: str, *, now: dt.datetime) -> tuple[Change, str]:
+def reset_password(
+    session: Session, username: str, *, throttle_key: bytes, now: dt.datetime
+) -> tuple[Change, str]:
     """Give a user a new one-time password (returned once) that they must change at next login."""
     user = _user(session, username)
     password = one_time_password()
     user.password_hash = hash_password(password)
     user.must_change_password = True
     user.password_changed_at = now
-    throttle.reset_account(session, user.username)
+    throttle.reset_account(session, user.username, key=throttle_key)
     session.flush()
     change = Change(
         action="admin.user.password_reset",
@@ -280,10 +282,10 @@ def reset_password(session: Session, username: str, *, now: dt.datetime) -> tupl
     return change, password
 
 
-def unlock_user(session: Session, username: str, *, now: dt.datetime) -> Change:
+def unlock_user(session: Session, username: str, *, throttle_key: bytes, now: dt.datetime) -> Change:
     """Clear a user's failed-login counters (after the 100-failure stop, or a long backoff)."""
     user = _user(session, username)
-    cleared = throttle.reset_account(session, user.username)
+    cleared = throttle.reset_account(session, user.username, key=throttle_key)
     return Change(
         action="admin.user.unlocked",
         target=f"user:{user.username}",

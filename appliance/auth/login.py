@@ -69,13 +69,15 @@ class Verdict:
     new_hash: str | None = None
 
 
-def read_candidate(session: Session, username: str, address: str, *, now: dt.datetime) -> Candidate:
+def read_candidate(
+    session: Session, username: str, address: str, *, throttle_key: bytes, now: dt.datetime
+) -> Candidate:
     """Read (no lock, nothing written) the account ``username`` names and the throttle's view."""
     name = username.strip().lower()
     row = session.execute(select(User.id, User.password_hash).where(User.username == name)).first() if name else None
     user_id, password_hash = (row.id, row.password_hash) if row is not None else (None, None)
     try:
-        throttle.check(session, name, address, user_id=user_id, now=now, lock=False)
+        throttle.check(session, name, address, key=throttle_key, user_id=user_id, now=now, lock=False)
     except AuthError:
         return Candidate(user_id, password_hash, throttled=True)
     return Candidate(user_id, password_hash, throttled=False)
@@ -113,6 +115,7 @@ def login(
     password: str,
     *,
     address: str,
+    throttle_key: bytes,
     now: dt.datetime,
     ttl_s: int = DEFAULT_SESSION_TTL_S,
     verdict: Verdict | None = None,
@@ -126,17 +129,17 @@ def login(
     """
     name = username.strip().lower()
     user = session.scalar(select(User).where(User.username == name)) if name else None
-    throttle.check(session, name, address, user_id=user.id if user else None, now=now)
+    throttle.check(session, name, address, key=throttle_key, user_id=user.id if user else None, now=now)
     checked = _matches(user, password, verdict)
     if user is None:
-        throttle.record_failure(session, name, address, now=now)
+        throttle.record_failure(session, name, address, key=throttle_key, now=now)
         raise AuthError(_BAD_LOGIN, reason="unknown_user")
     if not checked.matched:
-        throttle.record_failure(session, name, address, now=now)
+        throttle.record_failure(session, name, address, key=throttle_key, now=now)
         raise AuthError(_BAD_LOGIN, reason="bad_password")
     if user.disabled:
         raise AuthError("account is disabled", reason="disabled")
-    throttle.record_success(session, name, address, user_id=user.id, now=now)
+    throttle.record_success(session, name, address, key=throttle_key, user_id=user.id, now=now)
     if checked.new_hash is not None:
         user.password_hash = checked.new_hash
     return open_session(session, user, address=address, now=now, ttl_s=ttl_s)
@@ -184,6 +187,7 @@ def change_password(
     old_password: str,
     new_password: str,
     *,
+    throttle_key: bytes,
     now: dt.datetime,
     address: str = "",
 ) -> None:
@@ -198,11 +202,11 @@ def change_password(
     user = session.get(User, user_id)
     if user is None:
         raise AuthError(_BAD_LOGIN, reason="unknown_user")
-    throttle.check(session, user.username, address, user_id=user.id, now=now)
+    throttle.check(session, user.username, address, key=throttle_key, user_id=user.id, now=now)
     if not verify_password(old_password, user.password_hash):
-        throttle.record_failure(session, user.username, address, now=now)
+        throttle.record_failure(session, user.username, address, key=throttle_key, now=now)
         raise AuthError("current password is wrong", reason="bad_password")
-    throttle.record_success(session, user.username, address, user_id=user.id, now=now)
+    throttle.record_success(session, user.username, address, key=throttle_key, user_id=user.id, now=now)
     check_password(new_password, username=user.username)
     if new_password == old_password:
         raise InputError("the new password must differ from the current one")

@@ -21,19 +21,28 @@ So no account sees more than 100 consecutive failures from unfamiliar addresses,
 100 from any one familiar address. A success resets the account and pair counters. Counters are
 keyed by the username as typed (lowercased), so an unknown username is throttled exactly like a
 real one and throttling reveals nothing about which accounts exist. Time is always passed in.
+
+People type passwords into the user name field: the stored keys are never the name or address but
+keyed digests of them (HMAC-SHA256 under :func:`derive_key` of the service's audit HMAC key, which
+every replica holds), so the table reveals neither, and an offline guess at a low-entropy secret
+needs the key too. The pair key is ``digest(name) + "\x1f" + digest(address)``, so an admin's
+unlock (which knows only the name) still finds every address's counter for the account by prefix.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from appliance.audit.keys import AuditKeys
 from appliance.db.models import LoginThrottle, TrustedAddress
-from shared.errors import ThrottledError
+from shared.errors import ConfigError, ThrottledError
 
 __all__ = [
     "ADDRESS_MAX_FAILURES",
@@ -41,8 +50,12 @@ __all__ = [
     "FREE_ATTEMPTS",
     "MAX_BACKOFF_S",
     "MAX_CONSECUTIVE_FAILURES",
+    "CounterKeys",
     "backoff_s",
     "check",
+    "counter_keys",
+    "derive_key",
+    "name_digest",
     "record_failure",
     "record_success",
     "reset_account",
@@ -64,17 +77,37 @@ def backoff_s(failures: int) -> float:
     return float(min(2 ** min(failures - FREE_ATTEMPTS, 20), MAX_BACKOFF_S))
 
 
+def derive_key(keys: AuditKeys) -> bytes:
+    """The throttle's digest key, derived from the audit HMAC key (never used as-is elsewhere)."""
+    if keys.hmac_key is None:
+        raise ConfigError("no audit HMAC key loaded: cannot key the login throttle")
+    return hmac.new(keys.hmac_key, b"enclave.login-throttle.v1", hashlib.sha256).digest()
+
+
+def _digest(key: bytes, kind: bytes, value: str) -> str:
+    return hmac.new(key, kind + b"\x00" + value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+
+
+def name_digest(key: bytes, username: str) -> str:
+    """The stored form of a user name as typed (also how the audit log names an unknown one)."""
+    return _digest(key, b"name", username.strip().lower()[:128])
+
+
 @dataclass(frozen=True)
-class _Keys:
+class CounterKeys:
     account: str
     pair: str
     address: str
+    # The client address itself: the user's familiar addresses are kept per account, in clear.
+    client: str
 
 
-def _keys(username: str, address: str) -> _Keys:
-    name = username.strip().lower()[:128]
+def counter_keys(key: bytes, username: str, address: str) -> CounterKeys:
+    """The ``login_throttle.key`` of each counter a login by ``username`` from ``address`` drives."""
     addr = address.strip()[:64] or "unknown"
-    return _Keys(account=name, pair=f"{name}\x1f{addr}", address=addr)
+    account = name_digest(key, username)
+    where = _digest(key, b"addr", addr)
+    return CounterKeys(account=account, pair=f"{account}\x1f{where}", address=where, client=addr)
 
 
 def _row(session: Session, scope: str, key: str, *, lock: bool = False) -> LoginThrottle | None:
@@ -109,19 +142,26 @@ def _consecutive_wait(row: LoginThrottle | None, now: dt.datetime, what: str) ->
 
 
 def check(
-    session: Session, username: str, address: str, *, user_id: int | None, now: dt.datetime, lock: bool = True
+    session: Session,
+    username: str,
+    address: str,
+    *,
+    key: bytes,
+    user_id: int | None,
+    now: dt.datetime,
+    lock: bool = True,
 ) -> None:
     """Raise ThrottledError if this attempt must not be tried now (it is then not counted).
 
     ``lock=False`` is a look on a read-only session (before any Argon2 work); the verdict that
     counts is the locked one in the write transaction.
     """
-    keys = _keys(username, address)
+    keys = counter_keys(key, username, address)
     # Always address, pair, account: one lock order for every login, so no two can deadlock.
     addr_row = _row(session, ADDRESS, keys.address, lock=lock)
     pair_row = _row(session, PAIR, keys.pair, lock=lock)
     account_row = _row(session, ACCOUNT, keys.account, lock=lock)
-    familiar = _trusted(session, user_id, keys.address)
+    familiar = _trusted(session, user_id, keys.client)
     # A spray from a shared address (a NAT, a proxy) must not lock out users who sign in from
     # it every day: for them only the pair counter, which a sprayer does not drive, applies.
     if not familiar and addr_row is not None and addr_row.failures >= ADDRESS_MAX_FAILURES:
@@ -159,38 +199,40 @@ def _bump(session: Session, scope: str, key: str, now: dt.datetime, *, window_s:
     session.flush()
 
 
-def record_failure(session: Session, username: str, address: str, *, now: dt.datetime) -> None:
+def record_failure(session: Session, username: str, address: str, *, key: bytes, now: dt.datetime) -> None:
     """Count one failed password attempt on all three counters."""
-    keys = _keys(username, address)
+    keys = counter_keys(key, username, address)
     _bump(session, ADDRESS, keys.address, now, window_s=ADDRESS_WINDOW_S)
     _bump(session, PAIR, keys.pair, now, window_s=None)
     _bump(session, ACCOUNT, keys.account, now, window_s=None)
 
 
-def record_success(session: Session, username: str, address: str, *, user_id: int, now: dt.datetime) -> None:
+def record_success(
+    session: Session, username: str, address: str, *, key: bytes, user_id: int, now: dt.datetime
+) -> None:
     """Reset the account and pair counters and remember the address as familiar."""
-    keys = _keys(username, address)
+    keys = counter_keys(key, username, address)
     session.execute(
         delete(LoginThrottle).where(
             ((LoginThrottle.scope == ACCOUNT) & (LoginThrottle.key == keys.account))
             | ((LoginThrottle.scope == PAIR) & (LoginThrottle.key == keys.pair))
         )
     )
-    trusted = session.get(TrustedAddress, (user_id, keys.address))
+    trusted = session.get(TrustedAddress, (user_id, keys.client))
     if trusted is not None:
         trusted.last_success_at = now
         session.flush()
         return
     try:
         with session.begin_nested():
-            session.add(TrustedAddress(user_id=user_id, address=keys.address, last_success_at=now))
+            session.add(TrustedAddress(user_id=user_id, address=keys.client, last_success_at=now))
     except IntegrityError:
         pass  # another replica recorded the same address first: the outcome is the same
 
 
-def reset_account(session: Session, username: str) -> int:
+def reset_account(session: Session, username: str, *, key: bytes) -> int:
     """Clear the account's counters and every address's counter for it (an admin's unlock)."""
-    keys = _keys(username, "")
+    keys = counter_keys(key, username, "")
     result = session.execute(
         delete(LoginThrottle).where(
             ((LoginThrottle.scope == ACCOUNT) & (LoginThrottle.key == keys.account))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from appliance.auth import admin
+from appliance.audit.keys import load_audit_keys
+from appliance.auth import admin, throttle
 from appliance.commands._local_admin import action_subparsers, format_time, print_table, record_change
 from appliance.db.base import utcnow
 from appliance.db.datadir import load_data_dir, open_database
@@ -57,6 +58,7 @@ def _list(args: argparse.Namespace) -> int:
 def _change(args: argparse.Namespace) -> int:
     settings = load_data_dir(args.data)
     now = utcnow()
+    throttle_key = throttle.derive_key(load_audit_keys(settings))
     with open_database(settings) as (engine, uow), uow() as session:
         generated = None
         if args.action == "disable":
@@ -66,9 +68,9 @@ def _change(args: argparse.Namespace) -> int:
         elif args.action == "set-role":
             change = admin.set_role(session, args.name, args.role, now=now)
         elif args.action == "unlock":
-            change = admin.unlock_user(session, args.name, now=now)
+            change = admin.unlock_user(session, args.name, throttle_key=throttle_key, now=now)
         else:
-            change, generated = admin.reset_password(session, args.name, now=now)
+            change, generated = admin.reset_password(session, args.name, throttle_key=throttle_key, now=now)
         record_change(settings, engine, session, change)
     old = ", ".join(f"{k}={v}" for k, v in (change.old or {}).items()) or "-"
     new = ", ".join(f"{k}={v}" for k, v in (change.new or {}).items()) or "-"

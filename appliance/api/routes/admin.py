@@ -262,7 +262,7 @@ async def set_role(
 )
 async def reset_password(request: Request, username: Name, caller: Caller = Depends(_users)) -> PasswordReset:
     def op(session: Session, now: dt.datetime) -> tuple[Change, PasswordReset]:
-        change, password = ops.reset_password(session, username, now=now)
+        change, password = ops.reset_password(session, username, throttle_key=app_state(request).throttle_key, now=now)
         return change, PasswordReset(one_time_password=password)
 
     return await _change(request, caller, op)
@@ -276,7 +276,12 @@ async def reset_password(request: Request, username: Name, caller: Caller = Depe
 )
 async def unlock_user(request: Request, username: Name, caller: Caller = Depends(_users)) -> UserOut:
     return await _change(
-        request, caller, lambda s, now: (ops.unlock_user(s, username, now=now), _find_user(s, username))
+        request,
+        caller,
+        lambda s, now: (
+            ops.unlock_user(s, username, throttle_key=app_state(request).throttle_key, now=now),
+            _find_user(s, username),
+        ),
     )
 
 

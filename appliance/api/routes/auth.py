@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from appliance.api.auditing import Caller, summary_event
 from appliance.api.errors import ERROR_RESPONSES
@@ -29,6 +30,7 @@ from appliance.api.state import (
     request_info,
 )
 from appliance.audit.events import AuditEvent
+from appliance.auth import throttle
 from appliance.auth import tokens as token_ops
 from appliance.auth.login import Verdict, read_candidate, verify_candidate
 from appliance.auth.login import change_password as auth_change_password
@@ -36,13 +38,16 @@ from appliance.auth.login import login as auth_login
 from appliance.auth.login import logout as auth_logout
 from appliance.auth.principal import Principal
 from appliance.auth.roles import Permission
-from appliance.db.models import ApiToken, LoginSession, Team
+from appliance.db.models import ApiToken, LoginSession, Team, User
 from shared.errors import AuthError, ThrottledError
 from shared.schemas import LoginRequest, LoginResponse, Me, MePolicy
 
 __all__ = ["TokenCreate", "TokenCreated", "TokenOut", "router"]
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
+
+# 64 bits of the name's keyed digest: enough to tell which attempts typed the same name.
+_NAME_DIGEST_CHARS = 16
 
 _LOGIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: ERROR_RESPONSES[400],
@@ -102,8 +107,21 @@ def token_out(info: token_ops.TokenInfo, now: dt.datetime) -> TokenOut:
 def _check_password(state: AppState, body: LoginRequest, address: str) -> Verdict:
     # A read and the Argon2 work, in no write transaction: a spray never holds the write lock.
     with state.read_uow() as session:
-        candidate = read_candidate(session, body.username, address, now=state.clock.now())
+        candidate = read_candidate(
+            session, body.username, address, throttle_key=state.throttle_key, now=state.clock.now()
+        )
     return verify_candidate(candidate, body.password)
+
+
+def _attempted(session: Session, state: AppState, typed: str) -> tuple[str, str]:
+    """(actor, target) of a failed sign-in. A name no account has is often a password typed in
+    the wrong field: the audit log keeps only its keyed digest (a prefix of the throttle's, so the
+    two can be matched), never the text."""
+    name = typed.strip().lower()
+    if name and session.scalar(select(User.id).where(User.username == name)) is not None:
+        return name, f"user:{name}"
+    digest = throttle.name_digest(state.throttle_key, name)[:_NAME_DIGEST_CHARS]
+    return "anonymous", f"unknown-user:{digest}"
 
 
 def _login(
@@ -125,12 +143,14 @@ def _login(
                 body.username,
                 body.password,
                 address=address,
+                throttle_key=state.throttle_key,
                 now=now,
                 ttl_s=state.settings.session_ttl_s,
                 verdict=verdict,
             )
         except AuthError as exc:
             reason = str(getattr(exc, "reason", "") or "failed")
+            actor, target = _attempted(session, state, body.username)
             record = True
             if isinstance(exc, ThrottledError):
                 # Refused before any password check: repeats cost the sender nothing, so they are
@@ -147,8 +167,8 @@ def _login(
                     session,
                     AuditEvent(
                         action="auth.login.failed",
-                        actor=username,
-                        target=f"user:{username}",
+                        actor=actor,
+                        target=target,
                         outcome="failure",
                         request_id=request_id,
                         client_address=address,
@@ -273,6 +293,7 @@ def _change_password(
                 caller.principal.user_id,
                 body.old_password,
                 body.new_password,
+                throttle_key=state.throttle_key,
                 now=state.clock.now(),
                 address=address,
             )

@@ -18,6 +18,7 @@ from appliance.auth.principal import Principal, authenticate
 from appliance.db.models import Policy, Team
 from shared.errors import AuthError
 from tests.appliance.api.conftest import PASSWORD, T0, Appliance, build_appliance
+from tests.helpers.appliance_db import THROTTLE_KEY
 
 Outcome = Principal | str
 
@@ -72,8 +73,8 @@ def test_the_fast_path_decides_as_authenticate(appliance: Appliance) -> None:
     credentials["loner"] = _token(a, "loner")[0]
     credentials["fresh"] = _token(a, "fresh")[0]
     with a.uow() as session:
-        credentials["session"] = login(session, "multi", PASSWORD, address="127.0.0.1", now=T0, ttl_s=7200)[0]
-        credentials["ended"] = login(session, "dev", PASSWORD, address="127.0.0.1", now=T0, ttl_s=7200)[0]
+        credentials["session"] = login(session, "multi", PASSWORD, address="127.0.0.1", throttle_key=THROTTLE_KEY, now=T0, ttl_s=7200)[0]
+        credentials["ended"] = login(session, "dev", PASSWORD, address="127.0.0.1", throttle_key=THROTTLE_KEY, now=T0, ttl_s=7200)[0]
     revoked, revoked_id = _token(a, "adm")
     credentials["revoked"] = revoked
     disabled = _token(a, "multi")[0]

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from appliance.auth import admin, create_token, login, revoke_token
 from appliance.auth.maintenance import purge
 from appliance.db.models import ApiToken, LoginSession, LoginThrottle
-from tests.helpers.appliance_db import T0, at, migrated_uow
+from tests.helpers.appliance_db import T0, THROTTLE_KEY, at, migrated_uow
 
 PASSWORD = "violet-harbour-tangent-57"
 
@@ -22,7 +22,7 @@ def test_purge(db_url: str) -> None:
             _, old_token, _ = create_token(s, change.target_id, name="old", expires_in=dt.timedelta(days=1), now=T0)
             _, live_token, _ = create_token(s, change.target_id, name="live", expires_in=dt.timedelta(days=365), now=T0)
             revoke_token(s, live_token.id, now=at(10))
-            login(s, "kim", PASSWORD, address="10.0.0.1", now=T0, ttl_s=60)
+            login(s, "kim", PASSWORD, address="10.0.0.1", throttle_key=THROTTLE_KEY, now=T0, ttl_s=60)
             s.add(LoginThrottle(scope="account", key="victim", failures=100, window_start=T0, last_failure_at=T0))
             s.add(LoginThrottle(scope="address", key="10.9.9.9", failures=3, window_start=T0, last_failure_at=T0))
         later = at(100 * 86_400)

@@ -17,7 +17,7 @@ from appliance.auth import admin, login, throttle
 from appliance.db.engine import UnitOfWork
 from appliance.db.models import LoginThrottle
 from shared.errors import AuthError, ThrottledError
-from tests.helpers.appliance_db import T0, at, migrated_uow
+from tests.helpers.appliance_db import T0, THROTTLE_KEY, at, migrated_uow
 
 PASSWORD = "violet-harbour-tangent-57"
 HOME, ATTACKER = "192.0.2.10", "198.51.100.66"
@@ -36,7 +36,7 @@ def attempt(uow: UnitOfWork, password: str, address: str, now: dt.datetime, user
     """One login attempt, committed like the API does; returns "ok" or the error's reason."""
     with uow() as s:
         try:
-            login(s, user, password, address=address, now=now)
+            login(s, user, password, address=address, throttle_key=THROTTLE_KEY, now=now)
         except ThrottledError as exc:
             assert 0 < exc.retry_after <= throttle.MAX_BACKOFF_S
             return exc.reason
@@ -80,6 +80,10 @@ def test_attacker_cannot_lock_out_the_user_at_a_familiar_address(uow: UnitOfWork
     assert attempt(uow, PASSWORD, HOME, at(11)) == "ok"
 
 
+def _keys(user: str, address: str) -> throttle.CounterKeys:
+    return throttle.counter_keys(THROTTLE_KEY, user, address)
+
+
 def _set_counter(uow: UnitOfWork, scope: str, key: str, failures: int, last: dt.datetime) -> None:
     with uow() as s:
         row = s.scalar(select(LoginThrottle).where(LoginThrottle.scope == scope, LoginThrottle.key == key))
@@ -92,17 +96,17 @@ def _set_counter(uow: UnitOfWork, scope: str, key: str, failures: int, last: dt.
 def test_hard_stop_at_100_consecutive_failures(uow: UnitOfWork) -> None:
     assert attempt(uow, PASSWORD, HOME, at(0)) == "ok"
     # 99 earlier failures from all over; the 100th comes from the attacker after the capped wait.
-    _set_counter(uow, "account", "alice", 99, at(1))
+    _set_counter(uow, "account", _keys("alice", ATTACKER).account, 99, at(1))
     assert attempt(uow, "one-more-guess-here", ATTACKER, at(1 + 900)) == "bad_password"
     later = at(1 + 900 + 24 * 3600)
     assert attempt(uow, PASSWORD, ATTACKER, later) == "locked"
     assert attempt(uow, PASSWORD, "203.0.113.1", later) == "locked"
     # The user's familiar address still works, and an admin can unlock the account for everyone.
     assert attempt(uow, PASSWORD, HOME, later) == "ok"
-    _set_counter(uow, "pair", f"alice\x1f{ATTACKER}", 100, later)
+    _set_counter(uow, "pair", _keys("alice", ATTACKER).pair, 100, later)
     assert attempt(uow, PASSWORD, ATTACKER, later) == "locked"
     with uow() as s:
-        change = admin.unlock_user(s, "alice", now=later)
+        change = admin.unlock_user(s, "alice", throttle_key=THROTTLE_KEY, now=later)
     assert change.old == {"throttle_counters": 1}
     assert attempt(uow, PASSWORD, ATTACKER, later) == "ok"
 
@@ -113,7 +117,7 @@ def test_never_more_than_100_consecutive_failures(uow: UnitOfWork) -> None:
     for _ in range(400):
         with uow() as s:
             try:
-                login(s, "alice", f"guess-number-{failures:06d}", address=ATTACKER, now=now)
+                login(s, "alice", f"guess-number-{failures:06d}", address=ATTACKER, throttle_key=THROTTLE_KEY, now=now)
             except ThrottledError as exc:
                 outcomes.add(exc.reason)
                 if exc.reason == "locked":
@@ -128,7 +132,7 @@ def test_never_more_than_100_consecutive_failures(uow: UnitOfWork) -> None:
 
 
 def test_per_address_limit_across_accounts(uow: UnitOfWork) -> None:
-    _set_counter(uow, "address", ATTACKER, throttle.ADDRESS_MAX_FAILURES - 1, at(0))
+    _set_counter(uow, "address", _keys("alice", ATTACKER).address, throttle.ADDRESS_MAX_FAILURES - 1, at(0))
     assert attempt(uow, "spray-password-0001", ATTACKER, at(1), user="bob") == "unknown_user"
     assert attempt(uow, PASSWORD, ATTACKER, at(2)) == "throttled"
     assert attempt(uow, PASSWORD, HOME, at(2)) == "ok"  # another address is unaffected

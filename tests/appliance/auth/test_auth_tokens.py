@@ -23,7 +23,7 @@ from appliance.db.engine import UnitOfWork
 from appliance.db.models import ApiToken, User
 from shared.errors import AuthError, ConflictError, InputError, NotFoundError
 from shared.version import TOKEN_PREFIX
-from tests.helpers.appliance_db import T0, at, migrated_uow
+from tests.helpers.appliance_db import T0, THROTTLE_KEY, at, migrated_uow
 
 PASSWORD = "violet-harbour-tangent-57"
 
@@ -129,7 +129,7 @@ def test_unknown_or_malformed_tokens_are_refused(uow: UnitOfWork) -> None:
 
 def test_login_session_lifecycle(uow: UnitOfWork) -> None:
     with uow() as s:
-        raw, expires = login(s, "Alice", PASSWORD, address="10.0.0.5", now=T0, ttl_s=600)
+        raw, expires = login(s, "Alice", PASSWORD, address="10.0.0.5", throttle_key=THROTTLE_KEY, now=T0, ttl_s=600)
     assert expires == at(600) and raw.startswith(TOKEN_PREFIX)
     with uow() as s:
         p = authenticate(s, raw, now=at(599))
@@ -138,7 +138,7 @@ def test_login_session_lifecycle(uow: UnitOfWork) -> None:
         authenticate(s, raw, now=at(600))
     assert info.value.reason == "expired"
     with uow() as s:
-        raw2, _ = login(s, "alice", PASSWORD, address="10.0.0.5", now=at(700))
+        raw2, _ = login(s, "alice", PASSWORD, address="10.0.0.5", throttle_key=THROTTLE_KEY, now=at(700))
     with uow() as s:
         assert logout(s, raw2, now=at(701)) == p.user_id
     with uow() as s, pytest.raises(AuthError) as info:
@@ -149,13 +149,13 @@ def test_login_session_lifecycle(uow: UnitOfWork) -> None:
 def test_wrong_password_unknown_user_and_disabled(uow: UnitOfWork) -> None:
     for name, password, reason in [("alice", "not-the-password-at-all", "bad_password"), ("mallory", PASSWORD, "unknown_user")]:
         with uow() as s, pytest.raises(AuthError) as info:
-            login(s, name, password, address="10.0.0.9", now=T0)
+            login(s, name, password, address="10.0.0.9", throttle_key=THROTTLE_KEY, now=T0)
         assert info.value.reason == reason
         assert str(info.value) == "invalid username or password"
     with uow() as s:
         admin.disable_user(s, "alice", now=T0)
     with uow() as s, pytest.raises(AuthError) as info:
-        login(s, "alice", PASSWORD, address="10.0.0.9", now=at(1))
+        login(s, "alice", PASSWORD, address="10.0.0.9", throttle_key=THROTTLE_KEY, now=at(1))
     assert info.value.reason == "disabled"
 
 
@@ -164,18 +164,18 @@ def test_one_time_password_must_be_changed_first(uow: UnitOfWork) -> None:
         _, one_time = admin.create_user(s, "bob", role="developer", now=T0)
     assert one_time is not None
     with uow() as s:
-        raw, _ = login(s, "bob", one_time, address="10.0.0.7", now=at(1))
+        raw, _ = login(s, "bob", one_time, address="10.0.0.7", throttle_key=THROTTLE_KEY, now=at(1))
     with uow() as s:
         p = authenticate(s, raw, now=at(2))
     assert p.must_change_password and p.permissions == {Permission.PASSWORD_CHANGE}
     with uow() as s, pytest.raises(InputError):
-        change_password(s, p.user_id, one_time, "password12345678", now=at(3))
+        change_password(s, p.user_id, one_time, "password12345678", throttle_key=THROTTLE_KEY, now=at(3))
     with uow() as s:
-        change_password(s, p.user_id, one_time, "copper-meadow-lantern-91", now=at(3))
+        change_password(s, p.user_id, one_time, "copper-meadow-lantern-91", throttle_key=THROTTLE_KEY, now=at(3))
     with uow() as s, pytest.raises(AuthError):
         authenticate(s, raw, now=at(4))  # every session ends with the password change
     with uow() as s:
-        raw, _ = login(s, "bob", "copper-meadow-lantern-91", address="10.0.0.7", now=at(5))
+        raw, _ = login(s, "bob", "copper-meadow-lantern-91", address="10.0.0.7", throttle_key=THROTTLE_KEY, now=at(5))
         assert authenticate(s, raw, now=at(6)).can("generate")
 
 

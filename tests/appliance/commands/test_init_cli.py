@@ -19,6 +19,7 @@ from appliance.db.engine import UnitOfWork, make_engine
 from appliance.db.models import User
 from shared.errors import ConfigError
 from tests.helpers.appliance_cli import one_line_error, run_cli
+from tests.helpers.appliance_db import THROTTLE_KEY
 
 PASSWORD_LINE = "one-time password (shown only now; must be changed at first login): "
 
@@ -49,7 +50,7 @@ def test_init_creates_everything_and_a_first_admin(tmp_path: Path, capsys: pytes
             root = s.scalar(select(User).where(User.username == "root"))
             assert root is not None and root.role == "admin" and root.must_change_password
             assert password not in root.password_hash
-            token, _ = login(s, "root", password, address="127.0.0.1", now=utcnow())
+            token, _ = login(s, "root", password, address="127.0.0.1", throttle_key=THROTTLE_KEY, now=utcnow())
             principal = authenticate(s, token, now=utcnow())
             assert principal.permissions == {"password:change"}
     finally:

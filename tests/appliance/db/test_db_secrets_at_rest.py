@@ -7,12 +7,10 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from appliance.auth import admin, create_token, login
-from appliance.db.engine import make_engine
-from tests.helpers.appliance_db import T0, at, migrated_uow
+from tests.helpers.appliance_db import T0, THROTTLE_KEY, all_rows_text, at, migrated_uow
 
 PASSWORD = "quartz-ember-willow-8812"
 
@@ -26,7 +24,7 @@ def _store_secrets(url: str) -> list[str]:
         with uow() as s:
             api_token, _, _ = create_token(s, change.target_id, name="ci", expires_in=dt.timedelta(days=7), now=at(1))
         with uow() as s:
-            session_token, _ = login(s, "carol", PASSWORD, address="10.1.2.3", now=at(2))
+            session_token, _ = login(s, "carol", PASSWORD, address="10.1.2.3", throttle_key=THROTTLE_KEY, now=at(2))
     assert one_time is not None
     secrets = [PASSWORD, one_time, api_token, session_token]
     # The random part alone must not appear either.
@@ -38,21 +36,9 @@ def _sqlite_bytes(url: str) -> bytes:
     return b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
 
 
-def _all_rows_text(url: str) -> str:
-    engine = make_engine(url)
-    try:
-        with engine.connect() as conn:
-            parts: list[str] = []
-            for table in sa.inspect(conn).get_table_names():
-                parts.extend(repr(tuple(row)) for row in conn.execute(sa.text(f'select * from "{table}"')))
-            return "\n".join(parts)
-    finally:
-        engine.dispose()
-
-
 def test_secrets_are_not_stored(db_url: str) -> None:
     secrets = _store_secrets(db_url)
-    text = _all_rows_text(db_url)
+    text = all_rows_text(db_url)
     assert "carol" in text  # the search sees the data it is meant to search
     for secret in secrets:
         assert secret not in text
