@@ -118,6 +118,10 @@ class ApplianceClient:
     def logout(self) -> None:
         self._request("POST", "/v1/auth/logout")
 
+    def change_password(self, old_password: str, new_password: str) -> None:
+        """Change the signed-in user's password; the appliance then ends all their login sessions."""
+        self._request("POST", "/v1/auth/password", json={"old_password": old_password, "new_password": new_password})
+
     def _model_cards(self) -> list[dict[str, Any]]:
         raw = self._json("GET", "/v1/models")
         cards = [c for c in raw.get("data", []) if isinstance(c, dict)]

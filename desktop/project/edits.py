@@ -8,12 +8,16 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from desktop.project.extract import code_blocks
 from shared.errors import InputError
 
-__all__ = ["Applied", "Conflict", "Proposal", "apply", "code_blocks", "propose", "replace_lines", "undo"]
+__all__ = ["Applied", "Conflict", "Proposal", "apply", "code_blocks", "propose", "replace_lines", "undo",
+           "unified_diff"]
 
 
 def _sha(text: str) -> str:
@@ -43,24 +47,46 @@ def _write(path: Path, text: str) -> None:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+def _lines(text: str) -> list[str]:
+    # Lines as files and `git diff` count them: split at "\n" only (str.splitlines also splits at
+    # form feeds, lone carriage returns and more, which made the preview's hunks disagree with the file).
+    lines = text.split("\n")
+    out = [line + "\n" for line in lines[:-1]]
+    return [*out, lines[-1]] if lines[-1] else out
+
+
+def _marked(diff: Iterator[str]) -> Iterator[str]:
+    for line in diff:
+        if line.endswith("\n"):
+            yield line
+        else:  # a last line without a newline, marked the way diff and git apply expect
+            yield line + "\n\\ No newline at end of file\n"
+
+
+def unified_diff(before: str, after: str, fromfile: str, tofile: str) -> str:
+    """A unified diff that ``git apply`` turns ``before`` into ``after`` with, byte for byte."""
+    return "".join(_marked(difflib.unified_diff(_lines(before), _lines(after), fromfile=fromfile, tofile=tofile)))
+
+
+def _controls(text: str) -> set[str]:
+    return {c for c in text if c not in "\t\n" and unicodedata.category(c) == "Cc"}
+
+
 @dataclass(frozen=True)
 class Proposal:
     root: Path
     rel: str
     before: str  # the file as it was when the edit was proposed
     after: str
+    note: str = ""  # how the change was taken from the answer, for the user
 
     @property
     def path(self) -> Path:
         return self.root / self.rel
 
     def diff(self) -> str:
-        return "".join(
-            difflib.unified_diff(
-                self.before.splitlines(keepends=True), self.after.splitlines(keepends=True),
-                fromfile=f"a/{self.rel}", tofile=f"b/{self.rel}",
-            )
-        )
+        """Exactly the change :func:`apply` writes."""
+        return unified_diff(self.before, self.after, f"a/{self.rel}", f"b/{self.rel}")
 
 
 @dataclass(frozen=True)
@@ -78,12 +104,8 @@ class Conflict:
 
     def diff(self) -> str:
         """What changed on disk since the proposal (base -> disk)."""
-        return "".join(
-            difflib.unified_diff(
-                self.proposal.before.splitlines(keepends=True), self.on_disk.splitlines(keepends=True),
-                fromfile=f"proposed-against/{self.proposal.rel}", tofile=f"on-disk/{self.proposal.rel}",
-            )
-        )
+        return unified_diff(self.proposal.before, self.on_disk, f"proposed-against/{self.proposal.rel}",
+                            f"on-disk/{self.proposal.rel}")
 
 
 def propose(root: Path, rel: str, after: str) -> Proposal:
@@ -95,6 +117,10 @@ def propose(root: Path, rel: str, after: str) -> Proposal:
 
 def apply(proposal: Proposal, *, force: bool = False) -> Applied | Conflict:
     """Write the proposal, unless the file changed on disk since it was proposed (then: Conflict)."""
+    added = sorted(_controls(proposal.after) - _controls(proposal.before))
+    if added:
+        names = ", ".join(f"U+{ord(c):04X}" for c in added)
+        raise InputError(f"the edit to {proposal.rel} would add control characters ({names}); nothing was written")
     on_disk = _read(proposal.path)
     if not force and _sha(on_disk) != _sha(proposal.before):
         return Conflict(proposal, on_disk)
@@ -110,24 +136,6 @@ def undo(applied: Applied, *, force: bool = False) -> Applied | Conflict:
         return Conflict(Proposal(p.root, p.rel, p.after, p.before), on_disk, undoing=True)
     _write(p.path, p.before)
     return Applied(Proposal(p.root, p.rel, p.after, p.before))
-
-
-def code_blocks(markdown: str) -> list[str]:
-    """The contents of the fenced code blocks in an answer, in order (an unclosed last one counts)."""
-    blocks: list[str] = []
-    current: list[str] | None = None
-    for line in markdown.split("\n"):
-        if line.lstrip().startswith("```"):
-            if current is None:
-                current = []
-            else:
-                blocks.append("\n".join(current))
-                current = None
-        elif current is not None:
-            current.append(line)
-    if current:
-        blocks.append("\n".join(current))
-    return blocks
 
 
 def replace_lines(text: str, selection: tuple[int, int] | None, replacement: str) -> str:

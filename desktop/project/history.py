@@ -28,6 +28,7 @@ class HistoryEntry:
     question: str
     answer: str
     context: list[str]  # "path:start-end" of every item sent
+    user: str = ""  # who asked (each account sees only its own history)
 
 
 class HistoryStore:
@@ -36,25 +37,31 @@ class HistoryStore:
         self._conn = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(generations)")}
+        if "user" not in columns:  # a history written before entries were kept per account
+            self._conn.execute("ALTER TABLE generations ADD COLUMN user TEXT NOT NULL DEFAULT ''")
         self._lock = threading.Lock()
 
-    def add(self, project_id: str, model: str, question: str, answer: str, context: list[str], *, at: dt.datetime) -> int:
+    def add(self, project_id: str, model: str, question: str, answer: str, context: list[str], *, at: dt.datetime,
+            user: str = "") -> int:
         with self._lock:
             cur = self._conn.execute(
-                "INSERT INTO generations (project_id, at, model, question, answer, context) VALUES (?, ?, ?, ?, ?, ?)",
-                (project_id, at.isoformat(), model, question, answer, json.dumps(context)),
+                "INSERT INTO generations (project_id, at, model, question, answer, context, user) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (project_id, at.isoformat(), model, question, answer, json.dumps(context), user),
             )
             return int(cur.lastrowid or 0)
 
-    def list(self, project_id: str, *, limit: int = 100) -> list[HistoryEntry]:
+    def list(self, project_id: str, *, limit: int = 100, user: str = "") -> list[HistoryEntry]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT id, project_id, at, model, question, answer, context FROM generations "
-                "WHERE project_id = ? ORDER BY id DESC LIMIT ?",
-                (project_id, limit),
+                "SELECT id, project_id, at, model, question, answer, context, user FROM generations "
+                "WHERE project_id = ? AND user = ? ORDER BY id DESC LIMIT ?",
+                (project_id, user, limit),
             ).fetchall()
         return [
-            HistoryEntry(r[0], r[1], dt.datetime.fromisoformat(r[2]), r[3], r[4], r[5], json.loads(r[6])) for r in rows
+            HistoryEntry(r[0], r[1], dt.datetime.fromisoformat(r[2]), r[3], r[4], r[5], json.loads(r[6]), r[7])
+            for r in rows
         ]
 
     def close(self) -> None:

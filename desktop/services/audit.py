@@ -85,6 +85,11 @@ class _Service(QObject):
         super().__init__(parent)
         self._client = client
         self._pool = pool
+        self._epoch = 0
+
+    def forget(self) -> None:
+        """Drop the answers still on their way (the user who asked signed out)."""
+        self._epoch += 1
 
     def _run(self, what: str, fn: Callable[[ApplianceClient], Any], on_done: Callable[[Any], None]) -> None:
         try:
@@ -92,11 +97,20 @@ class _Service(QObject):
         except EnclaveError as exc:  # not signed in: reported like any other failure
             self.failed.emit(what, exc)
             return
+        epoch = self._epoch
 
         def work(job: Job) -> Any:
             return fn(client)
 
-        submit(self._pool, work, on_done=on_done, on_failed=lambda e: self.failed.emit(what, e), parent=self)
+        def done(result: Any) -> None:
+            if epoch == self._epoch:
+                on_done(result)
+
+        def failed(exc: BaseException) -> None:
+            if epoch == self._epoch:
+                self.failed.emit(what, exc)
+
+        submit(self._pool, work, on_done=done, on_failed=failed, parent=self)
 
 
 class AuditService(_Service):
@@ -160,6 +174,13 @@ class AdminService(_Service):
     tokens = Signal(list)
     teams = Signal(list)
     changed = Signal(str)
+    userAdded = Signal(str, object)  # user name, the one-time password (None: the admin chose one)
+
+    def reload(self) -> None:
+        """Users, tokens and teams again: one change can show in all three (a new user joins a team)."""
+        self.load_users()
+        self.load_tokens()
+        self.load_teams()
 
     def load_users(self) -> None:
         self._run("users", lambda c: c.users(), self.users.emit)
@@ -172,23 +193,23 @@ class AdminService(_Service):
 
     def add_user(self, username: str, role: str, password: str | None) -> None:
         def done(result: dict[str, Any]) -> None:
-            otp = result.get("one_time_password")
-            self.changed.emit(f"added {username}" + (f"; one-time password: {otp}" if otp else ""))
-            self.load_users()
+            self.userAdded.emit(username, result.get("one_time_password"))
+            self.changed.emit(f"added {username}")
+            self.reload()
 
         self._run("add user", lambda c: c.add_user(username, role, password), done)
 
     def set_disabled(self, username: str, disabled: bool) -> None:
         def done(_: Any) -> None:
             self.changed.emit(f"{'disabled' if disabled else 'enabled'} {username}")
-            self.load_users()
+            self.reload()
 
         self._run("disable", lambda c: c.set_user_disabled(username, disabled), done)
 
     def set_role(self, username: str, role: str) -> None:
         def done(_: Any) -> None:
             self.changed.emit(f"{username} is now {role}")
-            self.load_users()
+            self.reload()
 
         self._run("role", lambda c: c.set_role(username, role), done)
 

@@ -39,6 +39,8 @@ class Session:
     me: Me | None = None
     # Tokens each model takes (from /v1/models, where the appliance reports it).
     context_lengths: dict[str, int] = field(default_factory=dict)
+    # A one-time password (set by an administrator) must be replaced before anything else works.
+    must_change_password: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -49,15 +51,20 @@ class Session:
     def can_admin(self) -> bool:
         return "users:manage" in self.permissions
 
+    @property
+    def can_change_password(self) -> bool:
+        return "password:change" in self.permissions
+
 
 class ConnectionService(QObject):
     caInspected = Signal(str, str)  # path, fingerprint
     connected = Signal(object)  # Profile
     signedIn = Signal(object)  # Session
     signedOut = Signal()
+    passwordChanged = Signal(object)  # Session (signed in again with the new password)
     forgotten = Signal()  # the saved profile was removed
     reachable = Signal(bool)  # the appliance went down (False) or came back (True)
-    failed = Signal(str, object)  # stage ("ca", "connect", "restore", "sign-in", "sign-out"), exception
+    failed = Signal(str, object)  # stage ("ca", "connect", "restore", "sign-in", "password", "sign-out"), exception
 
     def __init__(
         self,
@@ -264,6 +271,7 @@ class ConnectionService(QObject):
             permissions=frozenset(me.permissions),
             path_exclusions=tuple(me.policy.path_exclusions),
             me=me,
+            must_change_password=me.must_change_password,
         )
 
     def _signed_in(self, result: tuple[ApplianceClient, Session]) -> None:
@@ -309,6 +317,29 @@ class ConnectionService(QObject):
             self.profile = Profile(profile.url, profile.ca_fingerprint, username)
             self._profiles.save(self.profile, self._profiles.ca_file.read_bytes())
         self._signed_in(result)
+
+    def change_password(self, old: str, new: str) -> None:
+        """Change the signed-in user's password, then carry on signed in with the new one (the appliance
+        ends every login session of the user when the password changes, this one included)."""
+        profile = self._require_profile()
+        client, session = self._client, self.session
+
+        def work(job: Job) -> tuple[ApplianceClient, Session]:
+            if client is None or session is None:
+                raise AuthError("not signed in")
+            if not new:
+                raise InputError("type the new password")
+            client.change_password(old, new)
+            if session.me is None or session.me.credential == "session":
+                client.token = client.login(session.username, new).token
+                self._credentials.save(profile.url, client.token)
+            return client, self._session_for(client)
+
+        def done(result: tuple[ApplianceClient, Session]) -> None:
+            self._signed_in(result)
+            self.passwordChanged.emit(result[1])
+
+        self._run("password", work, done)
 
     def sign_out(self) -> None:
         profile = self._require_profile()

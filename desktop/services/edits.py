@@ -6,8 +6,9 @@ import dataclasses
 from pathlib import Path
 
 from desktop.project.edits import Applied, Conflict, Proposal, apply, propose, replace_lines, undo
+from desktop.project.extract import extract_code, indent_of
 from desktop.qt import QObject, Signal
-from shared.errors import EnclaveError
+from shared.errors import EnclaveError, InputError
 
 __all__ = ["EditService"]
 
@@ -27,18 +28,27 @@ class EditService(QObject):
     def can_undo(self) -> bool:
         return bool(self._done)
 
-    def propose(self, root: Path, rel: str, selection: tuple[int, int] | None, code: str) -> None:
-        """An edit replacing ``selection`` of the file (the whole file without one) with ``code``."""
+    def propose(self, root: Path, rel: str, selection: tuple[int, int] | None, answer: str) -> None:
+        """An edit replacing ``selection`` of the file (the whole file without one) with the code of
+        ``answer``, re-indented to the selection's first line."""
         try:
             base = propose(root, rel, "")
         except EnclaveError as exc:
             self.failed.emit(exc)
             return
-        self.proposed.emit(dataclasses.replace(base, after=replace_lines(base.before, selection, code)))
+        lines = base.before.split("\n")
+        if selection is not None and not 1 <= selection[0] <= selection[1] <= len(lines):
+            self.failed.emit(InputError(f"lines {selection[0]}-{selection[1]} are no longer in {rel}; "
+                                        "select the code to change and ask again"))
+            return
+        indent = indent_of(lines[selection[0] - 1]) if selection is not None else None
+        extracted = extract_code(answer, path=rel, indent=indent)
+        after = replace_lines(base.before, selection, extracted.code)
+        self.proposed.emit(dataclasses.replace(base, after=after, note=extracted.note()))
 
-    def repropose(self, conflict: Conflict, selection: tuple[int, int] | None, code: str) -> None:
+    def repropose(self, conflict: Conflict, selection: tuple[int, int] | None, answer: str) -> None:
         """The same edit, based on the file as it is on disk now."""
-        self.propose(conflict.proposal.root, conflict.proposal.rel, selection, code)
+        self.propose(conflict.proposal.root, conflict.proposal.rel, selection, answer)
 
     # Files are small and the write must be ordered with the user's next action, so these run on the
     # calling thread; they touch only one file each.

@@ -47,7 +47,7 @@ class GenerationService(QObject):
         self._cancel: threading.Event | None = None
         self.busy = False
 
-    def ask(self, model: str, question: str, context: Context, project_id: str) -> None:
+    def ask(self, model: str, question: str, context: Context, project_id: str, *, user: str = "") -> None:
         if self.busy:
             self.failed.emit(InputError("an answer is still streaming; stop it first"))
             return
@@ -70,7 +70,7 @@ class GenerationService(QObject):
                     job.item.emit(event.text)
                 usage = event.usage or usage
             answer = "".join(parts)
-            self._history.add(project_id, model, question, answer, labels, at=self._clock())
+            self._history.add(project_id, model, question, answer, labels, at=self._clock(), user=user)
             return answer, usage
 
         self.started.emit()
@@ -171,5 +171,6 @@ class HistoryService(QObject):
         self._history = history
         self._pool = pool
 
-    def load(self, project_id: str, limit: int = 100) -> None:
-        submit(self._pool, lambda job: self._history.list(project_id, limit=limit), on_done=self.loaded.emit, parent=self)
+    def load(self, project_id: str, limit: int = 100, *, user: str = "") -> None:
+        submit(self._pool, lambda job: self._history.list(project_id, limit=limit, user=user),
+               on_done=self.loaded.emit, parent=self)

@@ -7,7 +7,9 @@ from typing import Any
 
 from desktop.qt import (
     QAbstractItemView,
+    QApplication,
     QComboBox,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -69,13 +71,36 @@ class AdminPages(QTabWidget):
         self.role = QComboBox()
         self.role.addItems(ROLES)
         self.set_role = QPushButton("Set role")
+        self.refresh = QPushButton("Refresh")
+        # The new user's one-time password, shown once to the admin who created the account (the
+        # appliance keeps only its hash): copy it, hand it over, then dismiss it.
+        self.otp_box = QGroupBox("One-time password")
+        self.otp_text = QLabel("")
+        self.otp_text.setObjectName("otpText")
+        self.otp_text.setWordWrap(True)
+        self.otp = QLineEdit()
+        self.otp.setObjectName("otp")
+        self.otp.setReadOnly(True)
+        self.copy_otp = QPushButton("Copy")
+        self.dismiss_otp = QPushButton("Done")
+        otp_row = QHBoxLayout()
+        otp_row.addWidget(self.otp, 1)
+        otp_row.addWidget(self.copy_otp)
+        otp_row.addWidget(self.dismiss_otp)
+        otp_layout = QVBoxLayout(self.otp_box)
+        otp_layout.addWidget(self.otp_text)
+        otp_layout.addLayout(otp_row)
+        self.otp_box.hide()
         users = QWidget()
         ul = QVBoxLayout(users)
         ul.addWidget(self.user_table, 1)
+        ul.addWidget(self.otp_box)
         row = QHBoxLayout()
         row.addWidget(self.toggle_user)
         row.addWidget(self.role)
         row.addWidget(self.set_role)
+        row.addStretch(1)
+        row.addWidget(self.refresh)
         ul.addLayout(row)
         add = QHBoxLayout()
         add.addWidget(self.new_name)
@@ -83,6 +108,7 @@ class AdminPages(QTabWidget):
         add.addWidget(self.new_password)
         add.addWidget(self.add_user)
         ul.addLayout(add)
+        ul.addWidget(self.status)
         self.addTab(users, "Users")
 
         # tokens
@@ -108,6 +134,10 @@ class AdminPages(QTabWidget):
         self.addTab(teams, "Team policies")
 
         self.add_user.clicked.connect(self._add)
+        self.refresh.clicked.connect(self.reload)
+        self.copy_otp.clicked.connect(lambda: QApplication.clipboard().setText(self.otp.text()))
+        self.dismiss_otp.clicked.connect(self.hide_otp)
+        service.userAdded.connect(self._added)
         self.toggle_user.clicked.connect(self._toggle)
         self.set_role.clicked.connect(self._role)
         self.revoke.clicked.connect(self._revoke)
@@ -120,9 +150,34 @@ class AdminPages(QTabWidget):
         service.failed.connect(lambda what, exc: self.status.setText(f"{what}: {explain(exc)}"))
 
     def reload(self) -> None:
-        self.service.load_users()
-        self.service.load_tokens()
-        self.service.load_teams()
+        self.service.reload()
+
+    def clear(self) -> None:
+        """Forget what the last admin saw (the lists, the one-time password, results)."""
+        self.service.forget()
+        self.users, self.token_rows, self.team_rows = [], [], []
+        for table in (self.user_table, self.token_table, self.team_table):
+            table.setRowCount(0)
+        self.policy.clear()
+        self.status.setText("")
+        self.hide_otp()
+
+    def hide_otp(self) -> None:
+        self.otp.clear()
+        self.otp_box.hide()
+
+    def _added(self, username: str, otp: str | None) -> None:
+        if otp:
+            self.otp_text.setText(f"{username}'s one-time password. It is shown only now: give it to {username}, "
+                                  "who must change it at first sign-in.")
+            self.otp.setText(otp)
+        else:
+            self.otp_text.setText(f"{username} signs in with the password you chose and must change it at "
+                                  "first sign-in.")
+            self.otp.clear()
+        self.otp.setVisible(bool(otp))
+        self.copy_otp.setVisible(bool(otp))
+        self.otp_box.show()
 
     @staticmethod
     def _row(table: QTableWidget) -> int | None:

@@ -211,6 +211,22 @@ class AuditConsole(QWidget):
         else:
             self.status.setText("")
 
+    def clear(self) -> None:
+        """Forget what the last user saw (records, detail, sealed content, usage, results)."""
+        self.records = []
+        self._next = None
+        self._cursors = [None]
+        self.table.setRowCount(0)
+        self.detail.clear()
+        self.sealed_view.clear()
+        self.sealed_view.hide()
+        self.show_sealed.setEnabled(False)
+        for label in (self.verify_result, self.export_result, self.status):
+            label.setText("")
+        self.chart.clear()
+        self.service.forget()
+        self._update_pager()
+
     # -- querying --------------------------------------------------------------------------------
 
     def current_query(self) -> AuditQuery:

@@ -24,7 +24,7 @@ from desktop.qt import (
 from desktop.services.connection import ConnectionService
 from shared.errors import AuthError, InputError, ThrottledError
 
-__all__ = ["ConnectDialog", "SignInDialog", "explain"]
+__all__ = ["ConnectDialog", "SignInDialog", "error_label", "explain"]
 
 
 def explain(exc: BaseException) -> str:
@@ -41,7 +41,8 @@ def explain(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _error_label() -> QLabel:
+def error_label() -> QLabel:
+    """The red line above a dialog's fields that says what went wrong and what to do."""
     label = QLabel()
     label.setObjectName("error")
     label.setWordWrap(True)
@@ -72,7 +73,7 @@ class ConnectDialog(QDialog):
         self.connect_button.setEnabled(False)
         self.connect_button.clicked.connect(self._connect)
         self.confirm.toggled.connect(self.connect_button.setEnabled)
-        self.error = _error_label()
+        self.error = error_label()
         ca_row = QHBoxLayout()
         ca_row.addWidget(self.ca_path)
         ca_row.addWidget(browse)
@@ -142,7 +143,7 @@ class SignInDialog(QDialog):
         self.message = QLabel(message)
         self.message.setWordWrap(True)
         self.message.setVisible(bool(message))
-        self.error = _error_label()
+        self.error = error_label()
         self.username = QLineEdit(username)
         self.password = QLineEdit()
         self.password.setEchoMode(QLineEdit.EchoMode.Password)

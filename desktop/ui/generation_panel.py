@@ -4,6 +4,7 @@ the streamed answer with code blocks rendered, and a button to turn the answer i
 from __future__ import annotations
 
 from desktop.project.context import Context
+from desktop.project.history import HistoryEntry
 from desktop.qt import (
     QHBoxLayout,
     QKeyEvent,
@@ -14,6 +15,7 @@ from desktop.qt import (
     QPushButton,
     Qt,
     QTextBrowser,
+    QTimer,
     QVBoxLayout,
     QWidget,
     Signal,
@@ -96,6 +98,14 @@ class GenerationPanel(QWidget):
         layout.addWidget(self.propose)
         layout.addWidget(self.status)
         self._answer_text = ""
+        # Pieces arrive faster than a screen refreshes: each batch is rendered once, then painted
+        # before the next batch is handled (a zero timer runs after the queued pieces, and the paint
+        # it asks for comes before the pieces queued after it).
+        self._render = QTimer(self)
+        self._render.setSingleShot(True)
+        self._render.setInterval(0)
+        self._render.timeout.connect(self._render_answer)
+        self.rendered = 0  # answer renders during this stream (tests and the stream bench read it)
         self.prepare.clicked.connect(lambda: self.askRequested.emit(self.question.toPlainText()))
         self.send.clicked.connect(lambda: self.sendRequested.emit(self.question.toPlainText()))
         self.stop.clicked.connect(self.stopRequested)
@@ -125,22 +135,66 @@ class GenerationPanel(QWidget):
         self.prepare.setEnabled(not on)
         if on:
             self._answer_text = ""
+            self.rendered = 0
             self.answer.clear()
             self.propose.setEnabled(False)
             self.status.setText("Answering…")
 
     def append(self, text: str) -> None:
         self._answer_text += text
-        # Re-rendering the Markdown on each piece keeps fenced code blocks rendered as they grow.
+        if not self._render.isActive():
+            self._render.start()
+
+    def _render_answer(self) -> None:
+        self._render.stop()
+        bar = self.answer.verticalScrollBar()
+        following = bar.value() >= bar.maximum() - 4  # the reader is at the end: keep the new text in view
+        # Re-rendering the Markdown keeps fenced code blocks rendered as they grow.
         self.answer.setMarkdown(self._answer_text)
+        self.rendered += 1
+        if following:
+            bar.setValue(bar.maximum())
+
+    def clear(self) -> None:
+        """Empty: no question, answer, context or message (after a sign-out)."""
+        self._render.stop()
+        self.streaming(False)
+        self._answer_text = ""
+        self.question.clear()
+        self.answer.clear()
+        self.context_list.clear()
+        self.context_summary.setText("No context yet")
+        self.dropped.hide()
+        self.propose.setEnabled(False)
+        self.status.setText("")
+
+    def show_history(self, entry: HistoryEntry) -> None:
+        """A past question and its answer, as it was (it can be proposed as an edit again)."""
+        self._render.stop()
+        self.question.setPlainText(entry.question)
+        self._answer_text = entry.answer
+        self.answer.setMarkdown(entry.answer)
+        self.context_list.clear()
+        for label in entry.context:
+            self.context_list.addItem(label)
+        n = len(entry.context)
+        self.context_summary.setText(f"{n} item{'s' if n != 1 else ''} were sent with this question")
+        self.dropped.hide()
+        self.propose.setEnabled(bool(entry.answer.strip()))
+        self.status.setText(f"From the history: asked {entry.at:%Y-%m-%d %H:%M} of {entry.model}. "
+                            "Send asks again with fresh context.")
 
     def finished(self, usage: dict[str, int] | None) -> None:
+        if self._render.isActive():
+            self._render_answer()
         self.streaming(False)
         self.propose.setEnabled(bool(self._answer_text.strip()))
         tokens = f" ({usage.get('completion_tokens', 0)} tokens)" if usage else ""
         self.status.setText(f"Done{tokens}.")
 
     def show_error(self, message: str) -> None:
+        if self._render.isActive():
+            self._render_answer()
         self.streaming(False)
         self.propose.setEnabled(bool(self._answer_text.strip()))
         self.status.setText(message)

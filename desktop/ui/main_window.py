@@ -29,8 +29,11 @@ from desktop.services.connection import ConnectionService, Session
 from desktop.ui.admin_pages import AdminPages
 from desktop.ui.audit_console import AuditConsole
 from desktop.ui.dialogs import ConnectDialog, SignInDialog, explain
+from desktop.ui.password_dialog import ChangePasswordDialog
 from desktop.ui.workspace import Workspace
-from shared.errors import AuthError, ThrottledError
+from shared.errors import AuthError, PermissionDeniedError, ThrottledError
+
+Dialog = ConnectDialog | SignInDialog | ChangePasswordDialog
 
 __all__ = ["MainWindow"]
 
@@ -92,19 +95,26 @@ class MainWindow(QMainWindow):
         self.action_connect = QAction("Connect…", self)
         self.action_sign_in = QAction("Sign in…", self)
         self.action_sign_out = QAction("Sign out", self)
+        self.action_password = QAction("Change password…", self)
         self.action_open = QAction("Open project…", self)
-        for a in (self.action_connect, self.action_sign_in, self.action_sign_out, self.action_open):
+        for a in (self.action_connect, self.action_sign_in, self.action_password, self.action_sign_out, self.action_open):
             menu.addAction(a)
         self.action_connect.triggered.connect(lambda: self.show_connect())
         self.action_sign_in.triggered.connect(lambda: self.show_sign_in())
         self.action_sign_out.triggered.connect(connection.sign_out)
         self.action_open.triggered.connect(self._choose_project)
+        self.action_password.triggered.connect(lambda: self.show_change_password(forced=False))
         self.action_sign_out.setEnabled(False)
         self.action_sign_in.setEnabled(False)
+        self.action_password.setEnabled(False)
+        # Whose data the views show: another user signing in (or anyone signing out) clears them.
+        self._shown_user: str | None = None
 
         connection.connected.connect(self._connected)
         connection.signedIn.connect(self._signed_in)
         connection.signedOut.connect(self._signed_out)
+        connection.passwordChanged.connect(
+            lambda session: self.statusBar().showMessage(f"Password changed; signed in as {session.username}.", 15000))
         connection.failed.connect(self._connection_failed)
         connection.reachable.connect(self._reachability)
         # Watch the appliance while signed in, so "it is down" shows before the next request fails
@@ -116,7 +126,10 @@ class MainWindow(QMainWindow):
         workspace.statusMessage.connect(lambda text: self.statusBar().showMessage(text, 15000))
         audit.failed.connect(lambda what, exc: self.handle_error(exc))
         admin.failed.connect(lambda what, exc: self.handle_error(exc))
-        self.dialog: ConnectDialog | SignInDialog | None = None
+        admin.changed.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        # Lists change behind our back (the CLI, another admin): opening the page reads them again.
+        self.tabs.currentChanged.connect(self._tab_opened)
+        self.dialog: Dialog | None = None
         # An API token handed over by whoever started us (``scripts/demo`` sets ENCLAVE_TOKEN):
         # offered in the sign-in dialog, stored in the keyring only once the user signs in with it.
         self.suggested_token = ""
@@ -167,17 +180,24 @@ class MainWindow(QMainWindow):
         self._open_dialog(dialog)
         return dialog
 
-    def _open_dialog(self, dialog: ConnectDialog | SignInDialog) -> None:
+    def show_change_password(self, *, forced: bool) -> ChangePasswordDialog:
+        dialog = ChangePasswordDialog(self.connection, self, forced=forced)
+        dialog.signOutRequested.connect(self.connection.sign_out)
+        self._open_dialog(dialog)
+        return dialog
+
+    def _open_dialog(self, dialog: Dialog) -> None:
         if self.dialog is not None:
             self.dialog.close()
         self.dialog = dialog
-        dialog.finished.connect(self._dialog_closed)
+        dialog.finished.connect(lambda _=0, d=dialog: self._dialog_closed(d))
         dialog.open()  # window-modal, non-blocking: tests and the event loop keep running
 
-    def _dialog_closed(self) -> None:
-        if self.dialog is not None:
-            self.dialog.deleteLater()
-        self.dialog = None
+    def _dialog_closed(self, dialog: Dialog) -> None:
+        # The sign-in dialog may finish after the change-password one replaced it: only forget our own.
+        dialog.deleteLater()
+        if self.dialog is dialog:
+            self.dialog = None
 
     def _choose_project(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open project folder")
@@ -198,13 +218,24 @@ class MainWindow(QMainWindow):
         only = " (this session only)" if self.connection.credentials.session_only else ""
         self.connection_label.setText(f"{profile.url if profile else ''} · {session.username}{only}")
         self.action_sign_out.setEnabled(True)
+        self.action_password.setEnabled(session.can_change_password)
         self.banner.hide()
+        if self._shown_user is not None and self._shown_user != session.username:
+            self.clear_views()
+        self._shown_user = session.username
         self.workspace.set_session(session)
         # Auditors read, export and decrypt; admins may only verify the chain.
         self.audit_console.set_access(read=session.can_audit, verify=session.can_audit or session.can_admin)
         self.tabs.setTabVisible(self.audit_index, session.can_audit or session.can_admin)
         self.tabs.setTabVisible(self.admin_index, session.can_admin)
         self.health_timer.start()
+        if session.must_change_password:
+            # Nothing else works until then (the appliance grants only password:change): say so.
+            self.show_banner(f"{session.username} must choose a new password before using Enclave.",
+                             "Change password…", lambda: self.show_change_password(forced=True))
+            if not isinstance(self.dialog, ChangePasswordDialog):
+                self.show_change_password(forced=True)
+            return
         if session.can_audit:
             self.audit_console.run_search()
         if session.can_admin:
@@ -215,11 +246,28 @@ class MainWindow(QMainWindow):
         profile = self.connection.profile
         self.connection_label.setText(f"{profile.url if profile else ''} · signed out")
         self.action_sign_out.setEnabled(False)
+        self.action_password.setEnabled(False)
         self.workspace.set_session(None)
+        self.clear_views()
         self.tabs.setTabVisible(self.audit_index, False)
         self.tabs.setTabVisible(self.admin_index, False)
         where = "memory" if self.connection.credentials.session_only else "the keyring"
         self.show_banner(f"Signed out; the token was removed from {where}.", "Sign in…", self.show_sign_in)
+
+    def _tab_opened(self, index: int) -> None:
+        session = self.connection.session
+        if session is None or session.must_change_password:
+            return
+        if index == self.admin_index and session.can_admin:
+            self.admin_pages.reload()
+
+    def clear_views(self) -> None:
+        """Take the signed-in user's data off the screen: answers, history, audit records, users.
+        Files and unsaved edits stay (they are the local project's, not the account's)."""
+        self._shown_user = None
+        self.workspace.clear_user_views()
+        self.audit_console.clear()
+        self.admin_pages.clear()
 
     def _reachability(self, up: bool) -> None:
         profile = self.connection.profile
@@ -232,7 +280,7 @@ class MainWindow(QMainWindow):
                              "and edits are kept; nothing is lost.", "Retry", self.connection.check_health)
 
     def _connection_failed(self, stage: str, exc: BaseException) -> None:
-        if stage in ("ca", "connect", "sign-in") and self.dialog is not None:
+        if stage in ("ca", "connect", "sign-in", "password") and self.dialog is not None:
             return  # the open dialog shows it next to what the user typed
         if stage == "restore" and isinstance(exc, UnreachableError) and self.connection.profile is not None:
             url = self.connection.profile.url
@@ -247,6 +295,10 @@ class MainWindow(QMainWindow):
             self.show_banner(explain(exc), "Connect…", lambda: self.show_connect())
         elif isinstance(exc, UnreachableError):
             self.show_banner(explain(exc), "Retry", self._retry)
+        elif isinstance(exc, PermissionDeniedError) and "password must be changed" in str(exc):
+            # An administrator reset the password mid-session: the appliance now refuses everything else.
+            if not isinstance(self.dialog, ChangePasswordDialog):
+                self.show_change_password(forced=True)
         elif isinstance(exc, AuthError) and not isinstance(exc, ThrottledError):
             self.connection.session_expired()
             self.workspace.set_session(None)

@@ -65,7 +65,8 @@ class ProposalView(QWidget):
         self.proposal = proposal
         self.conflict = None
         diff = proposal.diff()
-        self.title.setText(f"Proposed edit to {proposal.rel}" if diff else f"The answer leaves {proposal.rel} unchanged")
+        title = f"Proposed edit to {proposal.rel}" if diff else f"The answer leaves {proposal.rel} unchanged"
+        self.title.setText(f"{title} ({proposal.note})" if proposal.note else title)
         self.diff.setPlainText(diff)
         self.apply.setEnabled(bool(diff))
         self.overwrite.hide()

@@ -28,6 +28,10 @@ class UsageChart(QWidget):
         self.series = sorted({name for per_day in data.values() for name in per_day})
         self.update()
 
+    def clear(self) -> None:
+        self.data, self.days, self.series = {}, [], []
+        self.update()
+
     def totals(self) -> tuple[int, int]:
         """All requests and tokens in the chart."""
         reqs = sum(r for per_day in self.data.values() for r, _ in per_day.values())

@@ -10,13 +10,14 @@ from typing import Any
 
 from desktop.client.errors import ContextTooLongError
 from desktop.project.context import Context, ContextRequest, estimate_tokens
-from desktop.project.edits import Conflict, Proposal, code_blocks
+from desktop.project.edits import Conflict, Proposal
 from desktop.project.history import HistoryEntry
 from desktop.project.index import IndexStats
 from desktop.qt import (
     QKeySequence,
     QLabel,
     QListWidget,
+    QListWidgetItem,
     QMessageBox,
     QProgressBar,
     QSplitter,
@@ -75,9 +76,10 @@ class Workspace(QWidget):
         self.context: Context | None = None
         self._context_for = ""  # the question the context was gathered for
         self._context_selection: tuple[int, int] | None = None
+        self._context_path = ""  # the file in the editor when the question was asked
         self._request_no = 0
         self._send_after_context = False
-        self._proposal_code = ""
+        self._proposal_answer = ""
         self._question = ""
         self._refitted = False
         # Estimated tokens of context per question; shrinks when the model says a prompt was too
@@ -168,9 +170,11 @@ class Workspace(QWidget):
         self.proposal_view.undoRequested.connect(edits.undo)
         self.proposal_view.forceRequested.connect(self._force)
         self.proposal_view.reproposeRequested.connect(
-            lambda c: edits.repropose(c, self._context_selection, self._proposal_code)
+            lambda c: edits.repropose(c, self._target_selection(c.proposal.rel), self._proposal_answer)
         )
         history.loaded.connect(self._history)
+        self.history_entries: list[HistoryEntry] = []
+        self.history_list.itemActivated.connect(lambda item: self.open_history(self.history_list.row(item)))
         save = self.editor.addAction("Save")
         save.setShortcut(QKeySequence.StandardKey.Save)
         save.triggered.connect(self.save)
@@ -180,6 +184,27 @@ class Workspace(QWidget):
     def set_session(self, session: Session | None) -> None:
         self.session = session
         self.editor.completion_enabled = bool(session and session.models)
+        if session is not None and self.project.root is not None:
+            self._load_history()
+
+    def clear_user_views(self) -> None:
+        """Take the account's data off the screen (the next user must not see it): the question and
+        answer, the context, the proposed edit, the history. Files and their unsaved edits stay."""
+        self.generation.cancel()
+        self.completion.cancel()
+        self.editor.dismiss()
+        self.context = None
+        self._context_for = ""
+        self._send_after_context = False
+        self._proposal_answer = ""
+        self.panel.clear()
+        self.proposal_view.clear()
+        self.history_entries = []
+        self.history_list.clear()
+
+    def _load_history(self) -> None:
+        if self.session is not None:
+            self.history.load(self.project.project_id, user=self.session.username)
 
     # -- project ---------------------------------------------------------------------------------
 
@@ -187,7 +212,7 @@ class Workspace(QWidget):
         self.index_status.setText(f"Indexing {root}…")
         self.progress.setValue(0)
         self.progress.show()
-        self.history.load(self.project.project_id)
+        self._load_history()
 
     def _progress(self, done: int, total: int) -> None:
         self.progress.setMaximum(max(1, total))
@@ -337,6 +362,7 @@ class Workspace(QWidget):
         self._request_no += 1
         self._context_for = question
         self._context_selection = self.editor.selected_lines()
+        self._context_path = self.editor.path
         self.project.assemble(self._request_no, self._request(question), self.budget)
 
     def _context_ready(self, number: int, context: Context) -> None:
@@ -370,11 +396,12 @@ class Workspace(QWidget):
         assert self.context is not None
         self._question = question
         self._refitted = False
-        self.generation.ask(self.session.models[0], question, self.context, self.project.project_id)
+        self.generation.ask(self.session.models[0], question, self.context, self.project.project_id,
+                            user=self.session.username)
 
     def _answered(self, answer: str, usage: Any) -> None:
         self.panel.finished(usage)
-        self.history.load(self.project.project_id)
+        self._load_history()
 
     def _generation_failed(self, exc: BaseException) -> None:
         if isinstance(exc, ContextTooLongError) and self._refit(exc):
@@ -404,7 +431,8 @@ class Workspace(QWidget):
         self.panel.show_dropped(dropped, f"the model takes {exc.limit} tokens and the prompt had {exc.prompt_tokens}")
         self._refitted = True
         self.panel.status.setText(f"The model takes {exc.limit} tokens: context trimmed to fit, sending again…")
-        self.generation.ask(self.session.models[0], self._question, self.context, self.project.project_id)
+        self.generation.ask(self.session.models[0], self._question, self.context, self.project.project_id,
+                            user=self.session.username)
         return True
 
     def _project_failed(self, what: str, exc: BaseException) -> None:
@@ -417,9 +445,26 @@ class Workspace(QWidget):
         self.errorOccurred.emit(exc)
 
     def _history(self, entries: list[HistoryEntry]) -> None:
+        user = self.session.username if self.session else None
+        if any(e.user != user for e in entries):
+            return  # asked for before a sign-out or a user switch: not this user's
+        self.history_entries = entries
         self.history_list.clear()
         for e in entries:
-            self.history_list.addItem(f"{e.at:%Y-%m-%d %H:%M} · {e.question[:80]} · {len(e.context)} context items")
+            item = QListWidgetItem(f"{e.at:%Y-%m-%d %H:%M} · {e.question[:80]} · {len(e.context)} context items")
+            item.setToolTip("Double-click (or Enter) to open this question and its answer")
+            self.history_list.addItem(item)
+
+    def open_history(self, row: int) -> None:
+        """Show a past question and its answer in the generation panel (it can be proposed as an edit again)."""
+        if not 0 <= row < len(self.history_entries):
+            return
+        entry = self.history_entries[row]
+        self.context = None  # the list shown is the old one; Send gathers a fresh one for the question
+        self._context_path = self.editor.path
+        self._context_selection = None
+        self.panel.show_history(entry)
+        self.side.setCurrentWidget(self.panel)
 
     # -- completion ------------------------------------------------------------------------------
 
@@ -437,13 +482,22 @@ class Workspace(QWidget):
     # -- edits -----------------------------------------------------------------------------------
 
     def propose(self, answer: str) -> None:
+        """Turn the answer's code into an edit of the file it was asked about (its selected lines, if
+        any), against that file as saved on disk."""
         root = self.project.root
-        if root is None or not self.editor.path:
+        rel = self._context_path or self.editor.path
+        if root is None or not rel:
             self.panel.status.setText("Open the file to change in the editor first.")
             return
-        blocks = code_blocks(answer)
-        self._proposal_code = blocks[-1] if blocks else answer.strip("\n")
-        self.edits.propose(root, self.editor.path, self._context_selection, self._proposal_code)
+        if rel in self.unsaved():
+            self.panel.status.setText(f"Save {rel} first: the edit is made to the file as saved, and the "
+                                      "diff shows exactly what will be written.")
+            return
+        self._proposal_answer = answer
+        self.edits.propose(root, rel, self._target_selection(rel), answer)
+
+    def _target_selection(self, rel: str) -> tuple[int, int] | None:
+        return self._context_selection if rel == (self._context_path or rel) else None
 
     def _proposed(self, proposal: Proposal) -> None:
         self.proposal_view.show_proposal(proposal)

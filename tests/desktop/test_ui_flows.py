@@ -376,10 +376,15 @@ def test_admin_pages(qtbot: QtBot, make_app: Callable[..., App], fake: FakeAppli
         sign_in(qtbot, app, "boss", "pw")
     qtbot.waitUntil(lambda: admin.user_table.rowCount() == 3 and admin.token_table.rowCount() == 1, timeout=20_000)
     admin.new_name.setText("newbie")
-    with qtbot.waitSignal(app.admin.users, timeout=20_000):
-        qtbot.mouseClick(admin.add_user, Qt.MouseButton.LeftButton)
-    assert "one-time password: otp-123" in admin.status.text()
-    assert admin.user_table.rowCount() == 4
+    qtbot.mouseClick(admin.add_user, Qt.MouseButton.LeftButton)
+    # Users and teams are read again: the new user is in the list and in the team's members.
+    qtbot.waitUntil(lambda: admin.user_table.rowCount() == 4 and "newbie" in admin.team_table.item(0, 1).text(),
+                    timeout=20_000)
+    # The one-time password is shown once, in its own box, to the admin who added the user.
+    assert not admin.otp_box.isHidden() and admin.otp.text() == fake.passwords["newbie"][0]
+    assert "shown only now" in admin.otp_text.text()
+    qtbot.mouseClick(admin.dismiss_otp, Qt.MouseButton.LeftButton)
+    assert admin.otp_box.isHidden() and admin.otp.text() == ""
     admin.user_table.selectRow(3)
     with qtbot.waitSignal(app.admin.users, timeout=20_000):
         qtbot.mouseClick(admin.toggle_user, Qt.MouseButton.LeftButton)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,9 @@ class FakeAppliance:
         self.completion = completion
         self.passwords = {"dev": ("pw", "developer"), "aud": ("pw", "auditor"), "boss": ("pw", "admin")}
         self.tokens: dict[str, str] = {}  # token -> user
+        # Users who signed in with a one-time password and must change it (as the appliance: only
+        # /v1/auth/me, /logout and /password answer them; the rest is 403).
+        self.must_change: set[str] = set()
         self.requests: list[dict[str, Any]] = []  # bodies of generation requests
         self.reachable = True
         # The policy's path exclusions, as /v1/auth/me reports them.
@@ -43,6 +47,9 @@ class FakeAppliance:
         # The context length /v1/models reports (None: 8192, more than the fake takes when context_limit is set).
         self.reported_context: int | None = None
         self.events: list[dict[str, Any]] = []
+        # Paces a chat stream: given the SSE frames, yields them as the test allows (None: all at once).
+        self.pace: Callable[[list[bytes]], Iterator[bytes]] | None = None
+        self.chunk_chars = 7  # characters of the answer per streamed piece
         self.users: list[dict[str, Any]] = [
             {"id": i + 1, "username": u, "role": r, "teams": ["default"], "disabled": False,
              "must_change_password": False, "created_at": "2026-11-01T00:00:00Z"}
@@ -100,15 +107,21 @@ class FakeAppliance:
         if path == "/v1/auth/logout":
             self.tokens.pop(auth.removeprefix("Bearer "), None)
             return httpx.Response(204)
+        if path == "/v1/auth/password":
+            return self._change_password(user, json.loads(request.content))
+        must_change = user in self.must_change
         if path == "/v1/auth/me":
             return httpx.Response(200, json={
-                "username": user, "role": role, "permissions": sorted(p.value for p in permissions_for(role)),
+                "username": user, "role": role,
+                "permissions": ["password:change"] if must_change else sorted(p.value for p in permissions_for(role)),
                 "teams": ["default"], "credential": "session", "scopes": None,
-                "expires_at": "2026-12-01T00:00:00Z", "must_change_password": False,
+                "expires_at": "2026-12-01T00:00:00Z", "must_change_password": must_change,
                 "policy": {"allowed_models": [["*"]], "requests_per_minute": 60, "tokens_per_minute": None,
                            "concurrent_streams": 4, "max_prompt_tokens": None, "max_output_tokens": None,
                            "capture_mode": "sealed", "path_exclusions": list(self.path_exclusions)},
             })
+        if must_change:
+            return _err(403, "the password must be changed before anything else", "permission_denied")
         if path == "/v1/models":
             n = self.reported_context or 8192
             card: dict[str, Any] = {
@@ -151,16 +164,33 @@ class FakeAppliance:
             return self._admin(request, path)
         return _err(404, "not found", "not_found")
 
+    def _change_password(self, user: str, body: dict[str, str]) -> httpx.Response:
+        password, role = self.passwords[user]
+        if body["old_password"] != password:
+            return _err(401, "current password is wrong", "invalid_api_key")
+        if body["new_password"] == password:
+            return _err(400, "the new password must differ from the current one", "invalid_request")
+        if len(body["new_password"]) < 12:
+            return _err(400, "password too short: at least 12 characters", "invalid_request")
+        self.passwords[user] = (body["new_password"], role)
+        self.must_change.discard(user)
+        # As the appliance: a new password ends every login session of the user.
+        for token in [t for t, u in self.tokens.items() if u == user]:
+            del self.tokens[token]
+        return httpx.Response(204)
+
     def _stream_chat(self) -> httpx.Response:
         frames = []
-        step = 7
+        step = self.chunk_chars
         for i in range(0, len(self.answer), step):
             frames.append({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
                            "choices": [{"index": 0, "delta": {"content": self.answer[i : i + step]}, "finish_reason": None}]})
         frames.append({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-        body = b"".join(b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames) + b"data: [DONE]\n\n"
-        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+        encoded = [b"data: " + json.dumps(f).encode() + b"\n\n" for f in frames] + [b"data: [DONE]\n\n"]
+        if self.pace is not None:
+            return httpx.Response(200, content=self.pace(encoded), headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, content=b"".join(encoded), headers={"content-type": "text/event-stream"})
 
     def _audit(self, request: httpx.Request, path: str) -> httpx.Response:
         q = request.url.params
@@ -205,7 +235,11 @@ class FakeAppliance:
             user = {"id": len(self.users) + 1, "username": body["username"], "role": body["role"], "teams": ["default"],
                     "disabled": False, "must_change_password": True, "created_at": "2026-11-28T00:00:00Z"}
             self.users.append(user)
-            return httpx.Response(201, json={"user": user, "one_time_password": None if body.get("password") else "otp-123"})
+            otp = None if body.get("password") else f"otp-{uuid.uuid4().hex[:12]}"
+            self.passwords[body["username"]] = (body.get("password") or otp, body["role"])
+            self.must_change.add(body["username"])
+            self.teams[0]["members"].append(body["username"])
+            return httpx.Response(201, json={"user": user, "one_time_password": otp})
         if len(parts) == 3 and parts[0] == "users":
             user = next(u for u in self.users if u["username"] == parts[1])
             if parts[2] in ("disable", "enable"):
