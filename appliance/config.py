@@ -101,6 +101,24 @@ class Settings:
     oidc_jwks_max_age_s: int = 24 * 3600
     # Redirect URIs besides RFC 8252 loopback ones, comma-separated (e.g. a web front end's).
     oidc_redirect_uris: str = ""
+    # LDAP / Active Directory sign-in (POST /v1/auth/ldap/login); an empty URL turns it off. Only
+    # over TLS: ldaps://host[:636], or ldap://host[:389] with ldap_starttls = true. The directory's
+    # certificate is checked against ldap_ca_file (the site CA, PEM; empty: the system's CAs).
+    ldap_url: str = ""
+    ldap_starttls: bool = False
+    ldap_ca_file: str = ""
+    # The service account that searches for users (never an anonymous bind). The password is
+    # better given as ENCLAVE_LDAP_BIND_PASSWORD.
+    ldap_bind_dn: str = ""
+    ldap_bind_password: str = ""
+    ldap_user_base: str = ""
+    # {username} is replaced by the typed name, escaped (RFC 4515). AD: (sAMAccountName={username}).
+    ldap_user_filter: str = "(&(objectClass=person)(uid={username}))"
+    # Empty: groups are the user entry's memberOf. Else groups under this base matching
+    # ldap_group_filter ({dn}: the user's DN, {username}: the typed name).
+    ldap_group_base: str = ""
+    ldap_group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"
+    ldap_timeout_s: float = 5.0
     # "on": everyone may sign in with a password; "break_glass": only break_glass_admin may.
     password_login: str = "on"
     break_glass_admin: str = ""
@@ -256,9 +274,34 @@ def _validate_identity(s: Settings) -> None:
         raise ConfigError("oidc_clock_skew_s must be 0..300 seconds")
     if s.oidc_jwks_max_age_s < 60:
         raise ConfigError("oidc_jwks_max_age_s must be at least 60 seconds")
+    _validate_ldap(s)
     if s.password_login not in ("on", "break_glass"):
         raise ConfigError(f"password_login must be 'on' or 'break_glass', got {s.password_login!r}")
     if s.password_login == "break_glass" and not s.break_glass_admin:
         raise ConfigError(
             "password_login = 'break_glass' needs break_glass_admin (the one local admin allowed)"
         )
+
+
+def _validate_ldap(s: Settings) -> None:
+    if not s.ldap_url:
+        return
+    parts = urllib.parse.urlsplit(s.ldap_url)
+    if parts.scheme not in ("ldap", "ldaps") or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(f"ldap_url must be ldaps://host[:port] or ldap://host[:port], got {s.ldap_url!r}")
+    if parts.scheme == "ldap" and not s.ldap_starttls:
+        raise ConfigError("ldap_url is plain ldap://: set ldap_starttls = true or use ldaps:// (passwords never travel in clear)")
+    if parts.scheme == "ldaps" and s.ldap_starttls:
+        raise ConfigError("ldap_starttls is for ldap:// URLs; ldaps:// is TLS already")
+    if s.ldap_ca_file and not Path(s.ldap_ca_file).is_file():
+        raise ConfigError(f"ldap_ca_file {s.ldap_ca_file!r} is not a file")
+    if not s.ldap_bind_dn or not s.ldap_bind_password:
+        raise ConfigError("ldap_url is set but ldap_bind_dn or ldap_bind_password is empty (anonymous binds are not used)")
+    if not s.ldap_user_base:
+        raise ConfigError("ldap_url is set but ldap_user_base is empty")
+    if "{username}" not in s.ldap_user_filter:
+        raise ConfigError("ldap_user_filter must contain {username}")
+    if s.ldap_group_base and "{dn}" not in s.ldap_group_filter and "{username}" not in s.ldap_group_filter:
+        raise ConfigError("ldap_group_filter must contain {dn} or {username}")
+    if not 0 < s.ldap_timeout_s <= 60:
+        raise ConfigError("ldap_timeout_s must be more than 0 and at most 60 seconds")

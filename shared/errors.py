@@ -13,7 +13,8 @@
     ├── AuditUnavailableError         the audit store cannot commit: callers must fail closed
     ├── IntegrityError                a signature, manifest, digest or chain does not verify
     ├── ModelError                    a checkpoint, bundle or graph is unusable (names the tensor/key)
-    └── EngineError                   the generation engine cannot serve a request
+    ├── EngineError                   the generation engine cannot serve a request
+    └── UpstreamError                 a site service we depend on (the LDAP directory) cannot be used
 
 The CLI prints ``enclave: error: <str(exc)>`` and exits non-zero for any of these; the API maps
 them to OpenAI-style error envelopes (see ``shared.api_errors``). Nothing else should be caught
@@ -37,6 +38,7 @@ __all__ = [
     "PermissionDeniedError",
     "QuotaError",
     "ThrottledError",
+    "UpstreamError",
 ]
 
 
@@ -101,4 +103,8 @@ class ModelError(EnclaveError):
 
 
 class EngineError(EnclaveError):
+    pass
+
+
+class UpstreamError(EnclaveError):
     pass

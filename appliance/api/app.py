@@ -27,9 +27,10 @@ from appliance.api.metrics import Metrics
 from appliance.api.middleware import EdgeMiddleware
 from appliance.api.quotas import QuotaTracker
 from appliance.api.reads import read_only_uow
-from appliance.api.routes import admin, audit, auth, health, openai, sso
+from appliance.api.routes import admin, audit, auth, health, ldap, openai, sso
 from appliance.api.state import AppState
 from appliance.audit.log import AuditLog
+from appliance.auth.ldap import LdapDirectory
 from appliance.auth.oidc import OidcClient
 from appliance.config import Settings
 from appliance.db.engine import UnitOfWork
@@ -69,6 +70,24 @@ def _oidc_client(settings: Settings, transport: httpx.BaseTransport | None) -> O
         clock_skew_s=settings.oidc_clock_skew_s,
         jwks_max_age_s=settings.oidc_jwks_max_age_s,
         transport=transport,
+    )
+
+
+def _ldap_directory(settings: Settings) -> LdapDirectory | None:
+    if not settings.ldap_url:
+        return None
+    # Connections are made per sign-in, so a directory that is down at start-up does not stop serving.
+    return LdapDirectory(
+        url=settings.ldap_url,
+        starttls=settings.ldap_starttls,
+        ca_file=settings.ldap_ca_file,
+        bind_dn=settings.ldap_bind_dn,
+        bind_password=settings.ldap_bind_password,
+        user_base=settings.ldap_user_base,
+        user_filter=settings.ldap_user_filter,
+        group_base=settings.ldap_group_base,
+        group_filter=settings.ldap_group_filter,
+        timeout_s=settings.ldap_timeout_s,
     )
 
 
@@ -113,6 +132,7 @@ def create_app(
         ),
         started_at=int(clock.now().timestamp()),
         oidc=_oidc_client(settings, idp_transport),
+        ldap=_ldap_directory(settings),
     )
     app = FastAPI(
         title="Enclave appliance API",
@@ -123,7 +143,7 @@ def create_app(
     )
     app.state.enclave = state
     install_error_handlers(app)
-    for module in (openai, auth, sso, admin, audit, health):
+    for module in (openai, auth, sso, ldap, admin, audit, health):
         app.include_router(module.router)
     if settings.cors_origin_list:
         # Off unless origins are named: a browser page elsewhere must not drive a user's session.

@@ -70,6 +70,7 @@ _MAPPING: Sequence[tuple[type[E.EnclaveError], int, str, str]] = (
     (E.IntegrityError, 409, "invalid_request_error", "integrity_error"),
     (E.ModelError, 409, "invalid_request_error", "model_error"),
     (E.ConfigError, 503, "service_unavailable", "misconfigured"),
+    (E.UpstreamError, 503, "service_unavailable", "directory_unavailable"),
 )
 
 _UNAVAILABLE_RETRY_S = 5

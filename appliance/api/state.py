@@ -21,6 +21,7 @@ from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaTracker
 from appliance.audit.log import AuditLog
 from appliance.auth import throttle
+from appliance.auth.ldap import LdapDirectory
 from appliance.auth.oidc import OidcClient
 from appliance.auth.passwords import ARGON2_SLOTS
 from appliance.auth.principal import Principal, authenticate, require
@@ -74,6 +75,8 @@ class AppState:
     password_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(ARGON2_SLOTS))
     # The OpenID provider's client, when single sign-on is configured.
     oidc: OidcClient | None = None
+    # The site directory, when LDAP sign-in is configured.
+    ldap: LdapDirectory | None = None
 
     @property
     def throttle_key(self) -> bytes:

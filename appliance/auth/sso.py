@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +27,7 @@ from appliance.db.identity_models import IdentityLink, OidcFlow
 from appliance.db.models import User
 from shared.errors import AuthError, InputError
 
-__all__ = ["FLOW_TTL", "SignedIn", "begin", "check_redirect_uri", "finish"]
+__all__ = ["FLOW_TTL", "NO_PASSWORD", "SignedIn", "begin", "check_redirect_uri", "enter", "finish"]
 
 FLOW_TTL = dt.timedelta(minutes=10)
 # A PHC string verify_password can never match: outside users have no usable password here.
@@ -35,6 +36,7 @@ NO_PASSWORD = "!external"
 
 @dataclass(frozen=True, kw_only=True)
 class SignedIn:
+    user_id: int
     token: str
     expires_at: dt.datetime
     username: str
@@ -114,19 +116,48 @@ def finish(
         raise AuthError("sign-in took too long; start again", reason="expired_state")
     id_token = client.redeem(code, redirect_uri=flow.redirect_uri, code_verifier=flow.code_verifier)
     claims = client.verify(id_token, nonce=flow.nonce, now=now)
-    subject = str(claims["sub"])
     raw_groups = claims.get(groups_claim, [])
     member_of = tuple(str(g) for g in raw_groups) if isinstance(raw_groups, list) else ()
-    resolved = groups.resolve(session, "oidc", member_of)
+    return enter(
+        session,
+        provider=f"oidc:{client.issuer}",
+        source="oidc",
+        subject=str(claims["sub"]),
+        username=lambda: _username(claims, username_claim),
+        member_of=member_of,
+        address=address,
+        now=now,
+        ttl_s=ttl_s,
+    )
+
+
+def enter(
+    session: Session,
+    *,
+    provider: str,
+    source: str,
+    subject: str,
+    username: Callable[[], str],
+    member_of: tuple[str, ...],
+    address: str,
+    now: dt.datetime,
+    ttl_s: int,
+) -> SignedIn:
+    """Sign in a user the provider vouched for: map their groups (none mapped: refused), find or
+    create the account linked to ``(provider, subject)``, open a session.
+
+    ``username`` is asked only when the account is created. Raises AuthError (``no_group``,
+    ``disabled``, ``username_taken``, ``unknown_user``). Shared by OIDC and LDAP.
+    """
+    resolved = groups.resolve(session, source, member_of)
     if resolved is None:
         raise AuthError("none of your identity provider groups is allowed to use Enclave", reason="no_group")
-    provider = f"oidc:{client.issuer}"
     link = session.scalar(
         select(IdentityLink).where(IdentityLink.provider == provider, IdentityLink.subject == subject)
     )
     created = False
     if link is None:
-        name = _username(claims, username_claim)
+        name = username()
         if session.scalar(select(User.id).where(User.username == name)) is not None:
             raise AuthError(f"username {name!r} already belongs to another account", reason="username_taken")
         user = User(
@@ -156,6 +187,7 @@ def finish(
     changes = groups.apply(session, user, resolved, now=now)
     token, expires = open_session(session, user, address=address, now=now, ttl_s=ttl_s)
     return SignedIn(
+        user_id=user.id,
         token=token,
         expires_at=expires,
         username=user.username,

@@ -35,6 +35,8 @@ PUBLIC = {
     # Single sign-on begins and ends without an Enclave credential: the IdP's code is the credential.
     ("POST", "/v1/auth/oidc/start"),
     ("POST", "/v1/auth/oidc/callback"),
+    # The directory's password is the credential (throttled and audited like /v1/auth/login).
+    ("POST", "/v1/auth/ldap/login"),
 }
 _NO_PERMISSION = object()
 
