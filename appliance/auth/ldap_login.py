@@ -33,10 +33,10 @@ def _user_id(session: Session, name: str) -> int | None:
     return session.scalar(select(User.id).where(User.username == name))
 
 
-def precheck(session: Session, username: str, address: str, *, now: dt.datetime) -> None:
+def precheck(session: Session, username: str, address: str, *, throttle_key: bytes, now: dt.datetime) -> None:
     """Raise ThrottledError when the attempt must not reach the directory (read only, no lock)."""
     name = normalize(username)
-    throttle.check(session, name, address, user_id=_user_id(session, name), now=now, lock=False)
+    throttle.check(session, name, address, key=throttle_key, user_id=_user_id(session, name), now=now, lock=False)
 
 
 def sign_in(
@@ -46,6 +46,7 @@ def sign_in(
     *,
     provider: str,
     address: str,
+    throttle_key: bytes,
     now: dt.datetime,
     ttl_s: int,
 ) -> sso.SignedIn:
@@ -55,10 +56,10 @@ def sign_in(
     or :func:`sso.enter`'s (``no_group``, ``disabled``, ``username_taken``).
     """
     name = normalize(username)
-    throttle.check(session, name, address, user_id=_user_id(session, name), now=now)
+    throttle.check(session, name, address, key=throttle_key, user_id=_user_id(session, name), now=now)
     if isinstance(verdict, AuthError):
         if verdict.reason in COUNTED:
-            throttle.record_failure(session, name, address, now=now)
+            throttle.record_failure(session, name, address, key=throttle_key, now=now)
         raise verdict
     if not name or len(name) > 64 or not name.isprintable():
         raise AuthError("invalid username or password", reason="unknown_user")
@@ -75,5 +76,5 @@ def sign_in(
             now=now,
             ttl_s=ttl_s,
         )
-    throttle.record_success(session, name, address, user_id=done.user_id, now=now)
+    throttle.record_success(session, name, address, key=throttle_key, user_id=done.user_id, now=now)
     return done

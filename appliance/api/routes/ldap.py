@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 
 from appliance.api.auditing import summary_event
 from appliance.api.errors import ERROR_RESPONSES
-from appliance.api.routes.auth import _LOGIN_RESPONSES
+from appliance.api.routes.auth import _LOGIN_RESPONSES, _attempted
 from appliance.api.state import AppState, app_state, request_info
 from appliance.audit.events import AuditEvent
 from appliance.auth import ldap_login
@@ -36,11 +36,13 @@ def _directory(state: AppState) -> LdapDirectory:
     return state.ldap
 
 
-def _failed(state: AppState, username: str, reason: str, message: str, address: str, request_id: str) -> AuditEvent:
+def _failed(
+    state: AppState, who: tuple[str, str], reason: str, message: str, address: str, request_id: str
+) -> AuditEvent:
     return AuditEvent(
         action="auth.ldap.failed",
-        actor=username or "anonymous",
-        target=f"user:{username or 'anonymous'}",
+        actor=who[0],
+        target=who[1],
         outcome="failure",
         request_id=request_id,
         client_address=address,
@@ -50,7 +52,9 @@ def _failed(state: AppState, username: str, reason: str, message: str, address: 
 
 def _precheck(state: AppState, body: LoginRequest, address: str) -> None:
     with state.read_uow() as session:
-        ldap_login.precheck(session, body.username, address, now=state.clock.now())
+        ldap_login.precheck(
+            session, body.username, address, throttle_key=state.throttle_key, now=state.clock.now()
+        )
 
 
 def _ask(directory: LdapDirectory, body: LoginRequest) -> DirectoryUser | AuthError:
@@ -68,7 +72,6 @@ def _record(
     request_id: str,
 ) -> SignedIn:
     directory = _directory(state)
-    username = ldap_login.normalize(body.username)[:64]
     with state.uow() as session:
         try:
             if isinstance(verdict, UpstreamError | ThrottledError):
@@ -79,6 +82,7 @@ def _record(
                 body.username,
                 provider=f"ldap:{directory.url}",
                 address=address,
+                throttle_key=state.throttle_key,
                 now=state.clock.now(),
                 ttl_s=state.settings.session_ttl_s,
             )
@@ -95,7 +99,7 @@ def _record(
                     state.audit_log.append_in(session, summary_event(summary))
             if record:
                 state.audit_log.append_in(
-                    session, _failed(state, username, reason, str(exc), address, request_id)
+                    session, _failed(state, _attempted(session, state, body.username), reason, str(exc), address, request_id)
                 )
             session.commit()
             raise
