@@ -8,7 +8,8 @@ The bundle is verified first, like everything the appliance loads: its manifest 
 public keys given with ``--key``, else the keys pinned in the data directory.
 
 Text is printed as it is generated; with ``--ids`` the generated token ids are printed instead.
-``--chat FILE`` is a JSON list of ``{"role": ..., "content": ...}`` objects.
+``--chat FILE`` is a JSON list of ``{"role": ..., "content": ...}`` objects. A failed model run
+(ONNX Runtime's error) ends with that error and exit status 1, after what was generated before it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from appliance.config import default_data_dir
 from appliance.engine import ChatMessage, LLMEngine, PromptEncoder, SamplingParams
-from shared.errors import InputError
+from shared.errors import EngineError, InputError
 
 __all__ = ["register"]
 
@@ -121,11 +122,16 @@ def run(args: argparse.Namespace) -> int:
         prompt_ids = encoder.completion(args.prompt)
     engine.add_request("generate", prompt_ids, params)
     ids: list[int] = []
+    error: str | None = None
     while engine.has_work:
         for output in engine.step():
             ids.extend(output.delta.token_ids)
+            if output.delta.finish_reason == "error":
+                error = output.error or "unknown error"
             if not args.ids:
                 sys.stdout.write(output.delta.text)
                 sys.stdout.flush()
     sys.stdout.write(" ".join(str(i) for i in ids) + "\n" if args.ids else "\n")
+    if error is not None:
+        raise EngineError(f"the model run failed after {len(ids)} generated token(s): {error}")
     return 0

@@ -68,6 +68,7 @@ class Runner(Protocol):
 class StepOutput:
     request_id: str
     delta: Delta
+    error: str | None = None  # why, when delta.finish_reason is "error"
 
 
 def validate_params(params: SamplingParams, vocab_size: int) -> None:
@@ -193,7 +194,7 @@ class LLMEngine:
             logits = self.runner.run(batch.kind, batch.seqs)
         except EngineError as exc:
             log.error("model run failed; ending %d request(s): %s", len(batch.seqs), exc)
-            return [self._error_output(seq) for seq in batch.seqs]
+            return [self._error_output(seq, str(exc)) for seq in batch.seqs]
         for seq in batch.seqs:
             seq.num_cached = len(seq.token_ids)
         logits = process_logits(logits, batch.seqs)
@@ -256,10 +257,10 @@ class LLMEngine:
             self._end(seq, reason)
         return StepOutput(seq.request_id, delta)
 
-    def _error_output(self, seq: Sequence) -> StepOutput:
+    def _error_output(self, seq: Sequence, error: str) -> StepOutput:
         self._end(seq, "error")
         delta = Delta("", (), seq.num_prompt_tokens, seq.num_completion_tokens, "error")
-        return StepOutput(seq.request_id, delta)
+        return StepOutput(seq.request_id, delta, error)
 
     def _end(self, seq: Sequence, reason: FinishReason) -> None:
         self.scheduler.finish(seq, reason)

@@ -102,3 +102,27 @@ def test_missing_or_untrusted_bundle(demo: Demo, tmp_path: Path, capsys: pytest.
         capsys, "--bundle", str(demo.bundle_dir), "--prompt", "a", "--key", str(demo.public_key), "--ids"
     )
     assert code == 0 and out.strip()
+
+
+def test_a_failed_model_run_exits_non_zero(
+    bundle: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first decode step fails in ONNX Runtime (as an allocation failure does on a real bundle):
+    # the runner turns it into an EngineError and the engine ends the request with "error".
+    from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+    from appliance.engine.runner import OrtRunner
+
+    def fail(self: OrtRunner, seqs: object) -> None:
+        raise ort_state.RuntimeException(
+            "Failed to allocate memory for requested buffer of size 119789322240"
+        )
+
+    monkeypatch.setattr(OrtRunner, "_decode", fail)
+    code, out, err = run(capsys, "--bundle", str(bundle), "--prompt", "def f", "--max-tokens", "6", "--ids")
+    assert code == 1 and "Traceback" not in err
+    assert len(out.split()) == 1  # the token the prefill produced, then the failure
+    assert err == (
+        "enclave: error: the model run failed after 1 generated token(s): ONNX Runtime failed during decode: "
+        "Failed to allocate memory for requested buffer of size 119789322240\n"
+    )

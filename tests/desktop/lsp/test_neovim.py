@@ -39,9 +39,16 @@ def test_neovim_attaches_and_gets_a_completion(
     before = len(audit_records(auditor, appliance.username, "generation.requested"))
     done = subprocess.run(
         [NVIM, "--headless", "--clean", "-u", str(INIT), str(cart.relative_to(project))],
-        cwd=project, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
-    assert out.exists(), f"Neovim wrote nothing (exit {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    assert out.exists(), (
+        f"Neovim wrote nothing (exit {done.returncode}): {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    )
     result = json.loads(out.read_text())
     assert result.get("error") is None, result
     assert result["attached"], result
