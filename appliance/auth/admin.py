@@ -143,14 +143,14 @@ def create_user(
     now: dt.datetime,
     password: str | None = None,
     teams: Sequence[str] = (DEFAULT_TEAM,),
-    must_change: bool | None = None,
 ) -> tuple[Change, str | None]:
-    """Add a user. Without ``password``, one is generated, returned once, and must be changed.
+    """Add a user. Returns (change, generated one-time password or None).
 
-    ``must_change=True``: the user must change the password at first sign-in even when the caller
-    chose it — an account another person creates (the admin API) starts with a one-time password,
-    so whoever set it cannot keep using the account unnoticed. None: only a generated one.
-    Returns (change, generated password or None). Teams that do not exist are a NotFoundError.
+    An account made for someone else (``enclave user add``, the admin API) passes no ``password``:
+    one is generated, returned once, and must be changed at first sign-in, so whoever made the
+    account never knows a password its holder keeps (separation of duties). ``password`` is for an
+    account whose holder is the one creating it — ``enclave demo``'s operator — and is then theirs
+    to keep. Teams that do not exist are a NotFoundError.
     """
     name = _valid_name("user", username)
     parsed = _role(role)
@@ -162,7 +162,7 @@ def create_user(
     else:
         check_password(password, username=name)
     team_rows = [_team(session, t) for t in dict.fromkeys(teams)]
-    provisional = generated is not None if must_change is None else must_change
+    provisional = generated is not None
     user = User(
         username=name,
         password_hash=hash_password(password),

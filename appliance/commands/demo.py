@@ -3,7 +3,9 @@
 Makes a data directory (a temporary one unless ``--data`` names a new one), runs every ``enclave
 init`` step, builds the small demo model and installs it (signed with a key made for this demo and
 pinned in that directory only), creates a developer account ``demo`` with a password and an API
-token, and serves over HTTPS on loopback. Once listening it prints ``ENCLAVE_URL=``, ``ENCLAVE_CA=``,
+token, and serves over HTTPS on loopback. The ``demo`` account is the operator's own (the person
+running the demo is its only user), so its generated password is theirs to keep: unlike an account
+made for someone else (``enclave user add``), it need not be changed at first sign-in. Once listening it prints ``ENCLAVE_URL=``, ``ENCLAVE_CA=``,
 ``ENCLAVE_TOKEN=`` and how to sign in. Ctrl-C stops it; a temporary directory is removed then.
 """
 

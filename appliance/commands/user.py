@@ -8,38 +8,26 @@ nothing.
 from __future__ import annotations
 
 import argparse
-import sys
 
 from appliance.audit.keys import load_audit_keys
 from appliance.auth import admin, throttle
 from appliance.commands._local_admin import action_subparsers, format_time, print_table, record_change
 from appliance.db.base import utcnow
 from appliance.db.datadir import load_data_dir, open_database
-from shared.errors import InputError
 
 __all__ = ["register"]
 
 
 
-def _read_password() -> str:
-    line = sys.stdin.readline()
-    if not line:
-        raise InputError("--password-stdin given but nothing was read from standard input")
-    return line.rstrip("\r\n")
-
-
 def _add(args: argparse.Namespace) -> int:
     settings = load_data_dir(args.data)
-    password = _read_password() if args.password_stdin else None
     teams = args.team or [admin.DEFAULT_TEAM]
     with open_database(settings) as (engine, uow), uow() as session:
-        change, generated = admin.create_user(
-            session, args.name, role=args.role, password=password, teams=teams, now=utcnow()
-        )
+        # No password of the operator's choosing: the account's holder picks their own.
+        change, generated = admin.create_user(session, args.name, role=args.role, teams=teams, now=utcnow())
         record_change(settings, engine, session, change)
     print(f"created user {args.name.strip().lower()} ({args.role}, teams: {', '.join(teams)})")
-    if generated is not None:
-        print(f"one-time password (shown only now; must be changed at first login): {generated}")
+    print(f"one-time password (shown only now; must be changed at first login): {generated}")
     return 0
 
 
@@ -84,14 +72,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     sub, common = action_subparsers(parser)
 
     add = sub.add_parser(
-        "add", parents=[common], help="add a user (a one-time password is generated unless --password-stdin)"
+        "add", parents=[common], help="add a user (with a one-time password, shown once, to change at first login)"
     )
     add.add_argument("name")
     add.add_argument("--role", default="developer", help="developer (default), auditor or admin")
     add.add_argument(
         "--team", action="append", metavar="TEAM", help="team to join (repeatable; default: default)"
     )
-    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.set_defaults(func=_add)
 
     sub.add_parser("list", parents=[common], help="list users").set_defaults(func=_list)

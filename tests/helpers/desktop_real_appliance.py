@@ -1,11 +1,13 @@
 """Start a real appliance for the desktop tests: ``enclave demo --port 0`` (HTTPS on loopback, the
-demo model, SQLite), plus an auditor and an admin added with ``enclave user add``."""
+demo model, SQLite), plus an auditor and an admin added with ``enclave user add``, each having replaced its one-time
+password with the one in ``AUDITOR`` / ``ADMIN``."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,6 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
+
+from tests.helpers.accounts import choose_password, one_time_password
 
 __all__ = ["RealAppliance", "real_appliance"]
 
@@ -32,12 +38,18 @@ class RealAppliance:
     data_dir: Path
 
 
-def _enclave(*args: str, stdin: str = "") -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "appliance", *args], input=stdin, capture_output=True, text=True, timeout=120
-    )
+def _enclave(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"enclave {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def _add_user(url: str, ca_file: str, data_dir: Path, username: str, role: str, password: str) -> None:
+    """``enclave user add``, then the new user picks ``password`` in place of the one-time one."""
+    added = _enclave("user", "add", username, "--role", role, "--data", str(data_dir))
+    with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca_file), timeout=60) as http:
+        choose_password(http, username, one_time_password(added), password)
 
 
 @contextmanager
@@ -67,8 +79,8 @@ def real_appliance(data_dir: Path) -> Iterator[RealAppliance]:
         fingerprint = re.search(r"fingerprint[^:]*: ([0-9A-F:]{95})", text)
         if proc.poll() is not None or login is None or fingerprint is None or "ENCLAVE_URL" not in values:
             raise RuntimeError("enclave demo did not start:\n" + text[-3000:])
-        _enclave("user", "add", AUDITOR[0], "--role", "auditor", "--password-stdin", "--data", str(data_dir), stdin=AUDITOR[1])
-        _enclave("user", "add", ADMIN[0], "--role", "admin", "--password-stdin", "--data", str(data_dir), stdin=ADMIN[1])
+        for (name, password), role in ((AUDITOR, "auditor"), (ADMIN, "admin")):
+            _add_user(values["ENCLAVE_URL"], values["ENCLAVE_CA"], data_dir, name, role, password)
         yield RealAppliance(
             url=values["ENCLAVE_URL"], ca_file=Path(values["ENCLAVE_CA"]), fingerprint=fingerprint.group(1),
             token=values["ENCLAVE_TOKEN"], username=login.group(1), password=login.group(2), data_dir=data_dir,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from appliance.model.signing import load_private_key, pin_public_key
 from installers.offline.manifest import generate_signing_key
+from tests.helpers.accounts import choose_password, one_time_password
 from tests.helpers.offline_site import Site, generate, login, serving
 
 PASSWORD = "Tessellated-Harbour-Lantern-2026"
@@ -42,11 +43,11 @@ def test_serve_and_generate_attempt_no_outbound_connection(tmp_path: Path) -> No
     pin_public_key(site.data, load_private_key(model_key).public_key(), "test")
     proc = site.run([site.enclave, "model", "import", tmp_path / "demo" / "bundle", "--data", site.data])
     assert proc.returncode == 0, proc.stderr
-    proc = site.run(
-        [site.enclave, "user", "add", "dev", "--data", site.data, "--password-stdin"], stdin=PASSWORD + "\n"
-    )
+    proc = site.run([site.enclave, "user", "add", "dev", "--data", site.data])
     assert proc.returncode == 0, proc.stderr
     with serving(site) as server:
+        with server.client() as c:
+            choose_password(c, "dev", one_time_password(proc.stdout), PASSWORD)
         body = generate(server, login(server, "dev", PASSWORD))
     assert body["usage"]["completion_tokens"] >= 1
     active = [r for r in site.netlog_records() if r["event"] == "netguard.active"]

@@ -32,6 +32,7 @@ from installers.offline.manifest import (
     read_manifest,
     write_manifest,
 )
+from tests.helpers.accounts import choose_password, one_time_password
 from tests.helpers.offline_site import (
     MIGRATION_REVISION,
     MIGRATION_TABLE,
@@ -166,13 +167,12 @@ def test_install_serve_sign_in_and_generate_without_network(installed: tuple[Sit
         out
     )
     assert site.enclave.resolve().is_relative_to(site.prefix / "releases")
-    proc = site.run(
-        [site.enclave, "user", "add", "dev", "--data", site.data, "--password-stdin"],
-        stdin=DEV_PASSWORD + "\n",
-    )
+    proc = site.run([site.enclave, "user", "add", "dev", "--data", site.data])
     assert proc.returncode == 0, proc.stderr
     with serving(site) as server:
         assert server.url.startswith("https://127.0.0.1:")
+        with server.client() as c:
+            choose_password(c, "dev", one_time_password(proc.stdout), DEV_PASSWORD)
         admin_token = login(server, "admin", match.group(1))
         with server.client(admin_token) as c:
             r = c.post(
@@ -267,12 +267,11 @@ def test_upgrade_in_place_then_older_and_tampered_bundles_are_refused(
     site, _ = installed
     key = load_private_key(offline.key)
     work = tmp_path_factory.mktemp("upgrade")
-    proc = site.run(
-        [site.enclave, "user", "add", "dev-up", "--data", site.data, "--password-stdin"],
-        stdin=DEV_PASSWORD + "\n",
-    )
+    proc = site.run([site.enclave, "user", "add", "dev-up", "--data", site.data])
     assert proc.returncode == 0, proc.stderr
     with serving(site) as server:
+        with server.client() as c:
+            choose_password(c, "dev-up", one_time_password(proc.stdout), DEV_PASSWORD)
         generate(server, login(server, "dev-up", DEV_PASSWORD))
     checkpoint = work / "before.checkpoint"
     proc = site.run([site.enclave, "audit", "checkpoint", "--data", site.data, "--export", checkpoint])
@@ -364,12 +363,11 @@ def test_two_replicas_share_one_postgresql_database(
     )
     assert proc.returncode == 0, proc.stderr
     shutil.copytree(first.data, second.data)
-    proc = second.run(
-        [second.enclave, "user", "add", "dev-pg", "--data", second.data, "--password-stdin"],
-        stdin=DEV_PASSWORD + "\n",
-    )
+    proc = second.run([second.enclave, "user", "add", "dev-pg", "--data", second.data])
     assert proc.returncode == 0, proc.stderr
     with serving(first) as one, serving(second) as two:
+        with one.client() as c:
+            choose_password(c, "dev-pg", one_time_password(proc.stdout), DEV_PASSWORD)
         token = login(one, "dev-pg", DEV_PASSWORD)  # signed in on one replica...
         assert generate(two, token)["usage"]["completion_tokens"] >= 1  # ...served by the other
         assert generate(one, token)["usage"]["completion_tokens"] >= 1

@@ -61,14 +61,15 @@ class UserCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     username: str = Field(min_length=1, max_length=64)
     role: str = Field(min_length=1, max_length=32)
-    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    # No password: the account's first one is generated (see admin.create_user); a body naming one
+    # is refused (400, extra fields are forbidden).
     teams: list[str] = Field(default_factory=lambda: [ops.DEFAULT_TEAM], max_length=64)
 
 
 class UserCreated(BaseModel):
     user: UserOut
-    one_time_password: str | None = Field(
-        description="set when no password was given; shown once. Either way the user must change it at first sign-in"
+    one_time_password: str = Field(
+        description="generated, shown once; the user must change it at first sign-in"
     )
 
 
@@ -213,11 +214,9 @@ async def create_user(body: UserCreate, request: Request, caller: Caller = Depen
             body.username,
             role=body.role,
             now=now,
-            password=body.password,
             teams=body.teams,
-            # Whoever creates the account knows its first password: it is one-time, whoever chose it.
-            must_change=True,
         )
+        assert generated is not None  # no password passed: one was generated
         return change, UserCreated(user=_find_user(session, body.username), one_time_password=generated)
 
     return await _change(request, caller, op)

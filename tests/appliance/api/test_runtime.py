@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.appliance.api.test_commands import read_announcement
+from tests.helpers.accounts import choose_password, one_time_password
 from tests.helpers.syslog_collector import SyslogCollector
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -87,12 +88,12 @@ def test_a_generation_is_forwarded_to_the_syslog_collector(demo: Demo) -> None:
 def test_the_demo_model_is_recorded_so_admin_models_lists_it(demo: Demo) -> None:
     password = "Admin-pass-for-runtime-2026"
     done = subprocess.run(
-        [sys.executable, "-m", "appliance", "user", "add", "boss", "--role", "admin", "--password-stdin",
-         "--data", str(demo.data_dir)],
-        input=password, capture_output=True, text=True, timeout=120, env=ENV,
+        [sys.executable, "-m", "appliance", "user", "add", "boss", "--role", "admin", "--data", str(demo.data_dir)],
+        capture_output=True, text=True, timeout=120, env=ENV,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     with demo.client() as http:
+        choose_password(http, "boss", one_time_password(done.stdout), password)
         login = http.post("/v1/auth/login", json={"username": "boss", "password": password})
         assert login.status_code == 200, login.text
         r = http.get("/v1/admin/models", headers={"Authorization": f"Bearer {login.json()['token']}"})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,15 +11,17 @@ from appliance.db.base import utcnow
 from appliance.db.engine import UnitOfWork, make_engine
 from shared.errors import AuthError
 from shared.version import TOKEN_PREFIX
+from tests.helpers.accounts import choose_password_offline, one_time_password
 from tests.helpers.appliance_cli import one_line_error, run_cli
 
 
 @pytest.fixture
-def data(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Path:
+def data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     site = tmp_path / "site"
     assert run_cli(capsys, ["init", "--data", str(site)]).code == 0
-    monkeypatch.setattr(sys, "stdin", io.StringIO("amber-falcon-rivulet-204\n"))
-    assert run_cli(capsys, ["user", "add", "judy", "--password-stdin", "--data", str(site)]).code == 0
+    added = run_cli(capsys, ["user", "add", "judy", "--data", str(site)])
+    assert added.code == 0
+    choose_password_offline(site, "judy", one_time_password(added.out), "amber-falcon-rivulet-204")
     return site
 
 
