@@ -4,7 +4,7 @@
 
 Builds a small random V4 model (every layer type, 32 experts), prefills 64 tokens, then times single-
 token decode steps: the portable-MoE graph, the com.microsoft.MoE graph and the int8 / int4 graphs
-(MatMulNBits + QMoE) at batch 1 and batch 8 (rows at different positions, state updated in place
+(MatMulNBits + QMoE; also without MatMulNBits' accuracy_level, "acc0") at batch 1 and batch 8 (rows at different positions, state updated in place
 through IO binding, as docs/bundle.md allows),
 and transformers' own cached decode at batch 1 — the peer measured in the same run. Prints ms per step
 and tokens/s, and each graph's ratio to the peer. CPU figures: they rank the paths, they say nothing
@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from appliance.model.graph import build_graphs, graph_io, state_shape
+from appliance.model.graph.builder import MATMUL_ACCURACY
 from tests.helpers.v4_reference import StateDictCheckpoint, reference_model, tiny_config
 
 PREFILL = 64
@@ -33,9 +34,15 @@ MAX_CONTEXT = 256
 
 
 def time_graph(
-    ckpt: StateDictCheckpoint, moe: str, batch: int, steps: int, threads: int, quant: str = "none"
+    ckpt: StateDictCheckpoint,
+    moe: str,
+    batch: int,
+    steps: int,
+    threads: int,
+    quant: str = "none",
+    accuracy_level: int = MATMUL_ACCURACY,
 ) -> float:
-    graph = build_graphs(ckpt, moe=moe, quant=quant)[0]
+    graph = build_graphs(ckpt, moe=moe, quant=quant, accuracy_level=accuracy_level)[0]
     io = graph_io(ckpt.config)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -100,12 +107,14 @@ def main() -> None:
         f"random V4: hidden 256, 4 layers (sliding, CSA, HCA, CSA), 32 experts top-4, {args.threads} threads"
     )
     print(f"peer  transformers cached decode, batch 1: {peer * 1e3:7.2f} ms/step {1 / peer:8.1f} tok/s")
-    for label, moe, quant in (
-        ("moe=portable", "portable", "none"), ("moe=ort", "ort", "none"), ("int8", "portable", "int8"),
-        ("int4", "portable", "int4"),
+    # "acc0": MatMulNBits without accuracy_level (fp32 compute on CPU), as graphs were built before.
+    for label, moe, quant, accuracy in (
+        ("moe=portable", "portable", "none", MATMUL_ACCURACY), ("moe=ort", "ort", "none", MATMUL_ACCURACY),
+        ("int8", "portable", "int8", MATMUL_ACCURACY), ("int8 acc0", "portable", "int8", 0),
+        ("int4", "portable", "int4", MATMUL_ACCURACY), ("int4 acc0", "portable", "int4", 0),
     ):  # fmt: skip
         for batch in (1, 8):
-            t = time_graph(ckpt, moe, batch, args.steps, args.threads, quant)
+            t = time_graph(ckpt, moe, batch, args.steps, args.threads, quant, accuracy)
             print(
                 f"graph {label:<12} batch {batch}:    {t * 1e3:7.2f} ms/step {batch / t:8.1f} tok/s"
                 f"  ({peer / t * batch:5.2f}x the peer's tokens/s)"

@@ -7,7 +7,7 @@ import onnx
 from onnx import TensorProto
 
 from appliance.model.graph.attention import AttentionBuilder
-from appliance.model.graph.builder import Checkpoint, WeightSink
+from appliance.model.graph.builder import MATMUL_ACCURACY, Checkpoint, WeightSink
 from appliance.model.graph.hyper import HyperBuilder
 from appliance.model.graph.moe import MoEBuilder
 
@@ -29,8 +29,11 @@ class V4GraphBuilder(AttentionBuilder, MoEBuilder, HyperBuilder):
         moe: str = "portable",
         logits: str = "last",
         weight_sink: WeightSink | None = None,
+        accuracy_level: int = MATMUL_ACCURACY,
     ) -> None:
-        super().__init__(ckpt, dtype=dtype, quant=quant, weight_sink=weight_sink)
+        super().__init__(
+            ckpt, dtype=dtype, quant=quant, weight_sink=weight_sink, accuracy_level=accuracy_level
+        )
         self.first, self.last = layers
         self.moe_path = moe
         self.logits_mode = logits

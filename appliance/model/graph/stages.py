@@ -8,7 +8,7 @@ from typing import Any
 import onnx
 
 from appliance.model.config import CSA, SLIDING, V4Config
-from appliance.model.graph.builder import ACT_DTYPES, QUANT_BITS, Checkpoint, WeightSink
+from appliance.model.graph.builder import ACT_DTYPES, MATMUL_ACCURACY, QUANT_BITS, Checkpoint, WeightSink
 from appliance.model.graph.model import LOGITS_MODES, V4GraphBuilder
 from appliance.model.graph.moe import MOE_PATHS
 from shared.errors import ModelError
@@ -48,12 +48,14 @@ def build_graphs(
     moe: str = "portable",
     logits: str = "last",
     weight_sink: WeightSink | Sequence[WeightSink] | None = None,
+    accuracy_level: int = MATMUL_ACCURACY,
 ) -> list[onnx.ModelProto]:
     """One ONNX graph per pipeline stage, computing what transformers' DeepseekV4ForCausalLM computes.
 
     ``weight_sink`` receives every weight as it is made (see builder.WeightSink): a writer that puts
     the bytes in external data at once keeps the build's memory near one layer's weights. Given one
-    sink per stage, stage ``k``'s weights go to ``weight_sink[k]``.
+    sink per stage, stage ``k``'s weights go to ``weight_sink[k]``. ``accuracy_level`` goes on every
+    MatMulNBits (see builder.MATMUL_ACCURACY; 0: unset, the CPU kernel computes in fp32).
     """
     _check_choice("dtype", dtype, tuple(ACT_DTYPES))
     _check_choice("quant", quant, tuple(QUANT_BITS))
@@ -66,7 +68,14 @@ def build_graphs(
     graphs = []
     for k, layers in enumerate(bounds):
         builder = BUILDERS["deepseek_v4"](
-            ckpt, layers=layers, dtype=dtype, quant=quant, moe=moe, logits=logits, weight_sink=sinks[k]
+            ckpt,
+            layers=layers,
+            dtype=dtype,
+            quant=quant,
+            moe=moe,
+            logits=logits,
+            weight_sink=sinks[k],
+            accuracy_level=accuracy_level,
         )
         graphs.append(builder.build(f"deepseek_v4_stage{k}"))
     return graphs

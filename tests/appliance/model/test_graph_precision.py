@@ -101,8 +101,9 @@ class _Dequantized:
 def test_int4_graph_computes_the_fp32_graph_of_its_dequantized_weights(
     setup: tuple[Any, StateDictCheckpoint, np.ndarray, np.ndarray],
 ) -> None:
-    """MatMulNBits and QMoE (fp32 activations) multiply by exactly quant.dequantize's weights."""
+    """MatMulNBits and QMoE (fp32 activations, MatMulNBits computing in fp32: accuracy_level unset)
+    multiply by exactly quant.dequantize's weights."""
     _, ckpt, ids, _ = setup
-    quantized = _logits(ckpt, ids, quant="int4")
+    quantized = _logits(ckpt, ids, quant="int4", accuracy_level=0)
     simulated = _logits(_Dequantized(ckpt), ids)  # type: ignore[arg-type]
     assert np.abs(quantized - simulated).max() <= 1e-4

@@ -54,6 +54,15 @@ def test_quantized_bundle(
         if a.name in ("bits", "expert_weight_bits")
     }
     assert bits_in_graphs == {("QMoE", expert_bits), ("MatMulNBits", 8)}
+    # Every MatMulNBits may compute in int8 on CPU (accuracy_level 4): else ORT's CPU kernel
+    # dequantizes the whole 8-bit weight to fp32 on every call.
+    levels = [
+        {a.name: a.i for a in n.attribute}.get("accuracy_level")
+        for p in bundle.graph_paths
+        for n in onnx.load(str(p), load_external_data=False).graph.node
+        if n.op_type == "MatMulNBits"
+    ]
+    assert levels and set(levels) == {4}
     ops = {
         n.op_type for p in bundle.graph_paths for n in onnx.load(str(p), load_external_data=False).graph.node
     }
