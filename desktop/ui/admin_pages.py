@@ -58,7 +58,7 @@ class AdminPages(QTabWidget):
         self.team_rows: list[dict[str, Any]] = []
 
         # users
-        self.user_table = _table(["user", "role", "teams", "disabled"])
+        self.user_table = _table(["user", "role", "teams", "disabled", "must change password"])
         self.new_name = QLineEdit()
         self.new_name.setPlaceholderText("new user name")
         self.new_role = QComboBox()
@@ -167,6 +167,7 @@ class AdminPages(QTabWidget):
         self.otp_box.hide()
 
     def _added(self, username: str, otp: str | None) -> None:
+        self.new_name.clear()
         if otp:
             self.otp_text.setText(f"{username}'s one-time password. It is shown only now: give it to {username}, "
                                   "who must change it at first sign-in.")
@@ -186,7 +187,8 @@ class AdminPages(QTabWidget):
 
     def _users(self, users: list[dict[str, Any]]) -> None:
         self.users = users
-        _fill(self.user_table, [[u["username"], u["role"], ", ".join(u.get("teams", [])), u["disabled"]] for u in users])
+        _fill(self.user_table, [[u["username"], u["role"], ", ".join(u.get("teams", [])), u["disabled"],
+                                 u.get("must_change_password", False)] for u in users])
 
     def _tokens(self, tokens: list[dict[str, Any]]) -> None:
         self.token_rows = tokens
