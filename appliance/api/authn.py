@@ -24,7 +24,7 @@ from appliance.auth.policy import NO_ACCESS, combine
 from appliance.auth.principal import Principal
 from appliance.auth.roles import Permission, parse_role, permissions_for
 from appliance.auth.secrets import looks_like_token, token_digest
-from appliance.db.models import ApiToken, LoginSession, Membership, Policy, User
+from appliance.db.models import ApiToken, LoginSession, Membership, Policy, Team, User
 from shared.errors import AuthError
 
 __all__ = ["LAST_USED_RESOLUTION", "NeedsWrite", "authenticate_fast"]
@@ -45,7 +45,12 @@ _SESSION = (
 )
 _POLICY_COLUMNS = list(Policy.__table__.columns)
 _TEAMS = (
-    select(Membership.team_id.label("member_of"), *(c.label(f"policy_{c.key}") for c in _POLICY_COLUMNS))
+    select(
+        Membership.team_id.label("member_of"),
+        Team.name.label("team_name"),
+        *(c.label(f"policy_{c.key}") for c in _POLICY_COLUMNS),
+    )
+    .join(Team, Team.id == Membership.team_id)
     .outerjoin(Policy, Policy.team_id == Membership.team_id)
     .where(Membership.user_id == bindparam("user_id"))
     .order_by(Membership.team_id)
@@ -75,7 +80,11 @@ def _principal(
     team_ids = tuple(r.member_of for r in team_rows)
     # Transient Policy objects (never added to a session), so the one `combine` decides.
     policies = [
-        Policy(**{c.key: getattr(r, f"policy_{c.key}") for c in _POLICY_COLUMNS})
+        # With its team (the name): a refusal by policy names the team whose policy it is.
+        Policy(
+            team=Team(id=r.member_of, name=r.team_name),
+            **{c.key: getattr(r, f"policy_{c.key}") for c in _POLICY_COLUMNS},
+        )
         for r in team_rows
         if r.policy_id is not None
     ]

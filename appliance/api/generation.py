@@ -25,6 +25,7 @@ from appliance.api.clock import Clock
 from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaLease, QuotaTracker
+from appliance.api.reasoning import ThinkingPlan
 from appliance.engine.types import Delta, GenerationService, SamplingParams
 from shared.errors import EngineError, QuotaError
 from shared.schemas import EnclaveMetadata
@@ -81,6 +82,9 @@ class GenerationOutcome:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     finish_reason: str | None = None
+    # Thinking mode: the reasoning, and how many of completion_tokens it took.
+    reasoning: str = ""
+    reasoning_tokens: int = 0
 
 
 @dataclass
@@ -100,6 +104,7 @@ class Generation:
     prompt_content: Any
     lease: QuotaLease
     started: float
+    thinking: ThinkingPlan = field(default_factory=ThinkingPlan)
     outcome: GenerationOutcome = field(default_factory=GenerationOutcome)
     first_token_at: float | None = None
 
@@ -115,12 +120,15 @@ class Generation:
         stream = self.engine.stream(self.prompt_ids, self.params, request_id=self.info.request_id)
         self.metrics.active_streams.add(1)
         pieces: list[str] = []
+        thoughts: list[str] = []
         try:
             async for delta in stream:
                 if self.first_token_at is None and delta.completion_tokens > 0:
                     self.first_token_at = self.clock.monotonic()
                     self.metrics.time_to_first_token.observe(self.first_token_at - self.started)
                 pieces.append(delta.text)
+                thoughts.append(delta.reasoning)
+                self.outcome.reasoning_tokens = delta.reasoning_tokens
                 self.outcome.prompt_tokens = delta.prompt_tokens
                 self.outcome.completion_tokens = delta.completion_tokens
                 if delta.finish_reason is not None:
@@ -140,6 +148,7 @@ class Generation:
                 if aclose is not None:
                     await aclose()
                 self.outcome.text = "".join(pieces)
+                self.outcome.reasoning = "".join(thoughts)
                 await self._finish(self._status(error), error)
 
     def _status(self, error: str | None) -> str:
@@ -172,8 +181,12 @@ class Generation:
         )
         if error is not None:
             details["error"] = error
-        # The prompt went with the "requested" record; this one carries only what came back.
+        # The prompt went with the "requested" record; this one carries only what came back —
+        # the reasoning as a field of its own, under the same capture mode and redaction.
         content = {"completion": out.text}
+        if self.thinking.thinking:
+            details["reasoning_tokens"] = out.reasoning_tokens
+            content["reasoning"] = out.reasoning
         # The request already has its durable "requested" record; a failure to write the closing one
         # is logged by the auditor and must not turn a delivered answer into an error.
         await self.auditor.record_quietly(
@@ -228,10 +241,13 @@ async def admit(
     end_user: str | None = None,
     prompt_content: Any,
     started: float,
+    thinking: ThinkingPlan | None = None,
 ) -> Generation:
-    """Check limits, take a quota lease and durably audit the request; raise on any refusal."""
+    """Check limits, take a quota lease and durably audit the request; raise on any refusal.
+    ``thinking``: the mode a chat asked for, checked here against policy and the model."""
     n_prompt = len(prompt_ids)
     try:
+        plan = (thinking or ThinkingPlan()).check(engine, caller)
         max_tokens = resolve_max_tokens(engine, caller, n_prompt, requested_max_tokens)
         lease = quotas.admit(
             caller.quota_key, caller.limits, prompt_tokens=n_prompt, max_output_tokens=max_tokens
@@ -248,7 +264,14 @@ async def admit(
         )
         raise
     params = SamplingParams(
-        max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed, stop=stop
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        seed=seed,
+        stop=stop,
+        thinking=plan.thinking,
+        max_reasoning_tokens=plan.max_reasoning_tokens,
     )
     details: dict[str, Any] = {
         "endpoint": endpoint,
@@ -261,6 +284,8 @@ async def admit(
         # OpenAI's `user`: the calling tool's own end-user id, kept for the auditor as given.
         "end_user": end_user,
     }
+    if thinking is not None:
+        details["thinking"] = plan.mode
     try:
         await auditor.record(
             caller,
@@ -288,4 +313,5 @@ async def admit(
         prompt_content=prompt_content,
         lease=lease,
         started=started,
+        thinking=plan,
     )

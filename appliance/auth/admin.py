@@ -61,8 +61,10 @@ POLICY_FIELDS = (
     "max_output_tokens",
     "capture_mode",
     "path_exclusions",
+    "allow_thinking",
+    "max_reasoning_tokens",
 )
-_QUOTA_FIELDS = POLICY_FIELDS[1:6]
+_QUOTA_FIELDS = (*POLICY_FIELDS[1:6], "max_reasoning_tokens")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -307,6 +309,10 @@ def _validate_policy(values: Mapping[str, Any]) -> dict[str, Any]:
         if key in _QUOTA_FIELDS:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise InputError(f"policy {key} must be a non-negative integer or unset, got {value!r}")
+            clean[key] = value
+        elif key == "allow_thinking":
+            if not isinstance(value, bool):
+                raise InputError(f"policy allow_thinking must be true or false, got {value!r}")
             clean[key] = value
         elif key == "capture_mode":
             try:

@@ -2,7 +2,9 @@
 
 Combining is conservative, because a policy is a restriction: a model is allowed only if every
 team allows it, each quota is the smallest of the teams' (``None`` = no limit), the capture mode
-is the strongest (sealed > digest > none), and path exclusions are the union. Teams without a
+is the strongest (sealed > digest > none), and path exclusions are the union. Thinking mode is
+allowed only if every team allows it (the teams that forbid it are named in the refusal), and the
+reasoning-token cap is the smallest. Teams without a
 policy do not count; a user none of whose teams has one gets :data:`NO_ACCESS`: no models at all
 (deny by default).
 """
@@ -43,6 +45,13 @@ class EffectivePolicy:
     capture_mode: CaptureMode = CaptureMode.DIGEST
     path_exclusions: tuple[str, ...] = ()
     team_ids: tuple[int, ...] = ()
+    # Names of the teams whose policy forbids thinking mode (empty: allowed).
+    thinking_forbidden_by: tuple[str, ...] = ()
+    max_reasoning_tokens: int | None = None
+
+    @property
+    def allows_thinking(self) -> bool:
+        return not self.thinking_forbidden_by
 
     def allows_model(self, name: str) -> bool:
         if not self.allowed_models:
@@ -62,12 +71,18 @@ DEFAULT_TEAM_POLICY: dict[str, object] = {
     "max_output_tokens": 4_096,
     "capture_mode": CaptureMode.DIGEST.value,
     "path_exclusions": [".env", "*.pem", "*.key", "id_rsa*", "secrets/"],
+    "allow_thinking": True,
+    "max_reasoning_tokens": None,
 }
 
 
 def _min(values: Iterable[int | None]) -> int | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
+
+
+def _team_name(policy: Policy) -> str:
+    return policy.team.name if policy.team is not None else f"#{policy.team_id}"
 
 
 def combine(policies: Sequence[Policy]) -> EffectivePolicy:
@@ -88,6 +103,9 @@ def combine(policies: Sequence[Policy]) -> EffectivePolicy:
         capture_mode=strongest,
         path_exclusions=tuple(exclusions),
         team_ids=tuple(sorted(p.team_id for p in policies)),
+        # `is False`: a policy built in memory without the field allows, as the column default does.
+        thinking_forbidden_by=tuple(sorted(_team_name(p) for p in policies if p.allow_thinking is False)),
+        max_reasoning_tokens=_min(p.max_reasoning_tokens for p in policies),
     )
 
 

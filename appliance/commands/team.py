@@ -28,6 +28,7 @@ QUOTAS = {
     "--concurrent-streams": "concurrent_streams",
     "--max-prompt-tokens": "max_prompt_tokens",
     "--max-output-tokens": "max_output_tokens",
+    "--max-reasoning-tokens": "max_reasoning_tokens",
 }
 
 
@@ -57,6 +58,8 @@ def _policy_values(args: argparse.Namespace) -> dict[str, object]:
         values["path_exclusions"] = args.exclude_path
     if args.capture is not None:
         values["capture_mode"] = args.capture
+    if args.thinking is not None:
+        values["allow_thinking"] = args.thinking == "allow"
     return values
 
 
@@ -167,6 +170,10 @@ def _policy_options(parser: argparse.ArgumentParser) -> None:
         help="project path the desktop client never sends (repeatable; replaces the list)",
     )  # fmt: skip
     group.add_argument("--no-path-exclusions", action="store_true", help="clear the path exclusions")
+    group.add_argument(
+        "--thinking", choices=["allow", "forbid"],
+        help="whether members may ask for thinking mode (reasoning before the answer)",
+    )  # fmt: skip
 
 
 def register(parser: argparse.ArgumentParser) -> None:

@@ -110,6 +110,9 @@ class Policy(Base):
     capture_mode: Mapped[str] = mapped_column(String(16))
     # gitignore-style patterns the desktop client must never send as context.
     path_exclusions: Mapped[list[str]] = mapped_column(JSON)
+    # Thinking mode: may members ask for it, and at most how many reasoning tokens (None: no cap).
+    allow_thinking: Mapped[bool] = mapped_column(Boolean, server_default="1", default=True)
+    max_reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime]
 
     team: Mapped[Team] = relationship(back_populates="policy")

@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.engine.constrain import GrammarTokenizer, apply_masks
-from appliance.engine.prompt import PromptEncoder
+from appliance.engine.prompt import THINK_END, PromptEncoder
+from appliance.engine.reasoning import ReasoningState
 from appliance.engine.sampler import process_logits, sample, token_logprobs
 from appliance.engine.scheduler import Scheduler, check_admissible
 from appliance.engine.sequence import Sequence
@@ -30,6 +31,7 @@ from appliance.engine.types import (
     Delta,
     EngineStats,
     FinishReason,
+    ReasoningEffort,
     SamplingParams,
     TokenLogprob,
 )
@@ -91,6 +93,11 @@ def validate_params(params: SamplingParams, vocab_size: int) -> None:
             raise InputError(f"logit_bias for token {token} must be in [-100, 100], got {bias}")
     if params.logprobs is not None and not 0 <= params.logprobs <= MAX_LOGPROBS:
         raise InputError(f"logprobs must be in [0, {MAX_LOGPROBS}], got {params.logprobs}")
+    if params.max_reasoning_tokens is not None and params.max_reasoning_tokens < 0:
+        raise InputError(f"max_reasoning_tokens must be >= 0, got {params.max_reasoning_tokens}")
+    if params.thinking and params.constraint is not None:
+        # A grammar would have to hold for the reasoning too, which no schema describes.
+        raise InputError("a constrained generation (response format, required tool call) cannot think")
 
 
 class LLMEngine:
@@ -122,6 +129,7 @@ class LLMEngine:
         self._default_stop_ids = frozenset((*stop_ids, *(() if eos is None else (eos,))))
         self._seqs: dict[str, Sequence] = {}
         self._detok: dict[str, IncrementalDetokenizer] = {}
+        self._reasoning: dict[str, ReasoningState] = {}
         self._grammar: GrammarTokenizer | None = None
 
     @classmethod
@@ -168,6 +176,14 @@ class LLMEngine:
         if request_id in self._seqs:
             raise InputError(f"request id {request_id!r} is already in use")
         validate_params(params, self.tokenizer.vocab_size)
+        state: ReasoningState | None = None
+        if params.thinking:
+            end_id = self.tokenizer.token_id(THINK_END)
+            if end_id is None:
+                raise InputError(f"this model cannot think: its tokenizer has no {THINK_END} token")
+            state = ReasoningState(
+                self.tokenizer, end_id=end_id, budget=params.max_reasoning_tokens, context=prompt_ids
+            )
         seq = Sequence(request_id, list(prompt_ids), params)
         if params.constraint is not None:
             seq.matcher = self._grammar_tokenizer().matcher(params.constraint)
@@ -176,6 +192,8 @@ class LLMEngine:
         self._detok[request_id] = IncrementalDetokenizer(
             self.tokenizer, stop=params.stop, context=seq.prompt_ids
         )
+        if state is not None:
+            self._reasoning[request_id] = state
         return seq
 
     def abort(self, request_id: str) -> bool:
@@ -203,6 +221,11 @@ class LLMEngine:
                 logits, [s.matcher for s in batch.seqs], self._grammar_tokenizer().vocab_size
             )
         tokens = sample(logits, batch.seqs)
+        for row, seq in enumerate(batch.seqs):
+            state = self._reasoning.get(seq.request_id)
+            forced = state.forced_token() if state is not None else None
+            if forced is not None:
+                tokens[row] = forced
         return [
             self._postprocess(seq, token, self._logprobs(logits[row], seq, token))
             for row, (seq, token) in enumerate(zip(batch.seqs, tokens, strict=True))
@@ -229,22 +252,24 @@ class LLMEngine:
     def _postprocess(self, seq: Sequence, token: int, logprobs: tuple[TokenLogprob, ...] = ()) -> StepOutput:
         seq.append(token)
         params = seq.params
-        detok = self._detok[seq.request_id]
-        reason: FinishReason | None = None
+        state = self._reasoning.get(seq.request_id)
         ends = token in params.stop_token_ids or (not params.ignore_eos and token in self._default_stop_ids)
-        if ends:
-            text = detok.flush()
-            reason = "stop"
+        reasoning, text = "", ""
+        reason: FinishReason | None = None
+        if state is not None and state.open:
+            if ends:
+                reasoning, reason = state.close(), "stop"
+            else:
+                reasoning = state.push(token)
+                if not state.open:
+                    # The answer's text starts after </think>, with it as left context.
+                    self._detok[seq.request_id] = IncrementalDetokenizer(
+                        self.tokenizer, stop=params.stop, context=seq.token_ids
+                    )
+                elif self._out_of_room(seq):
+                    reasoning, reason = reasoning + state.close(), "length"
         else:
-            text = detok.push(token)
-            if detok.stopped:
-                reason = "stop"
-            elif (
-                seq.num_completion_tokens >= params.max_tokens
-                or len(seq.token_ids) >= self.runner.max_context
-            ):
-                text += detok.flush()
-                reason = "length"
+            text, reason = self._answer_text(seq, token, ends)
         delta = Delta(
             text=text,
             token_ids=(token,),
@@ -252,10 +277,29 @@ class LLMEngine:
             completion_tokens=seq.num_completion_tokens,
             finish_reason=reason,
             logprobs=logprobs,
+            reasoning=reasoning,
+            reasoning_tokens=state.tokens if state is not None else 0,
         )
         if reason is not None:
             self._end(seq, reason)
         return StepOutput(seq.request_id, delta)
+
+    def _out_of_room(self, seq: Sequence) -> bool:
+        return (
+            seq.num_completion_tokens >= seq.params.max_tokens
+            or len(seq.token_ids) >= self.runner.max_context
+        )
+
+    def _answer_text(self, seq: Sequence, token: int, ends: bool) -> tuple[str, FinishReason | None]:
+        detok = self._detok[seq.request_id]
+        if ends:
+            return detok.flush(), "stop"
+        text = detok.push(token)
+        if detok.stopped:
+            return text, "stop"
+        if self._out_of_room(seq):
+            return text + detok.flush(), "length"
+        return text, None
 
     def _error_output(self, seq: Sequence, error: str) -> StepOutput:
         self._end(seq, "error")
@@ -266,6 +310,7 @@ class LLMEngine:
         self.scheduler.finish(seq, reason)
         del self._seqs[seq.request_id]
         del self._detok[seq.request_id]
+        self._reasoning.pop(seq.request_id, None)
 
 
 class _Listener:
@@ -333,8 +378,9 @@ class AsyncEngine:
         *,
         tools: Seq[dict[str, Any]] | None = None,
         thinking: bool = False,
+        reasoning_effort: ReasoningEffort | None = None,
     ) -> list[int]:
-        return self._encoder.chat(messages, thinking=thinking, tools=tools)
+        return self._encoder.chat(messages, thinking=thinking, tools=tools, reasoning_effort=reasoning_effort)
 
     def encode_completion(
         self, prompt: str, suffix: str | None = None, *, allow_special: bool = True

@@ -20,6 +20,9 @@ Tools (:mod:`appliance.engine.dsml` has the markup), as the encoder handles them
     tool         results merge into one user turn: <tool_result>...</tool_result> blocks (ordered as
                  the calls were) joined by "\n\n", with any user text that follows; a merged turn is a
                  user turn for the transitions and the "last user message"
+
+Think Max (``reasoning_effort="max"``) is thinking mode with the encoder's effort instruction as text
+right after BOS, before the first message; High is thinking mode as it is.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 from appliance.engine.dsml import render_tool_calls, render_tool_result, render_tools
 from appliance.engine.tokenizer import BOS_TOKEN, EOS_TOKEN, Tokenizer
-from appliance.engine.types import ChatMessage, ToolCall
+from appliance.engine.types import ChatMessage, ReasoningEffort, ToolCall
 from shared.errors import InputError
 
 __all__ = ["FIM_TOKENS", "PromptEncoder", "render_chat", "render_fim"]
@@ -44,6 +47,16 @@ FIM_HOLE = "<｜fim▁hole｜>"
 FIM_END = "<｜fim▁end｜>"
 FIM_TOKENS = (FIM_BEGIN, FIM_HOLE, FIM_END)
 _ROLES = ("system", "user", "assistant", "tool")
+# encoding_dsv4.py's REASONING_EFFORT_MAX, written before message 0 in thinking mode with effort max.
+REASONING_EFFORT_MAX = (
+    "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n"
+    "You MUST be very thorough in your thinking and comprehensively decompose the problem to resolve "
+    "the root cause, rigorously stress-testing your logic against all potential paths, edge cases, and "
+    "adversarial scenarios.\n"
+    "Explicitly write out your entire deliberation process, documenting every intermediate step, "
+    "considered alternative, and rejected hypothesis to ensure absolutely no assumption is left "
+    "unchecked.\n\n"
+)
 
 
 class Special(str):
@@ -59,9 +72,17 @@ def render_chat(
     thinking: bool,
     drop_thinking: bool = True,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    reasoning_effort: ReasoningEffort | None = None,
 ) -> str:
     """The prompt text for ``messages``, exactly as DeepSeek's encoder writes it."""
-    return "".join(chat_segments(messages, thinking=thinking, drop_thinking=drop_thinking, tools=tools))
+    segments = chat_segments(
+        messages,
+        thinking=thinking,
+        drop_thinking=drop_thinking,
+        tools=tools,
+        reasoning_effort=reasoning_effort,
+    )
+    return "".join(segments)
 
 
 @dataclass
@@ -117,6 +138,7 @@ def chat_segments(
     thinking: bool,
     drop_thinking: bool = True,
     tools: Sequence[Mapping[str, Any]] | None = None,
+    reasoning_effort: ReasoningEffort | None = None,
 ) -> Segments:
     """:func:`render_chat` as segments: control tokens as :class:`Special`, everything else text."""
     if not messages:
@@ -128,6 +150,8 @@ def chat_segments(
     drop = drop_thinking and not tools  # the encoder keeps all reasoning when tools are offered
     last_user = max((i for i, t in enumerate(turns) if t.role == "user"), default=-1)
     parts: Segments = [Special(BOS_TOKEN)]
+    if thinking and reasoning_effort == "max":
+        parts.append(REASONING_EFFORT_MAX)
     for i, turn in enumerate(turns):
         if turn.role == "system":
             parts.append(turn.content)
@@ -197,8 +221,10 @@ class PromptEncoder:
         *,
         thinking: bool = False,
         tools: Sequence[Mapping[str, Any]] | None = None,
+        reasoning_effort: ReasoningEffort | None = None,
     ) -> list[int]:
-        return encode_segments(self._tokenizer, chat_segments(messages, thinking=thinking, tools=tools))
+        segments = chat_segments(messages, thinking=thinking, tools=tools, reasoning_effort=reasoning_effort)
+        return encode_segments(self._tokenizer, segments)
 
     def completion(self, prompt: str, suffix: str | None = None, *, allow_special: bool = True) -> list[int]:
         """A plain prompt after BOS, or fill-in-the-middle when ``suffix`` is given.

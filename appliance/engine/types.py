@@ -33,6 +33,7 @@ __all__ = [
     "EngineStats",
     "FinishReason",
     "GenerationService",
+    "ReasoningEffort",
     "SamplingParams",
     "TokenLogprob",
     "ToolCall",
@@ -41,6 +42,8 @@ __all__ = [
 MAX_LOGPROBS = 20
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+# V4's two thinking efforts, as DeepSeek's encoder names them (non-think is thinking=False).
+ReasoningEffort = Literal["high", "max"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +62,11 @@ class SamplingParams:
     logit_bias: tuple[tuple[int, float], ...] = ()
     logprobs: int | None = None  # None: off; k: chosen token + top-k alternatives (k <= 20)
     constraint: Constraint | None = None
+    # Thinking mode: the prompt ends in an open think block, so the model writes reasoning until it
+    # writes </think>, then the answer. With max_reasoning_tokens the engine writes </think> itself
+    # once the reasoning has that many tokens (a team policy's cap), and the answer follows.
+    thinking: bool = False
+    max_reasoning_tokens: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -106,6 +114,11 @@ class Delta:
     finish_reason: FinishReason | None = None  # set on the last Delta only
     # One per id in token_ids when SamplingParams.logprobs is set, else empty.
     logprobs: tuple[TokenLogprob, ...] = ()
+    # Thinking mode: reasoning text, never part of ``text``; a Delta carrying both came before and
+    # after </think>, reasoning first. reasoning_tokens counts, like completion_tokens, every
+    # reasoning token so far (not the </think> marker itself).
+    reasoning: str = ""
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -134,10 +147,12 @@ class GenerationService(Protocol):
         *,
         tools: Sequence[dict[str, Any]] | None = None,
         thinking: bool = False,
+        reasoning_effort: ReasoningEffort | None = None,
     ) -> list[int]:
         """Message content (and tool results) is encoded as text: a special-token string inside it
         becomes ordinary text tokens; only the encoder's own markup yields control tokens.
-        ``tools`` are OpenAI tool definitions (``{"type": "function", "function": {...}}``)."""
+        ``tools`` are OpenAI tool definitions (``{"type": "function", "function": {...}}``).
+        ``reasoning_effort`` ``"max"`` (with ``thinking``) is V4's Think Max prompt."""
         ...
 
     def encode_completion(

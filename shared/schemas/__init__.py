@@ -51,6 +51,7 @@ from shared.schemas.generation import OpenAIFinish, StreamOptions, Usage
 from shared.schemas.models import ModelCapabilities, ModelCard, ModelList
 from shared.schemas.response_format import JsonSchemaFormat, ResponseFormat
 from shared.schemas.service import ErrorBody, ErrorResponse, HealthStatus
+from shared.schemas.thinking import CompletionTokensDetails, ReasoningEffortIn, ThinkingOption
 from shared.schemas.tools import (
     FunctionCallIn,
     FunctionDef,
@@ -75,6 +76,7 @@ __all__ = [
     "CompletionChoice",
     "CompletionChunk",
     "CompletionRequest",
+    "CompletionTokensDetails",
     "ContextFile",
     "EnclaveMetadata",
     "ErrorBody",
@@ -94,9 +96,11 @@ __all__ = [
     "NamedFunction",
     "NamedToolChoice",
     "OpenAIFinish",
+    "ReasoningEffortIn",
     "ResponseFormat",
     "StreamOptions",
     "TextPart",
+    "ThinkingOption",
     "ToolCallIn",
     "ToolDef",
     "Usage",

@@ -36,6 +36,10 @@ class MePolicy(Response):
     max_output_tokens: int | None
     capture_mode: Literal["none", "digest", "sealed"]
     path_exclusions: list[str] = Field(description="gitignore-style patterns of files never to index or send")
+    allow_thinking: bool = Field(default=True, description="whether thinking mode may be asked for")
+    max_reasoning_tokens: int | None = Field(
+        default=None, description="thinking mode: reasoning tokens per answer at most (null: no cap)"
+    )
 
 
 class Me(Response):

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from shared.schemas._base import MAX_TEXT_CHARS, Response, not_supported
 from shared.schemas.generation import GenerationRequest, OpenAIFinish, Usage
 from shared.schemas.response_format import ResponseFormat
+from shared.schemas.thinking import ReasoningEffortIn, ThinkingOption
 from shared.schemas.tools import FunctionDef, NamedFunction, NamedToolChoice, ToolCallIn, ToolDef
 
 
@@ -77,6 +87,15 @@ class ChatCompletionRequest(GenerationRequest):
     store: bool | None = Field(default=None, description="accepted; completions are never stored for later")
     metadata: dict[str, str] | None = Field(default=None, description="accepted; used with `store` only")
     service_tier: str | None = Field(default=None, max_length=32, description="accepted; one tier here")
+    # Thinking mode (appliance/api/reasoning.py maps these, and a `-reasoner` model id, to V4's modes).
+    thinking: ThinkingOption | None = Field(
+        default=None, description='DeepSeek\'s switch: {"type": "enabled"} or {"type": "disabled"}'
+    )
+    reasoning_effort: ReasoningEffortIn | None = Field(
+        default=None,
+        description="none = non-think; minimal, low, medium, high = Think High; xhigh, max = Think Max "
+        "(DeepSeek's mapping); any value but none turns thinking on",
+    )
 
     @field_validator("logprobs")
     @classmethod
@@ -121,6 +140,17 @@ class ChatCompletionRequest(GenerationRequest):
 class ChatMessageOut(Response):
     role: Literal["assistant"] = "assistant"
     content: str
+    reasoning_content: str | None = Field(
+        default=None, description="thinking mode only: the reasoning that came before `content`"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_reasoning(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        # Outside thinking mode the message stays exactly as it was: no null reasoning field.
+        out = handler(self)
+        if out.get("reasoning_content") is None:
+            out.pop("reasoning_content", None)
+        return out
 
 
 class ChatChoice(Response):
@@ -142,6 +172,8 @@ class ChatCompletion(Response):
 class ChatDelta(Response):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    # Thinking mode: reasoning deltas come first, then content deltas; a delta never carries both.
+    reasoning_content: str | None = None
 
 
 class ChatChunkChoice(Response):

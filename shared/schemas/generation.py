@@ -8,12 +8,21 @@ yet is accepted at its default and refused otherwise, again naming it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+)
 
 from shared.schemas._base import MAX_STOP_SEQUENCES, Request, Response, not_supported
 from shared.schemas.enclave import EnclaveMetadata
+from shared.schemas.thinking import CompletionTokensDetails
 
 
 class StreamOptions(BaseModel):
@@ -106,3 +115,14 @@ class Usage(Response):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = Field(
+        default=None, description="thinking mode only: how many completion tokens were reasoning"
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_details(self, handler: SerializerFunctionWrapHandler):  # type: ignore[no-untyped-def]
+        # Outside thinking mode the object stays exactly as it was: no null details field.
+        out: dict[str, Any] = handler(self)
+        if out.get("completion_tokens_details") is None:
+            out.pop("completion_tokens_details", None)
+        return out

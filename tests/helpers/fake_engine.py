@@ -2,7 +2,9 @@
 
 Tokens are UTF-8 bytes (ids 0..255) plus three FIM markers; the reply is a fixed script of words
 (``reply`` or ``"w0 w1 w2 ..."``), cut at ``max_tokens`` (finish ``length``), at a stop string (finish
-``stop``) or at the script's end (finish ``stop``). ``token_delay_s`` paces the tokens so tests can
+``stop``) or at the script's end (finish ``stop``). In thinking mode the ``reasoning`` script comes
+first, one character per token as Delta.reasoning (cut at ``max_reasoning_tokens`` as the real engine
+cuts it), then the reply. ``token_delay_s`` paces the tokens so tests can
 disconnect mid-stream, ``fail_after`` makes the stream fail; the fake records what was started,
 finished and cancelled so tests can see that a disconnect reached the engine.
 """
@@ -39,10 +41,19 @@ class FakeEngine:
     token_delay_s: float = 0.0
     slots: int = 64
     fail_after: int | None = None  # raise EngineError after this many tokens
+    reasoning: str = "Let me think. "
     requests: list[FakeRequest] = field(default_factory=list)
 
-    def encode_chat(self, messages: Sequence[ChatMessage], *, thinking: bool = False) -> list[int]:
+    def encode_chat(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        thinking: bool = False,
+        reasoning_effort: str | None = None,
+    ) -> list[int]:
         text = "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
+        if thinking:
+            text = f"<effort {reasoning_effort}>{text}<think>"
         return list(text.encode("utf-8"))
 
     def encode_completion(self, prompt: str, suffix: str | None = None) -> list[int]:
@@ -71,9 +82,31 @@ class FakeEngine:
         self.requests.append(record)
         return self._generate(record)
 
+    async def _think(self, record: FakeRequest) -> AsyncIterator[Delta]:
+        params, cap = record.params, record.params.max_reasoning_tokens
+        thought = self.reasoning if cap is None else self.reasoning[:cap]
+        for i, ch in enumerate(thought):
+            await asyncio.sleep(self.token_delay_s)
+            if i + 1 >= params.max_tokens:
+                record.outcome = "finished"
+                yield Delta(
+                    "", (i,), len(record.prompt_ids), i + 1, "length", reasoning=ch, reasoning_tokens=i + 1
+                )
+                return
+            yield Delta("", (i,), len(record.prompt_ids), i + 1, None, reasoning=ch, reasoning_tokens=i + 1)
+
     async def _generate(self, record: FakeRequest) -> AsyncIterator[Delta]:
         params, n_prompt = record.params, len(record.prompt_ids)
         try:
+            thought = 0
+            if params.thinking:
+                async for delta in self._think(record):
+                    yield delta
+                    thought = delta.reasoning_tokens
+                    if delta.finish_reason is not None:
+                        return
+            # The answer's tokens follow the reasoning's and the closing </think>.
+            offset = thought + 1 if params.thinking else 0
             text, emitted = "", 0
             pieces = self.script()
             for i, piece in enumerate(pieces):
@@ -81,22 +114,24 @@ class FakeEngine:
                     raise EngineError("fake engine failure")
                 # Yield to the loop between tokens, as a real engine does.
                 await asyncio.sleep(self.token_delay_s)
-                produced = i + 1
+                produced = offset + i + 1
                 text += piece
                 stop_at = min((text.find(s) for s in params.stop if s in text), default=-1)
                 if stop_at >= 0:
                     record.outcome = "finished"
-                    yield Delta(text[emitted:stop_at], (i,), n_prompt, produced, "stop")
+                    yield Delta(
+                        text[emitted:stop_at], (i,), n_prompt, produced, "stop", reasoning_tokens=thought
+                    )
                     return
                 finish: FinishReason | None = None
                 if produced >= params.max_tokens or i == len(pieces) - 1:
                     finish = "length" if i < len(pieces) - 1 else "stop"
                     record.outcome = "finished"
-                    yield Delta(text[emitted:], (i,), n_prompt, produced, finish)
+                    yield Delta(text[emitted:], (i,), n_prompt, produced, finish, reasoning_tokens=thought)
                     return
                 # Hold back a tail that could still grow into a stop string, as the real engine does.
                 safe = len(text) - _partial_stop(text, params.stop)
-                yield Delta(text[emitted:safe], (i,), n_prompt, produced, None)
+                yield Delta(text[emitted:safe], (i,), n_prompt, produced, None, reasoning_tokens=thought)
                 emitted = max(emitted, safe)
         finally:
             if record.outcome == "running":

@@ -94,6 +94,10 @@ class PolicyBody(BaseModel):
     max_output_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     capture_mode: str | None = Field(default=None, max_length=16)
     path_exclusions: list[str] | None = Field(default=None, max_length=1024)
+    allow_thinking: bool | None = Field(default=None, description="may members use thinking mode")
+    max_reasoning_tokens: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="thinking mode: reasoning tokens per answer at most"
+    )
 
 
 class TeamCreate(BaseModel):

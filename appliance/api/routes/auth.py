@@ -265,6 +265,8 @@ def _me(state: AppState, principal: Principal) -> Me:
             max_output_tokens=policy.max_output_tokens,
             capture_mode=policy.capture_mode.value,
             path_exclusions=list(policy.path_exclusions),
+            allow_thinking=policy.allows_thinking,
+            max_reasoning_tokens=policy.max_reasoning_tokens,
         ),
         credential="api_token" if principal.token_id is not None else "session",
         scopes=sorted(p.value for p in principal.token_scopes) if principal.token_scopes is not None else None,

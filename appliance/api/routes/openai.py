@@ -27,6 +27,7 @@ from appliance.api.errors import ERROR_RESPONSES, ApiError
 from appliance.api.fim import encode_fim_within, fim_output_reserve
 from appliance.api.generation import Generation, admit, check_model
 from appliance.api.prompt_input import encode_prompt
+from appliance.api.reasoning import plan_thinking, served_model
 from appliance.api.sse import DONE, TEXT_SLOT, SSEResponse, TextFrames, sse_event
 from appliance.api.state import app_state, caller_with, request_info
 from appliance.auth.roles import Permission
@@ -39,6 +40,7 @@ from shared.schemas import (
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
+    CompletionTokensDetails,
     FimCompletionRequest,
     ModelCapabilities,
     ModelCard,
@@ -77,28 +79,36 @@ def chat_messages(body: ChatCompletionRequest) -> list[ChatMessage]:
 
 
 def chat_completion(
-    rid: str, created: int, model: str, text: str, finish: str, usage: Usage
+    rid: str, created: int, model: str, text: str, finish: str, usage: Usage, reasoning: str | None = None
 ) -> ChatCompletion:
-    """The whole-answer object of a chat (or Mistral-shape FIM) generation."""
+    """The whole-answer object of a chat (or Mistral-shape FIM) generation; ``reasoning`` in
+    thinking mode."""
+    message = {"role": "assistant", "content": text, "reasoning_content": reasoning}
     return ChatCompletion.model_validate(
         {
             "id": rid,
             "created": created,
             "model": model,
             "usage": usage,
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
-            ],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         }
     )
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None = None) -> dict[str, Any]:
+    """``reasoning_tokens`` (thinking mode only) goes in ``completion_tokens_details``."""
     return Usage(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
+        completion_tokens_details=(
+            None if reasoning_tokens is None else CompletionTokensDetails(reasoning_tokens=reasoning_tokens)
+        ),
     ).model_dump()
+
+
+def _reasoning_tokens(gen: Generation, count: int) -> int | None:
+    return count if gen.thinking.thinking else None
 
 
 def _finish(reason: str | None) -> str:
@@ -117,21 +127,27 @@ async def _stream(
     gen: Generation,
     base: dict[str, Any],
     frame: TextFrames,
-    closing: Callable[[str, str, dict[str, int]], Iterator[bytes]],
+    closing: Callable[[str, str, dict[str, Any]], Iterator[bytes]],
     include_usage: bool,
+    reasoning: TextFrames | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """What both endpoints stream: a frame per piece of text, then ``closing(text, finish, usage)``
     (the last piece and the chunk carrying ``finish_reason``), the usage chunk if asked, ``[DONE]``.
-    An engine failure ends the stream with an error event instead."""
+    In thinking mode each piece of reasoning is a ``reasoning`` frame, before any text (the engine
+    never sends reasoning after text). An engine failure ends the stream with an error event instead."""
     deltas = gen.deltas()
     try:
         async for delta in deltas:
+            if delta.reasoning and reasoning is not None:
+                yield reasoning(delta.reasoning)
             if delta.finish_reason is None:
                 if delta.text:
                     yield frame(delta.text)
                 continue
             finish = _finish(delta.finish_reason)
-            usage = _usage(delta.prompt_tokens, delta.completion_tokens)
+            usage = _usage(
+                delta.prompt_tokens, delta.completion_tokens, _reasoning_tokens(gen, delta.reasoning_tokens)
+            )
             for event in closing(delta.text, finish, usage):
                 yield event
             if include_usage:
@@ -149,19 +165,24 @@ async def _stream(
 async def _chat_events(gen: Generation, rid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": gen.engine.model_id}
 
-    def choice(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+    def choice(delta: dict[str, str | None], finish: str | None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
 
-    yield sse_event({**base, "choices": [choice({"role": "assistant", "content": ""}, None)]})
+    thinking = gen.thinking.thinking
+    # In thinking mode the opening chunk is DeepSeek's: no content yet, reasoning first.
+    opening = {"role": "assistant", "content": None, "reasoning_content": ""} if thinking else None
+    yield sse_event({**base, "choices": [choice(opening or {"role": "assistant", "content": ""}, None)]})
     content = TextFrames({**base, "choices": [choice({"content": TEXT_SLOT}, None)]})
+    reasoning = TextFrames({**base, "choices": [choice({"reasoning_content": TEXT_SLOT}, None)]})
 
-    def closing(text: str, finish: str, usage: dict[str, int]) -> Iterator[bytes]:
+    def closing(text: str, finish: str, usage: dict[str, Any]) -> Iterator[bytes]:
         if text:
             yield content(text)
         yield sse_event({**base, "choices": [choice({}, finish)]})
 
     # aclosing: a client that goes away closes the inner stream too, which writes the audit record.
-    async with aclosing(_stream(gen, base, content, closing, include_usage)) as events:
+    events_of = _stream(gen, base, content, closing, include_usage, reasoning if thinking else None)
+    async with aclosing(events_of) as events:
         async for event in events:
             yield event
 
@@ -176,7 +197,7 @@ async def _completion_events(
 
     text = TextFrames({**base, "choices": [choice(TEXT_SLOT, None)]})
 
-    def closing(last: str, finish: str, usage: dict[str, int]) -> Iterator[bytes]:
+    def closing(last: str, finish: str, usage: dict[str, Any]) -> Iterator[bytes]:
         yield sse_event({**base, "choices": [choice(last, finish)]})
 
     async with aclosing(_stream(gen, base, text, closing, include_usage)) as events:
@@ -185,6 +206,7 @@ async def _completion_events(
 
 
 async def _collect(gen: Generation) -> tuple[str, str, Usage]:
+    """The whole answer (``gen.outcome.reasoning`` holds the reasoning once this returns)."""
     pieces: list[str] = []
     finish: str | None = None
     deltas = gen.deltas()
@@ -195,10 +217,8 @@ async def _collect(gen: Generation) -> tuple[str, str, Usage]:
     finally:
         await deltas.aclose()
     out = gen.outcome
-    usage = Usage(
-        prompt_tokens=out.prompt_tokens,
-        completion_tokens=out.completion_tokens,
-        total_tokens=out.prompt_tokens + out.completion_tokens,
+    usage = Usage.model_validate(
+        _usage(out.prompt_tokens, out.completion_tokens, _reasoning_tokens(gen, out.reasoning_tokens))
     )
     return "".join(pieces), _finish(finish), usage
 
@@ -214,7 +234,9 @@ async def chat_completions(
 ) -> Response | ChatCompletion:
     state = app_state(request)
     started = state.clock.monotonic()
-    engine = check_model(state.engine, caller, body.model, max_waiting=state.settings.max_waiting)
+    model, by_model = served_model(body.model, state.engine.model_id if state.engine else None)
+    thinking = plan_thinking(body, by_model=by_model)
+    engine = check_model(state.engine, caller, model, max_waiting=state.settings.max_waiting)
     state.disk.refuse_if_low()
     messages = chat_messages(body)
     texts = [
@@ -230,7 +252,9 @@ async def chat_completions(
         model_id=engine.model_id,
         max_bytes=state.settings.max_prompt_bytes,
         texts=texts,
-        encode=lambda: engine.encode_chat(messages),
+        encode=lambda: engine.encode_chat(
+            messages, thinking=thinking.thinking, reasoning_effort=thinking.effort
+        ),
     )
     gen = await admit(
         engine=engine,
@@ -251,15 +275,24 @@ async def chat_completions(
         stream=body.streaming,
         metadata=body.enclave,
         end_user=body.user,
-        prompt_content=[{"role": m.role, "content": m.content} for m in messages],
+        prompt_content=[
+            {
+                "role": m.role,
+                "content": m.content,
+                **({"reasoning_content": m.reasoning} if m.reasoning else {}),
+            }
+            for m in messages
+        ],
         started=started,
+        thinking=thinking,
     )
     rid = "chatcmpl-" + uuid.uuid4().hex
     created = int(state.clock.now().timestamp())
     if body.streaming:
         return SSEResponse(_chat_events(gen, rid, created, body.include_usage))
     text, finish, usage = await _collect(gen)
-    return chat_completion(rid, created, engine.model_id, text, finish, usage)
+    reasoning = gen.outcome.reasoning if thinking.thinking else None
+    return chat_completion(rid, created, engine.model_id, text, finish, usage, reasoning)
 
 
 def _raw_fim(prompt: str) -> tuple[str, str] | None:

@@ -83,3 +83,17 @@ def test_fill_in_the_middle_without_fim_tokens_names_the_missing_token() -> None
     with pytest.raises(InputError, match="<｜fim▁begin｜>"):
         encoder.completion("a", "b")
     assert encoder.completion("a")  # plain completion still works
+
+
+def test_think_max_writes_the_effort_instruction_before_the_first_message() -> None:
+    from appliance.engine.prompt import REASONING_EFFORT_MAX
+
+    messages = [ChatMessage("system", "S"), ChatMessage("user", "q")]
+    assert REASONING_EFFORT_MAX.startswith("Reasoning Effort: Absolute maximum with no shortcuts permitted.\n")
+    assert REASONING_EFFORT_MAX.endswith("no assumption is left unchecked.\n\n")
+    assert render_chat(messages, thinking=True, reasoning_effort="max") == (
+        f"{BOS}{REASONING_EFFORT_MAX}S{U}q{A}<think>"
+    )
+    # High is thinking mode as it is; in chat mode the effort writes nothing (the encoder's rule).
+    assert render_chat(messages, thinking=True, reasoning_effort="high") == f"{BOS}S{U}q{A}<think>"
+    assert render_chat(messages, thinking=False, reasoning_effort="max") == f"{BOS}S{U}q{A}</think>"
