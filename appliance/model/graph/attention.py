@@ -3,9 +3,11 @@
 One KV head of ``head_dim`` channels is both key and value. Queries see the last ``sliding_window``
 tokens (the ring plus this call's tokens) and, on CSA/HCA layers, the compressed entries (HCA: every
 visible one; CSA: the Lightning Indexer's pick). The per-head sink joins the softmax as one more logit
-that has no value; ``softmax([s, sink])[:-1] == softmax(s) * sigmoid(logsumexp(s) - sink)``, which
-needs no per-call shapes. The value picked up RoPE on its trailing channels, so the output is rotated
-back by the query's angle before the grouped low-rank output projection.
+that has no value: its column is concatenated to the scores (broadcast to ``[B, T, H, 1]`` with a
+shape computed once per graph) and its probability dropped — one Concat instead of
+``softmax(s) * sigmoid(logsumexp(s) - sink)``'s four nodes, and no ReduceLogSumExp (which has no bf16
+CUDA kernel). The value picked up RoPE on its trailing channels, so the output is rotated back by the
+query's angle before the grouped low-rank output projection.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ class AttentionBuilder(CompressorBuilder):
         x ─ kv_proj ─ RMSNorm ─ RoPE ─ kv ─ ScatterElements(ring) ─ present window
         near = Concat(past window, kv) ; far = compressed entries (HCA) or the indexer's picks (CSA)
         q ─ MatMul(nearᵀ) ─ Add(mask) ─┐
-        q ─ MatMul(farᵀ) ── Add(mask) ─ Concat ─┬─ Softmax ─ Split ─ MatMul(near), MatMul(far) ─ Add ─ Mul
-                                                └─ ReduceLogSumExp ─ Sub(sink) ─ Sigmoid ──────────────┘
+        q ─ MatMul(farᵀ) ── Add(mask) ─ Concat(·, sink) ─ Softmax ─ Split ─ MatMul(near), MatMul(far) ─ Add
           ─ RoPE⁻¹ ─ Reshape[B,T,G,1,.] ─ MatMul(o_a per group) ─ Reshape ─ o_b_proj
         """
         c = self.config
@@ -76,28 +77,28 @@ class AttentionBuilder(CompressorBuilder):
             keys_t = self.op("Transpose", f"{path}/part{i}/Transpose", [keys], perm=[0, 1, 3, 2])
             part = self.op("MatMul", f"{path}/part{i}/scores/MatMul", [q, keys_t])
             scores.append(self.op("Add", f"{path}/part{i}/scores/Add", [part, mask]))
-        joined = (
-            scores[0] if len(scores) == 1 else self.op("Concat", f"{path}/scores/Concat", scores, axis=-1)
+        sinks = self.tensor(f"{prefix}.sinks", (h,)).reshape(1, 1, h, 1)
+        sink = self.op(
+            "Expand", f"{path}/sink/Expand", [self.weight(f"{prefix}.sinks", sinks), self._sink_shape()]
         )
+        joined = self.op("Concat", f"{path}/scores/Concat", [*scores, sink], axis=-1)
         probs = self.op("Softmax", f"{path}/Softmax", [joined], axis=-1)
         if len(parts) == 1:
-            out = self.op("MatMul", f"{path}/part0/out/MatMul", [probs, near])
+            kept = self.op(
+                "Slice", f"{path}/probs/Slice", [probs, self.i64([0]), self.i64([-1]), self.i64([-1])]
+            )
+            out = self.op("MatMul", f"{path}/part0/out/MatMul", [kept, near])
         else:
             sizes = self.shared(
                 ("split_sizes", kind, c.compress_rate(layer)),
                 lambda: self._split_sizes(kind, c.compress_rate(layer), scores),
             )
-            split = self.op_n("Split", f"{path}/probs/Split", [probs, sizes], 2, axis=-1)
+            split = self.op_n("Split", f"{path}/probs/Split", [probs, sizes], 3, axis=-1)
             outs = [
                 self.op("MatMul", f"{path}/part{i}/out/MatMul", [p, keys])
-                for i, (p, (keys, _)) in enumerate(zip(split, parts, strict=True))
+                for i, (p, (keys, _)) in enumerate(zip(split[:2], parts, strict=True))
             ]
             out = self.op("Add", f"{path}/out/Add", outs)
-        lse = self.op("ReduceLogSumExp", f"{path}/sink/ReduceLogSumExp", [joined, self.i64([-1])], keepdims=1)
-        sinks = self.tensor(f"{prefix}.sinks", (h,)).reshape(1, 1, h, 1)
-        lse = self.op("Sub", f"{path}/sink/Sub", [lse, self.weight(f"{prefix}.sinks", sinks)])
-        kept = self.op("Sigmoid", f"{path}/sink/Sigmoid", [lse])
-        out = self.op("Mul", f"{path}/sink/Mul", [out, kept])
         out = self.make_rope(f"{path}/out", out, head_tables, d, inverse=True)
 
         g, r = c.o_groups, c.o_lora_rank
@@ -144,11 +145,21 @@ class AttentionBuilder(CompressorBuilder):
         return keys, mask
 
     def _split_sizes(self, kind: str, m: int, scores: list[str]) -> str:
-        """[W+T, far keys]: identical for every layer of one kind and rate, so computed once."""
+        """[W+T, far keys, 1 (the sink)]: identical for every layer of one kind and rate, so computed once."""
         path = f"/model/cache/{kind}{m}_split"
         near = self.op("Shape", f"{path}/near/Shape", [scores[0]], start=3, end=4)
         far = self.op("Shape", f"{path}/far/Shape", [scores[1]], start=3, end=4)
-        return self.op("Concat", f"{path}/Concat", [near, far], axis=0)
+        return self.op("Concat", f"{path}/Concat", [near, far, self.i64([1])], axis=0)
+
+    def _sink_shape(self) -> str:
+        """[B, T, 1, 1]: what a layer's [1, 1, H, 1] sinks are expanded by to join its scores."""
+
+        def make() -> str:
+            path = "/model/attn/sink_shape"
+            bt = self.op("Shape", f"{path}/Shape", [self.input_ids])
+            return self.op("Concat", f"{path}/Concat", [bt, self.i64([1, 1])], axis=0)
+
+        return str(self.shared("sink_shape", make))
 
     def _hca_mask(self, m: int, entries: str) -> str:
         _, additive = self.make_entry_visibility(m, self.capacity_scalar(m, entries))

@@ -25,6 +25,7 @@ class CacheBuilder(RopeBuilder):
     positions: str  # [B] int64
     pos_bt: str  # [B, T] int64, positions[b] + t
     seq_len: str  # [] int64, T
+    input_ids: str  # [B, T] int64, set by the model builder
 
     def i64(self, value: int | list[int]) -> str:
         return self.const(value, np.int64)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from onnx import TensorProto
 
 from appliance.model.graph.builder import MS_DOMAIN, QUANT_BLOCK, GraphBuilder
 from shared.errors import ModelError
@@ -231,8 +232,13 @@ class MoEBuilder(GraphBuilder):
         return self.make_linear(f"{path}/down_proj", act, f"{prefix}.down_proj.weight", (dim, inter))
 
     def _swiglu(self, path: str, gate: str, up: str, limit: float) -> str:
-        gate = self.op("Clip", f"{path}/gate/Clip", [gate, "", self.const_act(limit)])
-        up = self.op("Clip", f"{path}/up/Clip", [up, self.const_act(-limit), self.const_act(limit)])
+        # Min/Max where the activations are bf16: CUDA's Clip has no bf16 kernel (a CPU fallback).
+        gate = self.op("Min", f"{path}/gate/Min", [gate, self.const_act(limit)])
+        if self.act == TensorProto.BFLOAT16:
+            up = self.op("Max", f"{path}/up/Max", [up, self.const_act(-limit)])
+            up = self.op("Min", f"{path}/up/Min", [up, self.const_act(limit)])
+        else:
+            up = self.op("Clip", f"{path}/up/Clip", [up, self.const_act(-limit), self.const_act(limit)])
         sig = self.op("Sigmoid", f"{path}/gate/Sigmoid", [gate])
         silu = self.op("Mul", f"{path}/gate/Mul", [gate, sig])
         return self.op("Mul", f"{path}/Mul", [silu, up])
