@@ -94,3 +94,16 @@ def test_a_bad_quota_is_a_usage_error(data: Path, capsys: pytest.CaptureFixture[
         "enclave team add: error: argument --requests-per-minute: expected a non-negative integer or "
         "'unlimited', got '-3'"
     )
+
+
+def test_a_team_may_forbid_thinking_and_cap_reasoning(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = ["--data", str(data)]
+    assert _policy_of(data, "erin").allows_thinking and _policy_of(data, "erin").max_reasoning_tokens is None
+    added = run_cli(capsys, ["team", "add", "contractors", *d, "--thinking", "forbid", "--max-reasoning-tokens", "512"])
+    assert added.code == 0 and "allow thinking: False" in added.out and "max reasoning tokens: 512" in added.out
+    assert run_cli(capsys, ["team", "add-member", "contractors", "erin", *d]).code == 0
+    policy = _policy_of(data, "erin")
+    assert policy.thinking_forbidden_by == ("contractors",) and policy.max_reasoning_tokens == 512
+    changed = run_cli(capsys, ["team", "set-policy", "contractors", *d, "--thinking", "allow"])
+    assert changed.code == 0 and "allow_thinking False -> True" in changed.out
+    assert _policy_of(data, "erin").allows_thinking
