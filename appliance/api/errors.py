@@ -9,6 +9,7 @@ traceback, while the client still gets an envelope (500) rather than an HTML pag
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Sequence
@@ -202,12 +203,34 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, "internal error", type="server_error", code="internal_error")
 
 
+# Under this prefix errors are SCIM error messages (RFC 7644 3.12): IdPs' provisioning clients
+# parse those, not OpenAI's envelope.
+SCIM_PREFIX = "/scim/"
+_SCIM_ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+def _scim_shaped(request: Request, response: JSONResponse) -> JSONResponse:
+    if not request.url.path.startswith(SCIM_PREFIX):
+        return response
+    message = json.loads(bytes(response.body))["error"]["message"]
+    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
+    body = {"schemas": [_SCIM_ERROR], "status": str(response.status_code), "detail": message}
+    return JSONResponse(body, status_code=response.status_code, headers=headers, media_type="application/scim+json")
+
+
+def _shaped(handler: Any) -> Any:
+    async def shaped(request: Request, exc: Exception) -> JSONResponse:
+        return _scim_shaped(request, await handler(request, exc))
+
+    return shaped
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(ApiError, _on_api_error)
-    app.add_exception_handler(E.EnclaveError, _on_enclave_error)
-    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
-    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_exception_handler(RequestValidationError, _shaped(_on_validation))
+    app.add_exception_handler(ApiError, _shaped(_on_api_error))
+    app.add_exception_handler(E.EnclaveError, _shaped(_on_enclave_error))
+    app.add_exception_handler(StarletteHTTPException, _shaped(_on_http_exception))
+    app.add_exception_handler(Exception, _shaped(_on_unexpected))
 
 
 def _doc(description: str) -> dict[str, Any]:

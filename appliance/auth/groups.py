@@ -30,7 +30,7 @@ __all__ = [
     "resolve",
 ]
 
-SOURCES = ("oidc", "ldap")
+SOURCES = ("oidc", "ldap", "scim")
 # Higher wins when several groups map a user: a user in both an admin and a developer group is admin.
 _RANK = {Role.DEVELOPER: 0, Role.AUDITOR: 1, Role.ADMIN: 2}
 

@@ -33,6 +33,8 @@ class Permission(enum.StrEnum):
     TOKENS_MANAGE = "tokens:manage"  # anyone's API tokens
     POLICIES_MANAGE = "policies:manage"
     MODELS_MANAGE = "models:manage"  # install, activate, remove model bundles
+    # Provision users and groups through /scim/v2: give the IdP a token scoped to this alone.
+    SCIM_PROVISION = "scim:provision"
 
 
 _COMMON = frozenset({Permission.TOKENS_SELF, Permission.PASSWORD_CHANGE, Permission.MODELS_READ})
@@ -50,6 +52,7 @@ ROLE_PERMISSIONS: Mapping[Role, frozenset[Permission]] = {
         Permission.POLICIES_MANAGE,
         Permission.MODELS_MANAGE,
         Permission.AUDIT_VERIFY,
+        Permission.SCIM_PROVISION,
     },
 }
 

@@ -23,7 +23,7 @@ from appliance.auth import groups
 from appliance.auth.login import open_session
 from appliance.auth.oidc import OidcClient
 from appliance.auth.secrets import token_digest
-from appliance.db.identity_models import IdentityLink, OidcFlow
+from appliance.db.identity_models import IdentityLink, OidcFlow, ScimResource
 from appliance.db.models import User
 from shared.errors import AuthError, InputError
 
@@ -156,10 +156,24 @@ def enter(
         select(IdentityLink).where(IdentityLink.provider == provider, IdentityLink.subject == subject)
     )
     created = False
+    existing: User | None = None
     if link is None:
         name = username()
-        if session.scalar(select(User.id).where(User.username == name)) is not None:
+        existing = session.scalar(select(User).where(User.username == name))
+        provisioned = existing is not None and (
+            existing.password_hash == NO_PASSWORD
+            and session.scalar(select(ScimResource.id).where(ScimResource.user_id == existing.id)) is not None
+        )
+        if existing is not None and not provisioned:
             raise AuthError(f"username {name!r} already belongs to another account", reason="username_taken")
+    if link is None and existing is not None:
+        # The IdP provisioned this account through SCIM: its first sign-in links to it.
+        user = existing
+        link = IdentityLink(
+            provider=provider, subject=subject, user_id=user.id, created_at=now, last_sign_in_at=None
+        )
+        session.add(link)
+    elif link is None:
         user = User(
             username=name,
             password_hash=NO_PASSWORD,

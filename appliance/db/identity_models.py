@@ -9,13 +9,14 @@ for it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from appliance.db.base import Base, intpk, str255
 
-__all__ = ["GroupMapping", "IdentityLink", "OidcFlow"]
+__all__ = ["GroupMapping", "IdentityLink", "OidcFlow", "ScimResource"]
 
 
 class OidcFlow(Base):
@@ -56,9 +57,28 @@ class GroupMapping(Base):
     __table_args__ = (UniqueConstraint("source", "group_name", "team_id"),)
 
     id: Mapped[intpk]
-    # "oidc" or "ldap".
+    # "oidc", "ldap" or "scim".
     source: Mapped[str] = mapped_column(String(16))
     group_name: Mapped[str255]
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(32), ForeignKey("roles.name"))
     created_at: Mapped[dt.datetime]
+
+
+class ScimResource(Base):
+    """A resource the site's IdP provisioned through SCIM (``User`` or ``Group``), kept whole as the
+    IdP sent it (scim2-models' dump), with the Enclave user a ``User`` stands for."""
+
+    __tablename__ = "scim_resources"
+
+    id: Mapped[intpk]
+    resource_type: Mapped[str] = mapped_column(String(16))
+    # The SCIM id (what /Users/{id} names); ours, random.
+    resource_id: Mapped[str] = mapped_column(String(64), unique=True)
+    # userName or displayName, lower-cased: the index the usual `userName eq` look-ups use.
+    name_key: Mapped[str] = mapped_column(String(255), index=True)
+    version: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]

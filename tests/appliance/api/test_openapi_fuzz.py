@@ -48,7 +48,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Appliance]:
 
 
 def _role_for(path: str) -> str:
-    if path.startswith("/v1/admin"):
+    if path.startswith(("/v1/admin", "/scim/")):
         return "adm"
     if path.startswith("/v1/audit"):
         return "aud"

@@ -6,15 +6,19 @@ is refused; a user removed from a group loses it at the next sign-in."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from appliance.auth import groups
 from appliance.auth import throttle as throttle_rules
+from appliance.auth import tokens as token_ops
 from appliance.auth.ldap import LdapDirectory
+from appliance.db.models import User
 from shared.errors import AuthError, UpstreamError
 from tests.appliance.api.conftest import PASSWORD, T0, Appliance, build_appliance
 from tests.helpers.desktop_tls import make_ca
@@ -186,3 +190,24 @@ def test_no_unauthenticated_bind(directory: Slapd) -> None:
     with pytest.raises(AuthError) as injected:
         trusted.authenticate("*)(uid=*", "anything")
     assert injected.value.reason == "unknown_user"
+
+
+async def test_first_sign_in_links_to_the_account_scim_provisioned(site: tuple[Appliance, httpx.AsyncClient]) -> None:
+    app, client = site
+    with app.uow() as session:
+        adm = session.scalar(select(User).where(User.username == "adm"))
+        assert adm is not None
+        scim_token, _, _ = token_ops.create_token(
+            session, adm.id, name="idp", expires_in=dt.timedelta(days=7), now=T0, scopes=["scim:provision"]
+        )
+    provisioned = await client.post(
+        "/scim/v2/Users",
+        json={"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.test"},
+        headers={"Authorization": f"Bearer {scim_token}", "Content-Type": "application/scim+json"},
+    )
+    assert provisioned.status_code == 201, provisioned.text
+    done = await _login(client, "alice", USERS["alice"])
+    assert done.status_code == 200, done.text
+    assert app.records("auth.ldap.login")[-1]["details"]["created"] is False  # type: ignore[index]
+    users = (await client.get("/v1/admin/users", headers=app.headers("adm"))).json()
+    assert [u["username"] for u in users].count("alice") == 1
