@@ -1,7 +1,7 @@
 """SCIM provisioning: the resources the IdP provisioned, kept whole, with the user each stands for.
 
-Revision ID: 0006_scim
-Revises: 0005_throttle_digests
+Revision ID: 0007_scim
+Revises: 0006_thinking_policy
 Create Date: 2026-12-03
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0006_scim"
-down_revision = "0005_throttle_digests"
+revision = "0007_scim"
+down_revision = "0006_thinking_policy"
 branch_labels = None
 depends_on = None
 
