@@ -12,6 +12,7 @@ from shared.schemas import (
     CompletionRequest,
     ContextFile,
     EnclaveMetadata,
+    ThinkingOption,
 )
 
 __all__ = ["SYSTEM_PROMPT", "build_chat_request", "build_fim_request", "metadata_for"]
@@ -31,9 +32,12 @@ def metadata_for(context: Context | None, project_id: str) -> EnclaveMetadata:
     )
 
 
-def build_chat_request(model: str, question: str, context: Context, project_id: str, *, max_tokens: int = 512) -> ChatCompletionRequest:
+def build_chat_request(
+    model: str, question: str, context: Context, project_id: str, *, max_tokens: int = 512, thinking: bool = False
+) -> ChatCompletionRequest:
     user = f"{context.render()}\n\nQuestion: {question}" if context.items else question
     return ChatCompletionRequest(
+        thinking=ThinkingOption(type="enabled") if thinking else None,
         model=model,
         messages=[ChatMessageIn(role="system", content=SYSTEM_PROMPT), ChatMessageIn(role="user", content=user)],
         stream=True,

@@ -21,11 +21,13 @@ DONE: Final = object()  # the ``data: [DONE]`` line
 
 @dataclass(frozen=True)
 class StreamEvent:
-    """One piece of a streamed answer: text, and on the last chunk the finish reason and usage."""
+    """One piece of a streamed answer: text, and on the last chunk the finish reason and usage;
+    in thinking mode pieces of ``reasoning`` come first."""
 
     text: str
     finish_reason: str | None = None
-    usage: dict[str, int] | None = None
+    usage: dict[str, Any] | None = None
+    reasoning: str = ""
 
 
 def sse_payload(line: str) -> dict[str, Any] | object | None:
@@ -47,7 +49,7 @@ def chat_events(payload: Any) -> Iterator[StreamEvent]:
     chunk = ChatCompletionChunk.model_validate(payload)
     usage = chunk.usage.model_dump() if chunk.usage else None
     for choice in chunk.choices:
-        yield StreamEvent(choice.delta.content or "", choice.finish_reason, usage)
+        yield StreamEvent(choice.delta.content or "", choice.finish_reason, usage, choice.delta.reasoning_content or "")
     if not chunk.choices and usage:
         yield StreamEvent("", None, usage)
 

@@ -25,6 +25,7 @@ ClientSource = Callable[[], ApplianceClient]
 class GenerationService(QObject):
     started = Signal()
     delta = Signal(str)
+    reasoning = Signal(str)  # thinking mode: pieces of reasoning, all before the first delta
     finished = Signal(str, object)  # full answer, usage dict or None
     failed = Signal(object)
 
@@ -47,14 +48,18 @@ class GenerationService(QObject):
         self._cancel: threading.Event | None = None
         self.busy = False
 
-    def ask(self, model: str, question: str, context: Context, project_id: str, *, user: str = "") -> None:
+    def ask(
+        self, model: str, question: str, context: Context, project_id: str, *, user: str = "", thinking: bool = False
+    ) -> None:
         if self.busy:
             self.failed.emit(InputError("an answer is still streaming; stop it first"))
             return
         if not question.strip():
             self.failed.emit(InputError("type a question first"))
             return
-        request = build_chat_request(model, question, context, project_id, max_tokens=self._max_tokens)
+        request = build_chat_request(
+            model, question, context, project_id, max_tokens=self._max_tokens, thinking=thinking
+        )
         client = self._client()
         cancel = threading.Event()
         self._cancel = cancel
@@ -65,16 +70,22 @@ class GenerationService(QObject):
             parts: list[str] = []
             usage = None
             for event in client.stream_chat(request, cancel):
+                if event.reasoning:
+                    job.item.emit((True, event.reasoning))
                 if event.text:
                     parts.append(event.text)
-                    job.item.emit(event.text)
+                    job.item.emit((False, event.text))
                 usage = event.usage or usage
             answer = "".join(parts)
             self._history.add(project_id, model, question, answer, labels, at=self._clock(), user=user)
             return answer, usage
 
         self.started.emit()
-        submit(self._pool, work, on_done=self._done, on_failed=self._failed, on_item=self.delta.emit, parent=self)
+        submit(self._pool, work, on_done=self._done, on_failed=self._failed, on_item=self._piece, parent=self)
+
+    def _piece(self, item: tuple[bool, str]) -> None:
+        is_reasoning, text = item
+        (self.reasoning if is_reasoning else self.delta).emit(text)
 
     @property
     def max_tokens(self) -> int:

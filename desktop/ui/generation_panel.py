@@ -6,6 +6,7 @@ from __future__ import annotations
 from desktop.project.context import Context
 from desktop.project.history import HistoryEntry
 from desktop.qt import (
+    QCheckBox,
     QHBoxLayout,
     QKeyEvent,
     QLabel,
@@ -20,6 +21,7 @@ from desktop.qt import (
     QWidget,
     Signal,
 )
+from desktop.ui.reasoning_view import ReasoningView
 
 __all__ = ["ContextList", "GenerationPanel"]
 
@@ -62,6 +64,8 @@ class GenerationPanel(QWidget):
         self.send = QPushButton("Send")
         self.stop = QPushButton("Stop")
         self.stop.setEnabled(False)
+        # Thinking mode: the model reasons before it answers (slower, better on hard code).
+        self.think = QCheckBox("Think first")
         self.context_list = ContextList()
         self.context_list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.remove = QPushButton("Remove from context")
@@ -72,6 +76,7 @@ class GenerationPanel(QWidget):
         self.dropped.setWordWrap(True)
         self.dropped.setStyleSheet("color: #8a5300")
         self.dropped.hide()
+        self.reasoning = ReasoningView()
         self.answer = QTextBrowser()
         self.answer.setOpenExternalLinks(False)
         self.propose = QPushButton("Propose as edit")
@@ -83,6 +88,7 @@ class GenerationPanel(QWidget):
         buttons.addWidget(self.prepare)
         buttons.addWidget(self.send)
         buttons.addWidget(self.stop)
+        buttons.addWidget(self.think)
         ctx_row = QHBoxLayout()
         ctx_row.addWidget(self.context_summary, 1)
         ctx_row.addWidget(self.remove)
@@ -94,6 +100,7 @@ class GenerationPanel(QWidget):
         layout.addWidget(self.dropped)
         layout.addWidget(self.context_list, 1)
         layout.addWidget(QLabel("Answer"))
+        layout.addWidget(self.reasoning)
         layout.addWidget(self.answer, 2)
         layout.addWidget(self.propose)
         layout.addWidget(self.status)
@@ -137,8 +144,14 @@ class GenerationPanel(QWidget):
             self._answer_text = ""
             self.rendered = 0
             self.answer.clear()
+            self.reasoning.start()
             self.propose.setEnabled(False)
             self.status.setText("Answering…")
+        else:
+            self.reasoning.done()
+
+    def append_reasoning(self, text: str) -> None:
+        self.reasoning.append(text)
 
     def append(self, text: str) -> None:
         self._answer_text += text
@@ -162,6 +175,7 @@ class GenerationPanel(QWidget):
         self._answer_text = ""
         self.question.clear()
         self.answer.clear()
+        self.reasoning.clear()
         self.context_list.clear()
         self.context_summary.setText("No context yet")
         self.dropped.hide()
@@ -173,6 +187,7 @@ class GenerationPanel(QWidget):
         self._render.stop()
         self.question.setPlainText(entry.question)
         self._answer_text = entry.answer
+        self.reasoning.clear()
         self.answer.setMarkdown(entry.answer)
         self.context_list.clear()
         for label in entry.context:

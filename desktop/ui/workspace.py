@@ -153,6 +153,7 @@ class Workspace(QWidget):
         self.panel.proposeRequested.connect(self.propose)
         generation.started.connect(lambda: self.panel.streaming(True))
         generation.delta.connect(self.panel.append)
+        generation.reasoning.connect(self.panel.append_reasoning)
         generation.finished.connect(self._answered)
         generation.failed.connect(self._generation_failed)
         self.editor.completionWanted.connect(self._want_completion)
@@ -397,7 +398,7 @@ class Workspace(QWidget):
         self._question = question
         self._refitted = False
         self.generation.ask(self.session.models[0], question, self.context, self.project.project_id,
-                            user=self.session.username)
+                            user=self.session.username, thinking=self.panel.think.isChecked())
 
     def _answered(self, answer: str, usage: Any) -> None:
         self.panel.finished(usage)
@@ -432,7 +433,7 @@ class Workspace(QWidget):
         self._refitted = True
         self.panel.status.setText(f"The model takes {exc.limit} tokens: context trimmed to fit, sending again…")
         self.generation.ask(self.session.models[0], self._question, self.context, self.project.project_id,
-                            user=self.session.username)
+                            user=self.session.username, thinking=self.panel.think.isChecked())
         return True
 
     def _project_failed(self, what: str, exc: BaseException) -> None:

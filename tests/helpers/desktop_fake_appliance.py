@@ -50,6 +50,8 @@ class FakeAppliance:
         # Paces a chat stream: given the SSE frames, yields them as the test allows (None: all at once).
         self.pace: Callable[[list[bytes]], Iterator[bytes]] | None = None
         self.chunk_chars = 7  # characters of the answer per streamed piece
+        # Streamed as reasoning_content deltas before the answer when a request asks for thinking.
+        self.reasoning = "The cart sums its lines. Check the empty case first. "
         self.users: list[dict[str, Any]] = [
             {"id": i + 1, "username": u, "role": r, "teams": ["default"], "disabled": False,
              "must_change_password": False, "created_at": "2026-11-01T00:00:00Z"}
@@ -142,7 +144,7 @@ class FakeAppliance:
                     f"{prompt} tokens plus max_tokens {body.get('max_tokens')}.",
                     "context_length_exceeded",
                 )
-            return self._stream_chat()
+            return self._stream_chat(thinking=(body.get("thinking") or {}).get("type") == "enabled")
         if path == "/v1/completions":
             body = json.loads(request.content)
             self.requests.append(body)
@@ -179,9 +181,13 @@ class FakeAppliance:
             del self.tokens[token]
         return httpx.Response(204)
 
-    def _stream_chat(self) -> httpx.Response:
+    def _stream_chat(self, *, thinking: bool = False) -> httpx.Response:
         frames = []
         step = self.chunk_chars
+        for i in range(0, len(self.reasoning) if thinking else 0, step):
+            frames.append({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                           "choices": [{"index": 0, "delta": {"reasoning_content": self.reasoning[i : i + step]},
+                                        "finish_reason": None}]})
         for i in range(0, len(self.answer), step):
             frames.append({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
                            "choices": [{"index": 0, "delta": {"content": self.answer[i : i + step]}, "finish_reason": None}]})
