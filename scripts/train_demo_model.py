@@ -120,7 +120,10 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> Tokenizer:
 class Samples:
     """Draws training rows: samples of the three formats, packed into rows of ``seq`` tokens."""
 
-    def __init__(self, texts: list[str], tok: Tokenizer, seq: int, seed: int, fim_share: float, chat_share: float):
+    def __init__(
+        self, texts: list[str], tok: Tokenizer, seq: int, seed: int, fim_share: float, chat_share: float,
+        single_line: float = 0.6,
+    ):
         self.tok = tok
         self.seq = seq
         self.rng = random.Random(seed)
@@ -129,6 +132,7 @@ class Samples:
         self.chats = [c for t in texts for c in data.chat_samples(t)]
         self.fim_share = fim_share
         self.chat_share = chat_share
+        self.single_line = single_line
         self.pad = SPECIALS_IN_ID_ORDER.index(SPECIAL_TOKENS["pad"])
 
     def _window(self, max_bytes: int) -> list[str]:
@@ -157,7 +161,7 @@ class Samples:
             budget = room * 3
             for _ in range(4):
                 lines = self._window(self.rng.randint(budget // 4, budget))
-                ids = self._encode(data.fim_text(*data.sample_fim_split(lines, self.rng)))
+                ids = self._encode(data.fim_text(*data.sample_fim_split(lines, self.rng, self.single_line)))
                 if len(ids) <= room:
                     return "fim", ids
                 budget //= 2
@@ -235,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--fim-share", type=float, default=0.5)
     p.add_argument("--chat-share", type=float, default=0.15)
+    p.add_argument("--fim-single-line", type=float, default=0.6, help="share of FIM holes that are one line")
+    p.add_argument("--init-from", type=Path, help="continue from this checkpoint (its weights and tokenizer)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=20260424)
     p.add_argument("--ship", action="store_true", help=f"copy the finished checkpoint to {SHIP_DIR}")
@@ -244,14 +250,22 @@ def main(argv: list[str] | None = None) -> int:
 
     files = data.training_files()
     texts = [data.read_file(f) for f in files]
-    tok = train_tokenizer(texts, args.vocab)
+    previous: dict[str, Any] | None = None
+    if args.init_from:
+        # A fine-tune keeps the tokenizer (the embedding rows are its ids) and the architecture.
+        tok = Tokenizer.from_file(str(args.init_from / "tokenizer.json"))
+        model = DeepseekV4ForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+        model = model.to(args.device).train()
+        previous = json.loads((args.init_from / "training.json").read_text())
+        print(f"continuing from {args.init_from} ({previous.get('steps')} steps)", flush=True)
+    else:
+        tok = train_tokenizer(texts, args.vocab)
+        model = init_model(DeepseekV4Config(**model_config(tok.get_vocab_size(), hidden=args.hidden)), args.seed)
+        model = model.to(args.device).train()
     print(f"corpus: {len(files)} files, {sum(map(len, texts)) / 1e6:.1f} MB; tokenizer {tok.get_vocab_size()} "
-          f"entries in {time.time() - started:.0f} s", flush=True)
-    raw = model_config(tok.get_vocab_size(), hidden=args.hidden)
-    config = DeepseekV4Config(**raw)
-    model = init_model(config, args.seed).to(args.device).train()
+          f"entries ({time.time() - started:.0f} s)", flush=True)
     n_params = sum(p.numel() for p in model.parameters())
-    samples = Samples(texts, tok, args.seq, args.seed, args.fim_share, args.chat_share)
+    samples = Samples(texts, tok, args.seq, args.seed, args.fim_share, args.chat_share, args.fim_single_line)
     held = held_out_rows(tok, args.seq, 16).to(args.device)
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -267,13 +281,24 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_files": list(data.HELD_OUT_FILES),
         "parameters": n_params,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "objectives": {"lm": 1 - args.fim_share - args.chat_share, "fim": args.fim_share, "chat": args.chat_share},
+        "objectives": {"lm": 1 - args.fim_share - args.chat_share, "fim": args.fim_share, "chat": args.chat_share,
+                       "fim_single_line": args.fim_single_line},
     }
+    if previous is not None:
+        record["continued_from"] = previous
     args.out.parent.mkdir(parents=True, exist_ok=True)
     log_path = args.out.with_name(args.out.name + ".loss.csv")  # beside the checkpoint, copied in on save
     log = open(log_path, "w", newline="")  # noqa: SIM115 - held for the whole run
     writer = csv.writer(log)
     writer.writerow(["step", "minutes", "tokens", "lr", "train_loss", "held_out_loss"])
+    # A continued run's curve goes on from the previous one's: its rows first, then ours offset by
+    # its steps, minutes and tokens (the schedule still counts this run's steps from 0).
+    base_step, base_minutes, base_tokens = 0, 0.0, 0
+    if args.init_from and (args.init_from / "loss.csv").exists():
+        with open(args.init_from / "loss.csv", newline="") as f:
+            for row in list(csv.reader(f))[1:]:
+                writer.writerow(row)
+                base_step, base_minutes, base_tokens = int(row[0]), float(row[1]), int(row[2])
     budget = args.max_minutes * 60
     loop_start = time.time()
     last_save = loop_start
@@ -307,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                     held_loss = f"{float(model(held, labels=held).loss):.4f}"
                 model.train()
             minutes = (time.time() - loop_start) / 60
-            writer.writerow([step, f"{minutes:.2f}", tokens, f"{lr:.6f}", f"{sum(running) / len(running):.4f}", held_loss])
+            writer.writerow([base_step + step, f"{base_minutes + minutes:.2f}", base_tokens + tokens, f"{lr:.6f}",
+                             f"{sum(running) / len(running):.4f}", held_loss])
             log.flush()
             print(f"step {step} {minutes:.1f} min loss {sum(running) / len(running):.3f} held {held_loss} lr {lr:.2e}",
                   flush=True)
@@ -318,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     with torch.no_grad():
         final = float(model(held, labels=held).loss)
-    writer.writerow([step, f"{(time.time() - loop_start) / 60:.2f}", tokens, "0", "", f"{final:.4f}"])
+    writer.writerow([base_step + step, f"{base_minutes + (time.time() - loop_start) / 60:.2f}", base_tokens + tokens,
+                     "0", "", f"{final:.4f}"])
     log.close()
     record.update(steps=step, tokens=tokens, finished=True, held_out_loss=final,
                   minutes=round((time.time() - started) / 60, 1))

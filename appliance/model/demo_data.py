@@ -211,11 +211,11 @@ def fim_lines(rel: str, source: str, *, context_lines: int = 40) -> Iterator[Fim
         )
 
 
-def sample_fim_split(lines: list[str], rng: random.Random) -> tuple[str, str, str]:
-    """A random hole in ``lines`` at line boundaries: one non-blank line most often (the inline
-    completion case), sometimes a block of up to 8."""
+def sample_fim_split(lines: list[str], rng: random.Random, single_line: float = 0.6) -> tuple[str, str, str]:
+    """A random hole in ``lines`` at line boundaries: one non-blank line with probability
+    ``single_line`` (the inline completion case), else a block of up to 8."""
     n = len(lines)
-    size = 1 if rng.random() < 0.6 else rng.randint(2, min(8, max(2, n // 2)))
+    size = 1 if rng.random() < single_line else rng.randint(2, min(8, max(2, n // 2)))
     size = min(size, n)
     for _ in range(8):
         start = rng.randrange(0, n - size + 1)

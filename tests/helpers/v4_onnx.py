@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from appliance.engine.runner import exact_qmoe_activations
 from appliance.model.graph import state_shape
 
 _NP = {"float32": np.float32, "float16": np.float16}
@@ -27,6 +28,7 @@ class StageRunner:
     def __init__(
         self, graphs: list[onnx.ModelProto], io: dict[str, Any], *, max_context: int, batch: int = 1
     ) -> None:
+        exact_qmoe_activations()  # as the engine's runner does
         options = ort.SessionOptions()
         options.intra_op_num_threads = 2
         self.sessions = [

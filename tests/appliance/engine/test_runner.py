@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from appliance.engine.engine import LLMEngine
-from appliance.engine.runner import OrtRunner, _stage_devices
+from appliance.engine.runner import QMOE_ACTIVATIONS_ENV, OrtRunner, _stage_devices
 from appliance.engine.tokenizer import Tokenizer
 from appliance.engine.types import SamplingParams
 from shared.errors import ConfigError, ModelError
@@ -138,3 +139,17 @@ def test_cuda_without_the_cuda_provider_is_a_config_error(toy: Path) -> None:
     io = json.loads((toy / "bundle.json").read_text())["io"]
     with pytest.raises(ConfigError, match="no CUDA provider"):
         OrtRunner(toy, io, num_slots=1, max_context=8, provider="cuda")
+
+
+def test_opening_a_bundle_keeps_8bit_experts_on_fp32_activations(
+    toy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ONNX Runtime reads ORT_QMOE_CPU_QNBIT_GEMM when a session builds its QMoE kernels: the runner
+    sets it to fp32 before opening a stage (tests/appliance/model/test_quant.py shows what that
+    changes), and leaves an operator's own value alone."""
+    monkeypatch.delenv(QMOE_ACTIVATIONS_ENV, raising=False)
+    engine(toy)
+    assert os.environ[QMOE_ACTIVATIONS_ENV] == "fp32"
+    monkeypatch.setenv(QMOE_ACTIVATIONS_ENV, "int8")
+    engine(toy)
+    assert os.environ[QMOE_ACTIVATIONS_ENV] == "int8"

@@ -47,11 +47,13 @@ def logits() -> dict[str, np.ndarray]:
     return out
 
 
-# Measured on the shipped model here: int8 98.3%, int4 94.1% (mean cosine 0.99989 / 0.99833). That is
-# below issue 14's targets (99% / 97%), which an earlier, less-trained checkpoint of the same run met
-# (99.3% / 98.0%); the bounds pin what ships, less room for another CPU's float rounding, so a
-# quantizer regression fails here. docs/demo-model.md records the gap.
-@pytest.mark.parametrize(("quant", "min_top1", "min_cosine"), [("int8", 0.975, 0.9998), ("int4", 0.93, 0.998)])
+# Measured on the shipped model here: int8 99.3%, int4 94.1% (mean cosine 0.99993 / 0.99833). int8
+# meets issue 14's 99% once the runner keeps 8-bit QMoE on fp32 activations (exact_qmoe_activations;
+# ONNX Runtime's int8-activation default gave 98.3%), and is held to it. int4 misses its 97%: the
+# loss is the routed experts' 4-bit rounding (every layer adds to it; block 16 gives 94.9%, a GPTQ
+# pass over calibration text 94.6%), see docs/demo-model.md; its bound pins what ships, less room for
+# another CPU's float rounding, so a quantizer regression still fails here.
+@pytest.mark.parametrize(("quant", "min_top1", "min_cosine"), [("int8", 0.99, 0.9999), ("int4", 0.93, 0.998)])
 def test_quantized_graph_keeps_trained_predictions(
     logits: dict[str, np.ndarray], quant: str, min_top1: float, min_cosine: float
 ) -> None:
