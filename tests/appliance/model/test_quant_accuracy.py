@@ -47,9 +47,9 @@ def logits() -> dict[str, np.ndarray]:
     return out
 
 
-# Measured on the shipped model here: int8 99.3%, int4 94.1% (mean cosine 0.99993 / 0.99833). int8
+# Measured on the shipped model here: int8 99.1%, int4 94.0% (mean cosine 0.99993 / 0.99828). int8
 # meets issue 14's 99% once the runner keeps 8-bit QMoE on fp32 activations (exact_qmoe_activations;
-# ONNX Runtime's int8-activation default gave 98.3%), and is held to it. int4 misses its 97%: the
+# ONNX Runtime's int8-activation default gave 98.2%), and is held to it. int4 misses its 97%: the
 # loss is the routed experts' 4-bit rounding (every layer adds to it; block 16 gives 94.9%, a GPTQ
 # pass over calibration text 94.6%), see docs/demo-model.md; its bound pins what ships, less room for
 # another CPU's float rounding, so a quantizer regression still fails here.
