@@ -76,6 +76,9 @@ class Settings:
     audit_syslog: str = ""
     # Sealed audit content older than this many days is crypto-shredded; 0 keeps it forever.
     audit_sealed_retention_days: int = 0
+    # How many auditors a read of sealed content takes: 1 (any auditor reads) or 2 (another auditor
+    # must approve the reader's request first; the read's record names both).
+    sealed_read_approvals: int = 1
     # Engine.
     execution_provider: str = "cpu"  # "cpu" or "cuda"
     device_ids: tuple[int, ...] = (0,)
@@ -232,6 +235,10 @@ def _validate(s: Settings) -> None:
         raise ConfigError("audit_checkpoint_every must be >= 1 and audit_checkpoint_interval_s > 0")
     if s.audit_sealed_retention_days < 0:
         raise ConfigError("audit_sealed_retention_days must be >= 0 (0 keeps sealed content forever)")
+    if s.sealed_read_approvals not in (1, 2):
+        raise ConfigError(
+            f"sealed_read_approvals must be 1 (one auditor reads) or 2 (a second auditor approves), got {s.sealed_read_approvals}"
+        )
     if (
         s.http_max_header_bytes < 1024
         or s.http_header_timeout_s <= 0

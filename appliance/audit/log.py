@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -430,10 +430,18 @@ class AuditLog:
             raise PermissionDeniedError("captured content is readable only with the auditor role")
 
     def read_sealed(
-        self, ref: str, *, actor: str, role: str, request_id: str = "", client_address: str = ""
+        self,
+        ref: str,
+        *,
+        actor: str,
+        role: str,
+        request_id: str = "",
+        client_address: str = "",
+        approval: Mapping[str, Any] | None = None,
     ) -> dict[str, str]:
         """Decrypt sealed content for an auditor. The read is appended (durably) before the
-        plaintext is returned; if it cannot be recorded, nothing is returned."""
+        plaintext is returned; if it cannot be recorded, nothing is returned. ``approval`` (who
+        approved which read request, under ``sealed_read_approvals = 2``) goes into that record."""
         self._audited_access("audit.content.read", ref, actor, role, request_id, client_address)
         with self.engine.connect() as conn:
             row = conn.execute(
@@ -463,7 +471,7 @@ class AuditLog:
                     outcome=outcome,
                     request_id=request_id,
                     client_address=client_address,
-                    details={"reason": reason} if reason else {},
+                    details={**(approval or {}), **({"reason": reason} if reason else {})},
                 )
             )
         return content

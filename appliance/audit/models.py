@@ -6,6 +6,8 @@
 ``audit_sealed``      sealed content: ciphertext plus its data key wrapped by the master key;
                       purging sets ``wrapped_key`` to NULL (crypto-shredding), the ciphertext and
                       therefore the chain stay intact
+``sealed_read_requests`` an auditor's request to read one sealed ref, and the second auditor's
+                      approval (``sealed_read_approvals = 2``); single use, expiring
 
 Times the chain hashes are stored as the exact text that was hashed (see ``chain.format_time``),
 so a round trip through a backend's timestamp type can never change a hash.
@@ -13,12 +15,14 @@ so a round trip through a backend's timestamp type can never change a hash.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, Text
+import datetime as dt
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from appliance.db.base import Base
+from appliance.db.base import Base, intpk
 
-__all__ = ["AuditChainHead", "AuditCheckpointRow", "AuditEventRow", "AuditSealedRow"]
+__all__ = ["AuditChainHead", "AuditCheckpointRow", "AuditEventRow", "AuditSealedRow", "SealedReadRequest"]
 
 # Lengths are limits the writer checks before it queues an event, so one oversized event can
 # never fail the group transaction it would share with others.
@@ -76,3 +80,17 @@ class AuditSealedRow(Base):
     # nonce(12) || AES-GCM(data key, canonical JSON of the redacted content).
     ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
     purged_time: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class SealedReadRequest(Base):
+    __tablename__ = "sealed_read_requests"
+
+    id: Mapped[intpk]
+    ref: Mapped[str] = mapped_column(String(36), index=True)
+    requester_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime]
+    approver_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    approved_at: Mapped[dt.datetime | None]
+    used_at: Mapped[dt.datetime | None]

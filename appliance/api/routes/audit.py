@@ -1,5 +1,6 @@
 """The audit log over HTTP, under ``/v1/audit``: query (filters + cursor pagination), verify, export
-(``jsonl`` | ``cef``), sealed-content read and digest test. Nothing here can change a record.
+(``jsonl`` | ``cef``), sealed-content read (and, with ``sealed_read_approvals = 2``, the read
+requests a second auditor approves) and digest test. Nothing here can change a record.
 
 Exports are written to a spooled temporary file in one worker thread (the log reads them from one
 database snapshot), then streamed; every export and every content read is itself audited.
@@ -17,11 +18,14 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from appliance.api.auditing import Caller
+from appliance.api.auditing import Caller, RequestInfo
 from appliance.api.errors import ERROR_RESPONSES
-from appliance.api.state import MAX_ID, app_state, caller_with, request_info
+from appliance.api.state import MAX_ID, AppState, app_state, caller_with, request_info
+from appliance.audit import approvals
+from appliance.audit.events import AuditEvent
 from appliance.audit.query import AuditFilter
 from appliance.auth.roles import Permission
+from shared.errors import PermissionDeniedError
 
 __all__ = ["router"]
 
@@ -214,25 +218,178 @@ async def export(
     )
 
 
+_Ref = Path(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_decrypt = caller_with(Permission.AUDIT_DECRYPT)
+
+
+class ReadRequestCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=512, description="why the content must be read")
+
+
+class ReadRequestOut(BaseModel):
+    id: int
+    ref: str
+    requested_by: str
+    reason: str
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    approved_by: str | None
+    approved_at: dt.datetime | None
+    status: str
+
+
+def _request_out(info: approvals.ReadRequest, now: dt.datetime) -> ReadRequestOut:
+    return ReadRequestOut(
+        id=info.id,
+        ref=info.ref,
+        requested_by=info.requested_by,
+        reason=info.reason,
+        created_at=info.created_at,
+        expires_at=info.expires_at,
+        approved_by=info.approved_by,
+        approved_at=info.approved_at,
+        status=info.status(now),
+    )
+
+
+def _take_approval(state: AppState, caller: Caller, ref: str, info: RequestInfo) -> dict[str, Any]:
+    """Under ``sealed_read_approvals = 2``: use up the caller's approved request for ``ref`` (a
+    refusal is recorded, then raised); what the read's record says about it."""
+    with state.uow() as session:
+        try:
+            taken = approvals.take_approval(
+                session, ref, requester_id=caller.principal.user_id, now=state.clock.now()
+            )
+        except PermissionDeniedError:
+            state.audit_log.append_in(
+                session,
+                AuditEvent(
+                    action="audit.content.read",
+                    actor=caller.actor,
+                    target=ref,
+                    outcome="denied",
+                    request_id=info.request_id,
+                    client_address=info.client_address,
+                    details={"reason": "no approved read request"},
+                ),
+            )
+            session.commit()
+            raise
+    return {"approved_by": taken.approved_by, "read_request": taken.id}
+
+
 @router.get(
     "/sealed/{ref}",
     response_model=dict[str, str],
     responses=_RESPONSES,
-    summary="Decrypt sealed content (auditors; the read is itself audited first)",
+    summary="Decrypt sealed content (auditors; the read is itself audited first). With "
+    "sealed_read_approvals = 2, only after another auditor approved the caller's read request",
 )
-async def read_sealed(
-    request: Request,
-    ref: str = Path(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"),
-    caller: Caller = Depends(caller_with(Permission.AUDIT_DECRYPT)),
-) -> dict[str, str]:
-    log = app_state(request).audit_log
+async def read_sealed(request: Request, ref: str = _Ref, caller: Caller = Depends(_decrypt)) -> dict[str, str]:
+    state = app_state(request)
+    log = state.audit_log
     info = request_info(request)
     role = caller.principal.role.value if caller.principal.role else ""
-    return await anyio.to_thread.run_sync(
-        lambda: log.read_sealed(
-            ref, actor=caller.actor, role=role, request_id=info.request_id, client_address=info.client_address
+
+    def run() -> dict[str, str]:
+        approval = _take_approval(state, caller, ref, info) if state.settings.sealed_read_approvals > 1 else None
+        return log.read_sealed(
+            ref,
+            actor=caller.actor,
+            role=role,
+            request_id=info.request_id,
+            client_address=info.client_address,
+            approval=approval,
         )
-    )
+
+    return await anyio.to_thread.run_sync(run)
+
+
+@router.post(
+    "/sealed/{ref}/requests",
+    response_model=ReadRequestOut,
+    status_code=201,
+    responses=_RESPONSES,
+    summary="Ask another auditor to approve reading sealed content (sealed_read_approvals = 2)",
+)
+async def request_sealed_read(
+    body: ReadRequestCreate, request: Request, ref: str = _Ref, caller: Caller = Depends(_decrypt)
+) -> ReadRequestOut:
+    state = app_state(request)
+    info = request_info(request)
+
+    def run() -> ReadRequestOut:
+        now = state.clock.now()
+        with state.uow() as session:
+            made = approvals.request_read(
+                session, ref, requester_id=caller.principal.user_id, reason=body.reason, now=now
+            )
+            state.audit_log.append_in(
+                session,
+                AuditEvent(
+                    action="audit.content.read_requested",
+                    actor=caller.actor,
+                    target=ref,
+                    request_id=info.request_id,
+                    client_address=info.client_address,
+                    details={"read_request": made.id, "reason": made.reason},
+                ),
+            )
+        return _request_out(made, now)
+
+    return await anyio.to_thread.run_sync(run)
+
+
+@router.get(
+    "/read-requests",
+    response_model=list[ReadRequestOut],
+    responses=_RESPONSES,
+    summary="Read requests of sealed content waiting for a second auditor",
+)
+async def list_read_requests(request: Request, caller: Caller = Depends(_decrypt)) -> list[ReadRequestOut]:
+    state = app_state(request)
+
+    def run() -> list[ReadRequestOut]:
+        now = state.clock.now()
+        with state.read_uow() as session:
+            return [_request_out(r, now) for r in approvals.pending(session, now=now)]
+
+    return await anyio.to_thread.run_sync(run)
+
+
+@router.post(
+    "/read-requests/{request_id}/approve",
+    response_model=ReadRequestOut,
+    responses=_RESPONSES,
+    summary="Approve another auditor's read request (never one's own); good for one read",
+)
+async def approve_read_request(
+    request: Request,
+    request_id: int = Path(ge=1, le=MAX_ID),
+    caller: Caller = Depends(_decrypt),
+) -> ReadRequestOut:
+    state = app_state(request)
+    info = request_info(request)
+
+    def run() -> ReadRequestOut:
+        now = state.clock.now()
+        with state.uow() as session:
+            approved = approvals.approve(session, request_id, approver_id=caller.principal.user_id, now=now)
+            state.audit_log.append_in(
+                session,
+                AuditEvent(
+                    action="audit.content.read_approved",
+                    actor=caller.actor,
+                    target=approved.ref,
+                    request_id=info.request_id,
+                    client_address=info.client_address,
+                    details={"read_request": approved.id, "requested_by": approved.requested_by},
+                ),
+            )
+        return _request_out(approved, now)
+
+    return await anyio.to_thread.run_sync(run)
 
 
 @router.post(
