@@ -1,7 +1,7 @@
 """Two-person reads of sealed content: an auditor's read request and a second auditor's approval.
 
-Revision ID: 0007_sealed_read_requests
-Revises: 0006_thinking_policy
+Revision ID: 0008_sealed_read_requests
+Revises: 0007_scim
 Create Date: 2026-12-03
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_sealed_read_requests"
-down_revision = "0006_thinking_policy"
+revision = "0008_sealed_read_requests"
+down_revision = "0007_scim"
 branch_labels = None
 depends_on = None
 
