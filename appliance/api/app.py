@@ -27,7 +27,7 @@ from appliance.api.metrics import Metrics
 from appliance.api.middleware import EdgeMiddleware
 from appliance.api.quotas import QuotaTracker
 from appliance.api.reads import read_only_uow
-from appliance.api.routes import admin, audit, auth, health, ldap, openai, scim, sso
+from appliance.api.routes import admin, audit, auth, group_mappings, health, ldap, openai, refresh, scim, sso
 from appliance.api.state import AppState
 from appliance.audit.log import AuditLog
 from appliance.auth.ldap import LdapDirectory
@@ -144,7 +144,7 @@ def create_app(
     app.state.enclave = state
     install_error_handlers(app)
     # scim last: its catch-all answers the rest of /scim/v2 with SCIM errors.
-    for module in (openai, auth, sso, ldap, admin, audit, health, scim):
+    for module in (openai, auth, refresh, sso, ldap, admin, group_mappings, audit, health, scim):
         app.include_router(module.router)
     if settings.cors_origin_list:
         # Off unless origins are named: a browser page elsewhere must not drive a user's session.

@@ -132,6 +132,14 @@ class LdapDirectory:
         """
         if not password:
             raise AuthError("invalid username or password", reason="bad_password")
+        return self._resolve(username, password)
+
+    def lookup(self, username: str) -> DirectoryUser:
+        """The directory's user ``username`` and their groups now, found by the service account
+        alone (a session refresh: no password at hand). Raises as :meth:`authenticate`."""
+        return self._resolve(username, None)
+
+    def _resolve(self, username: str, password: str | None) -> DirectoryUser:
         service, ok = self._bound(self._bind_dn, self._bind_password)
         try:
             if not ok:
@@ -147,18 +155,8 @@ class LdapDirectory:
                 raise AuthError("invalid username or password", reason="ambiguous_user")
             entry = found[0]
             dn = str(entry["dn"])
-            user, bound = self._bound(dn, password)
-            try:
-                if not bound:
-                    code = user.result.get("result")
-                    if code == _INVALID_CREDENTIALS:
-                        raise AuthError("invalid username or password", reason="bad_password")
-                    raise AuthError(
-                        f"the directory refused the sign-in: {user.result.get('description')}",
-                        reason="directory_refused",
-                    )
-            finally:
-                user.unbind()
+            if password is not None:
+                self._check_password(dn, password)
             attrs = entry.get("attributes", {})
             if self._group_base:
                 query = self._group_filter.replace("{dn}", escape_filter_chars(dn)).replace(
@@ -173,3 +171,17 @@ class LdapDirectory:
             return DirectoryUser(dn=dn, subject=subject, groups=_group_names(group_dns))
         finally:
             service.unbind()
+
+    def _check_password(self, dn: str, password: str) -> None:
+        user, bound = self._bound(dn, password)
+        try:
+            if not bound:
+                code = user.result.get("result")
+                if code == _INVALID_CREDENTIALS:
+                    raise AuthError("invalid username or password", reason="bad_password")
+                raise AuthError(
+                    f"the directory refused the sign-in: {user.result.get('description')}",
+                    reason="directory_refused",
+                )
+        finally:
+            user.unbind()

@@ -211,3 +211,40 @@ async def test_first_sign_in_links_to_the_account_scim_provisioned(site: tuple[A
     assert app.records("auth.ldap.login")[-1]["details"]["created"] is False  # type: ignore[index]
     users = (await client.get("/v1/admin/users", headers=app.headers("adm"))).json()
     assert [u["username"] for u in users].count("alice") == 1
+
+
+async def test_session_refresh_re_evaluates_directory_groups(
+    site: tuple[Appliance, httpx.AsyncClient], directory: Slapd
+) -> None:
+    app, client = site
+    token = (await _login(client, "carol", USERS["carol"])).json()["token"]
+    directory.remove_member("enclave-admins", "carol")
+    try:
+        renewed = await client.post("/v1/auth/refresh", headers={"Authorization": f"Bearer {token}"})
+        assert renewed.status_code == 200, renewed.text
+        new = renewed.json()["token"]
+        assert (await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+        me = (await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {new}"})).json()
+        assert me["role"] == "developer"
+        changes = app.records("auth.session.refreshed")[-1]["details"]["changes"]  # type: ignore[index]
+        assert changes["role"] == {"old": "admin", "new": "developer"}  # type: ignore[index]
+        # Out of every mapped group: the refresh is refused and the session it held ends.
+        directory.remove_member("eng", "carol")
+        try:
+            refused = await client.post("/v1/auth/refresh", headers={"Authorization": f"Bearer {new}"})
+            assert refused.status_code == 401 and "groups" in refused.json()["error"]["message"]
+            assert (await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {new}"})).status_code == 401
+            assert app.records("auth.session.refresh_failed")[-1]["details"]["reason"] == "no_group"  # type: ignore[index]
+        finally:
+            directory.add_member("eng", "carol")
+    finally:
+        directory.add_member("enclave-admins", "carol")
+
+
+async def test_refresh_of_a_local_session_and_of_an_api_token(site: tuple[Appliance, httpx.AsyncClient]) -> None:
+    app, client = site
+    session = await client.post("/v1/auth/login", json={"username": "dev", "password": PASSWORD})
+    renewed = await client.post("/v1/auth/refresh", headers={"Authorization": f"Bearer {session.json()['token']}"})
+    assert renewed.status_code == 200, renewed.text
+    token = await client.post("/v1/auth/refresh", headers=app.headers("dev"))
+    assert token.status_code == 409 and "API token" in token.json()["error"]["message"]
