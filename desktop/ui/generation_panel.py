@@ -113,6 +113,7 @@ class GenerationPanel(QWidget):
         self._render.setInterval(0)
         self._render.timeout.connect(self._render_answer)
         self.rendered = 0  # answer renders during this stream (tests and the stream bench read it)
+        self.rendered_text = ""  # the answer as last rendered (what the next paint shows)
         self.prepare.clicked.connect(lambda: self.askRequested.emit(self.question.toPlainText()))
         self.send.clicked.connect(lambda: self.sendRequested.emit(self.question.toPlainText()))
         self.stop.clicked.connect(self.stopRequested)
@@ -164,6 +165,7 @@ class GenerationPanel(QWidget):
         following = bar.value() >= bar.maximum() - 4  # the reader is at the end: keep the new text in view
         # Re-rendering the Markdown keeps fenced code blocks rendered as they grow.
         self.answer.setMarkdown(self._answer_text)
+        self.rendered_text = self._answer_text
         self.rendered += 1
         if following:
             bar.setValue(bar.maximum())

@@ -114,9 +114,10 @@ def test_a_working_day_on_a_plain_x_session(appliance: RealAppliance, display: s
     assert "cannot be remembered" in report["keyring_note"] and steps["sign-in"]["session_only"]
     assert steps["sign-in"]["user"] == appliance.username and steps["sign-in"]["models"]
     assert steps["index"]["files"] >= 4
-    # The answer streamed: the view painted partial answers before the whole one.
+    # The answer streamed: every piece from the appliance was painted before the next one was read
+    # (the stream is paced on the paints, so this does not depend on how fast the model is).
     ask = steps["ask"]
-    assert ask["deltas"] > 1 and ask["partial_paints"] >= 1, ask
+    assert ask["pieces"] > 1 and not ask["missed"] and ask["partial_paints"] >= 1, ask
     # Inline completion in a file larger than the model's context: accepted, no request refused.
     completion = steps["completion"]
     assert completion["file_chars"] > 4 * max(completion["context_length"].values()), completion
