@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+import webbrowser
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def build(
     completion_pause_ms: int = 600,
     answer_max_tokens: int = 512,
     health_ms: int = 5000,
+    open_browser: Callable[[str], object] | None = None,
 ) -> App:
     pool = QThreadPool()
     pool.setMaxThreadCount(4)
@@ -78,6 +80,7 @@ def build(
         credentials=CredentialStore(keyring_backend),
         pool=pool,
         client_factory=client_factory or ApplianceClient,
+        open_browser=open_browser or webbrowser.open,
     )
     history = HistoryStore(dirs.data / "history.sqlite")
     project = ProjectService(cache_dir=dirs.cache, pool=pool, policy_patterns=policy_patterns, poll_ms=poll_ms)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,9 @@ import httpx
 
 from desktop.client.errors import response_error, transport_error
 from desktop.client.sse import DONE, StreamEvent, chat_events, completion_events, sse_payload
+from desktop.client.sso import SsoError, sign_in_with_browser
 from desktop.client.tls import ssl_context
-from shared.errors import EnclaveError
+from shared.errors import AuthError, EnclaveError
 from shared.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -117,6 +118,15 @@ class ApplianceClient:
 
     def logout(self) -> None:
         self._request("POST", "/v1/auth/logout")
+
+    def sign_in_browser(self, open_browser: Callable[[str], object], *, timeout_s: float = 300.0) -> str:
+        """Single sign-on through the system browser (see :mod:`desktop.client.sso`); the session token."""
+        try:
+            return sign_in_with_browser(self._http, open_browser=open_browser, timeout_s=timeout_s).token
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        except SsoError as exc:
+            raise AuthError(str(exc)) from None
 
     def change_password(self, old_password: str, new_password: str) -> None:
         """Change the signed-in user's password; the appliance then ends all their login sessions."""

@@ -8,6 +8,7 @@ the fingerprint and the last user name.
 from __future__ import annotations
 
 import contextlib
+import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +74,11 @@ class ConnectionService(QObject):
         credentials: CredentialStore,
         pool: QThreadPool,
         client_factory: ClientFactory = ApplianceClient,
+        open_browser: Callable[[str], object] = webbrowser.open,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
+        self._open_browser = open_browser
         self._profiles = profiles
         self._credentials = credentials
         self._pool = pool
@@ -307,6 +310,22 @@ class ConnectionService(QObject):
             session = self._session_for(client)
             self._credentials.save(profile.url, token.strip())
             return client, session
+
+        self._run("sign-in", work, self._after_sign_in)
+
+    def sign_in_sso(self) -> None:
+        """Sign in through the site's identity provider in the system browser (a loopback redirect)."""
+        profile = self._require_profile()
+
+        def work(job: Job) -> tuple[ApplianceClient, Session]:
+            client = self._make_client(profile, None)
+            client.token = client.sign_in_browser(self._open_browser)
+            try:
+                self._credentials.save(profile.url, client.token)
+            except EnclaveError:
+                client.logout()  # as for a password: no session left alive that nobody can use
+                raise
+            return client, self._session_for(client)
 
         self._run("sign-in", work, self._after_sign_in)
 

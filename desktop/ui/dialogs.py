@@ -170,6 +170,10 @@ class SignInDialog(QDialog):
         self.sign_in = QPushButton("Sign in")
         self.sign_in.setDefault(True)
         self.sign_in.clicked.connect(self._submit)
+        # The site's identity provider, in the system browser (never a web view in this window).
+        self.sso = QPushButton("Sign in with SSO…")
+        self.sso.setToolTip("Opens your browser at your organisation's sign-in page")
+        self.sso.clicked.connect(self._submit_sso)
         layout = QVBoxLayout(self)
         layout.addWidget(self.message)
         layout.addWidget(self.error)
@@ -177,6 +181,7 @@ class SignInDialog(QDialog):
         layout.addWidget(self.keyring_note)
         layout.addWidget(self.session_only)
         layout.addWidget(self.sign_in)
+        layout.addWidget(self.sso)
         # Wide enough that a wrapped error never squeezes the fields (seen clipped on a plain X session).
         self.setMinimumWidth(520)
         service.signedIn.connect(self._done)
@@ -193,11 +198,21 @@ class SignInDialog(QDialog):
         self.session_only.show()
         self.session_only.setChecked(True)
 
-    def _submit(self) -> None:
+    def _start(self) -> None:
         self.error.hide()
         if not self.session_only.isHidden() and self.session_only.isChecked():
             self._service.credentials.use_session_only()
         self.sign_in.setEnabled(False)
+        self.sso.setEnabled(False)
+
+    def _submit_sso(self) -> None:
+        self._start()
+        self.message.setText("Finish signing in in your browser; this window continues when it is done.")
+        self.message.show()
+        self._service.sign_in_sso()
+
+    def _submit(self) -> None:
+        self._start()
         if self.tabs.currentIndex() == 0:
             self._service.sign_in_password(self.username.text(), self.password.text())
         else:
@@ -217,3 +232,4 @@ class SignInDialog(QDialog):
                            else f"{exc}. Check the user name and password (or the token) and try again.")
         self.error.show()
         self.sign_in.setEnabled(True)
+        self.sso.setEnabled(True)

@@ -37,6 +37,8 @@ class FakeAppliance:
         # Users who signed in with a one-time password and must change it (as the appliance: only
         # /v1/auth/me, /logout and /password answer them; the rest is 403).
         self.must_change: set[str] = set()
+        self.sso_user: str | None = None
+        self.sso_states: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []  # bodies of generation requests
         self.reachable = True
         # The policy's path exclusions, as /v1/auth/me reports them.
@@ -101,6 +103,8 @@ class FakeAppliance:
             token = f"encl_{uuid.uuid4().hex}"
             self.tokens[token] = body["username"]
             return httpx.Response(200, json={"token": token, "token_type": "bearer", "expires_at": "2026-12-01T00:00:00Z"})
+        if path.startswith("/v1/auth/oidc/"):
+            return self._oidc(path, json.loads(request.content))
         auth = request.headers.get("authorization", "")
         user = self.tokens.get(auth.removeprefix("Bearer "))
         if user is None:
@@ -165,6 +169,23 @@ class FakeAppliance:
                 return _err(403, "needs the admin role", "permission_denied")
             return self._admin(request, path)
         return _err(404, "not found", "not_found")
+
+    def _oidc(self, path: str, body: dict[str, str]) -> httpx.Response:
+        # The appliance's half of single sign-on: the identity provider is whoever the test's browser
+        # says signed in (``sso_user``; None: single sign-on is not configured).
+        if self.sso_user is None:
+            return _err(409, "single sign-on is not configured on this appliance (oidc_issuer)", "conflict")
+        if path == "/v1/auth/oidc/start":
+            state = uuid.uuid4().hex
+            self.sso_states[state] = body["redirect_uri"]
+            query = httpx.QueryParams({"redirect_uri": body["redirect_uri"], "state": state})
+            return httpx.Response(200, json={"authorization_url": f"https://idp.test/authorize?{query}", "state": state})
+        if body.get("state") not in self.sso_states or body.get("code") != "good-code":
+            return _err(401, "the sign-in could not be verified", "invalid_api_key")
+        del self.sso_states[body["state"]]
+        token = f"encl_{uuid.uuid4().hex}"
+        self.tokens[token] = self.sso_user
+        return httpx.Response(200, json={"token": token, "username": self.sso_user, "expires_at": "2026-12-01T00:00:00Z"})
 
     def _change_password(self, user: str, body: dict[str, str]) -> httpx.Response:
         password, role = self.passwords[user]
