@@ -302,8 +302,10 @@ def _validate_ldap(s: Settings) -> None:
         raise ConfigError("ldap_starttls is for ldap:// URLs; ldaps:// is TLS already")
     if s.ldap_ca_file and not Path(s.ldap_ca_file).is_file():
         raise ConfigError(f"ldap_ca_file {s.ldap_ca_file!r} is not a file")
-    if not s.ldap_bind_dn or not s.ldap_bind_password:
-        raise ConfigError("ldap_url is set but ldap_bind_dn or ldap_bind_password is empty (anonymous binds are not used)")
+    if not s.ldap_bind_dn:
+        # The password may come from the environment of `enclave serve` alone; an empty one is
+        # refused at sign-in (appliance.auth.ldap), never used for an unauthenticated bind.
+        raise ConfigError("ldap_url is set but ldap_bind_dn is empty (anonymous binds are not used)")
     if not s.ldap_user_base:
         raise ConfigError("ldap_url is set but ldap_user_base is empty")
     if "{username}" not in s.ldap_user_filter:

@@ -140,6 +140,8 @@ class LdapDirectory:
         return self._resolve(username, None)
 
     def _resolve(self, username: str, password: str | None) -> DirectoryUser:
+        if not self._bind_password:
+            raise UpstreamError("ldap_bind_password is empty: set it (ENCLAVE_LDAP_BIND_PASSWORD) for `enclave serve`")
         service, ok = self._bound(self._bind_dn, self._bind_password)
         try:
             if not ok:

@@ -67,7 +67,7 @@ CONFIG = ServiceProviderConfig(
         AuthenticationScheme(
             type=AuthenticationScheme.Type.oauthbearertoken,
             name="Enclave API token",
-            description="An Enclave API token scoped to scim:provision (enclave token create --scopes scim:provision)",
+            description="An Enclave API token scoped to scim:provision (enclave token create --scope scim:provision)",
         )
     ],
 )

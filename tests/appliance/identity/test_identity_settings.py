@@ -27,7 +27,7 @@ _LDAP = {
         ({"ENCLAVE_PASSWORD_LOGIN": "never"}, "'on' or 'break_glass'"),
         ({"ENCLAVE_LDAP_URL": "ldap://dir.example"}, "ldap_starttls"),
         ({"ENCLAVE_LDAP_URL": "http://dir.example"}, "ldaps://"),
-        ({"ENCLAVE_LDAP_URL": "ldaps://dir.example", "ENCLAVE_LDAP_USER_BASE": "dc=x"}, "anonymous"),
+        ({"ENCLAVE_LDAP_URL": "ldaps://dir.example", "ENCLAVE_LDAP_USER_BASE": "dc=x"}, "ldap_bind_dn"),
         ({**_LDAP, "ENCLAVE_LDAP_USER_FILTER": "(uid=alice)"}, "{username}"),
         ({**_LDAP, "ENCLAVE_LDAP_CA_FILE": "/nonexistent/ca.pem"}, "not a file"),
         ({**_LDAP, "ENCLAVE_LDAP_USER_BASE": ""}, "ldap_user_base"),

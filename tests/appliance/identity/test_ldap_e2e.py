@@ -186,6 +186,14 @@ def test_no_unauthenticated_bind(directory: Slapd) -> None:
     with pytest.raises(AuthError) as refused:
         trusted.authenticate("alice", "")
     assert refused.value.reason == "bad_password"
+    # Nor does the service account ever bind without its password.
+    no_secret = LdapDirectory(
+        url=str(settings["ldap_url"]), starttls=False, ca_file=str(directory.ca_file), bind_dn=SERVICE_DN,
+        bind_password="", user_base=f"ou=people,{BASE_DN}", user_filter="(uid={username})", group_base="",
+        group_filter="", timeout_s=5,
+    )
+    with pytest.raises(UpstreamError, match="ldap_bind_password"):
+        no_secret.authenticate("alice", USERS["alice"])
     # A filter-injection attempt finds no one rather than everyone.
     with pytest.raises(AuthError) as injected:
         trusted.authenticate("*)(uid=*", "anything")
