@@ -26,6 +26,7 @@ from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaLease, QuotaTracker
 from appliance.api.reasoning import ThinkingPlan
+from appliance.engine.constrain import Constraint
 from appliance.engine.types import Delta, GenerationService, SamplingParams
 from shared.errors import EngineError, QuotaError
 from shared.schemas import EnclaveMetadata
@@ -242,6 +243,7 @@ async def admit(
     prompt_content: Any,
     started: float,
     thinking: ThinkingPlan | None = None,
+    constraint: Constraint | None = None,
 ) -> Generation:
     """Check limits, take a quota lease and durably audit the request; raise on any refusal.
     ``thinking``: the mode a chat asked for, checked here against policy and the model."""
@@ -272,6 +274,7 @@ async def admit(
         stop=stop,
         thinking=plan.thinking,
         max_reasoning_tokens=plan.max_reasoning_tokens,
+        constraint=constraint,
     )
     details: dict[str, Any] = {
         "endpoint": endpoint,

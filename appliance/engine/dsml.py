@@ -36,6 +36,7 @@ __all__ = [
     "DsmlParser",
     "ParsedCall",
     "TextEvent",
+    "call_arguments",
     "new_call_id",
     "parse_completion",
     "render_tool_calls",

@@ -35,6 +35,7 @@ from shared.schemas.chat import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChatDelta,
+    ChatFinish,
     ChatMessageIn,
     ChatMessageOut,
     TextPart,
@@ -53,11 +54,15 @@ from shared.schemas.response_format import JsonSchemaFormat, ResponseFormat
 from shared.schemas.service import ErrorBody, ErrorResponse, HealthStatus
 from shared.schemas.thinking import CompletionTokensDetails, ReasoningEffortIn, ThinkingOption
 from shared.schemas.tools import (
+    FunctionCallDelta,
     FunctionCallIn,
+    FunctionCallOut,
     FunctionDef,
     NamedFunction,
     NamedToolChoice,
+    ToolCallDelta,
     ToolCallIn,
+    ToolCallOut,
     ToolDef,
 )
 
@@ -70,6 +75,7 @@ __all__ = [
     "ChatCompletionChunk",
     "ChatCompletionRequest",
     "ChatDelta",
+    "ChatFinish",
     "ChatMessageIn",
     "ChatMessageOut",
     "Completion",
@@ -82,7 +88,9 @@ __all__ = [
     "ErrorBody",
     "ErrorResponse",
     "FimCompletionRequest",
+    "FunctionCallDelta",
     "FunctionCallIn",
+    "FunctionCallOut",
     "FunctionDef",
     "HealthStatus",
     "JsonSchemaFormat",
@@ -101,7 +109,9 @@ __all__ = [
     "StreamOptions",
     "TextPart",
     "ThinkingOption",
+    "ToolCallDelta",
     "ToolCallIn",
+    "ToolCallOut",
     "ToolDef",
     "Usage",
 ]

@@ -16,10 +16,21 @@ from pydantic import (
 )
 
 from shared.schemas._base import MAX_TEXT_CHARS, Response, not_supported
-from shared.schemas.generation import GenerationRequest, OpenAIFinish, Usage
+from shared.schemas.generation import GenerationRequest, Usage
 from shared.schemas.response_format import ResponseFormat
 from shared.schemas.thinking import ReasoningEffortIn, ThinkingOption
-from shared.schemas.tools import FunctionDef, NamedFunction, NamedToolChoice, ToolCallIn, ToolDef
+from shared.schemas.tools import (
+    FunctionDef,
+    NamedFunction,
+    NamedToolChoice,
+    ToolCallDelta,
+    ToolCallIn,
+    ToolCallOut,
+    ToolDef,
+)
+
+# "tool_calls": the turn ended with calls for the client to run (OpenAI's value).
+ChatFinish = Literal["stop", "length", "tool_calls"]
 
 
 class TextPart(BaseModel):
@@ -76,12 +87,22 @@ class ChatCompletionRequest(GenerationRequest):
     logprobs: bool | None = Field(default=None, description="only false is supported")
     top_logprobs: int | None = Field(default=None, ge=0, le=20, description="only 0 is supported")
     response_format: ResponseFormat | None = Field(default=None, description="only `text` is supported")
-    tools: list[ToolDef] | None = Field(default=None, max_length=128, description="not supported yet")
-    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
-    functions: list[FunctionDef] | None = Field(default=None, max_length=128, description="legacy `tools`")
+    tools: list[ToolDef] | None = Field(
+        default=None, max_length=128, description="functions the model may call (DeepSeek V4's DSML format)"
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        default=None,
+        description="`auto` (default with tools): the model decides; `required` / a named function: the "
+        "output is constrained to a valid call; `none`: the tools are left out of the prompt",
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None, description="false: at most one call (default true)"
+    )
+    functions: list[FunctionDef] | None = Field(
+        default=None, max_length=128, description="OpenAI's deprecated form of `tools`: refused, send `tools`"
+    )
     function_call: Literal["none", "auto"] | NamedFunction | None = Field(
-        default=None, description="legacy `tool_choice`"
+        default=None, description="OpenAI's deprecated form of `tool_choice`: refused, send `tool_choice`"
     )
     # Accepted, with no effect here: what OpenAI SDKs and agent frameworks send routinely.
     store: bool | None = Field(default=None, description="accepted; completions are never stored for later")
@@ -118,20 +139,28 @@ class ChatCompletionRequest(GenerationRequest):
             raise not_supported(f"response_format {value.type}")
         return value
 
-    @field_validator("tools", "functions")
+    @field_validator("functions", "function_call")
     @classmethod
-    def _tools(cls, value: list[Any] | None, info: ValidationInfo) -> list[Any] | None:
+    def _legacy(cls, value: Any, info: ValidationInfo) -> Any:
+        # Answering `functions` properly means answering in its own shape (message.function_call,
+        # finish_reason "function_call"); every client we serve sends `tools`, so it is refused.
         if value:
-            raise not_supported(str(info.field_name))
+            raise not_supported(f"{info.field_name} (OpenAI's deprecated form; send tools / tool_choice)")
         return value
 
-    @field_validator("messages")
-    @classmethod
-    def _plain_turns(cls, value: list[ChatMessageIn]) -> list[ChatMessageIn]:
-        for message in value:
-            if message.role == "tool" or message.tool_calls:
-                raise not_supported("a tool call or tool result in messages")
-        return value
+    @model_validator(mode="after")
+    def _tool_choice(self) -> ChatCompletionRequest:
+        choice = self.tool_choice
+        if choice is not None and choice != "none" and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in {
+            t.function.name for t in self.tools or ()
+        }:
+            raise ValueError(f"tool_choice names {choice.function.name!r}, which is not among the tools")
+        names = [t.function.name for t in self.tools or ()]
+        if len(set(names)) != len(names):
+            raise ValueError("tools must have distinct names")
+        return self
 
     def output_limit(self) -> int | None:
         return self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
@@ -139,7 +168,10 @@ class ChatCompletionRequest(GenerationRequest):
 
 class ChatMessageOut(Response):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None = Field(description="null when the turn is only tool calls")
+    tool_calls: list[ToolCallOut] | None = Field(
+        default=None, exclude_if=lambda calls: calls is None, description="absent when there are none"
+    )
     reasoning_content: str | None = Field(
         default=None, description="thinking mode only: the reasoning that came before `content`"
     )
@@ -156,7 +188,7 @@ class ChatMessageOut(Response):
 class ChatChoice(Response):
     index: int
     message: ChatMessageOut
-    finish_reason: OpenAIFinish
+    finish_reason: ChatFinish
     logprobs: None = None
 
 
@@ -174,12 +206,15 @@ class ChatDelta(Response):
     content: str | None = None
     # Thinking mode: reasoning deltas come first, then content deltas; a delta never carries both.
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = Field(
+        default=None, description="the first delta of a call has id, type and name; later ones add arguments"
+    )
 
 
 class ChatChunkChoice(Response):
     index: int
     delta: ChatDelta
-    finish_reason: OpenAIFinish | None = None
+    finish_reason: ChatFinish | None = None
     logprobs: None = None
 
 

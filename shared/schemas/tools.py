@@ -47,3 +47,34 @@ class NamedToolChoice(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["function"]
     function: NamedFunction
+
+
+class FunctionCallOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    arguments: str = Field(description="JSON text of the arguments object")
+
+
+class ToolCallOut(BaseModel):
+    """A call the model made (``message.tool_calls[i]``): ids are ``call_`` + 24 hex digits."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
+class FunctionCallDelta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    """One streamed piece of ``tool_calls[index]``: the client concatenates the ``arguments``."""
+
+    model_config = ConfigDict(extra="forbid")
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta

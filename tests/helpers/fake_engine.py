@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from appliance.engine.types import ChatMessage, Delta, EngineStats, FinishReason, SamplingParams
 from shared.errors import EngineError, InputError
@@ -48,10 +49,16 @@ class FakeEngine:
         self,
         messages: Sequence[ChatMessage],
         *,
+        tools: Sequence[dict[str, Any]] | None = None,
         thinking: bool = False,
         reasoning_effort: str | None = None,
     ) -> list[int]:
-        text = "".join(f"<{m.role}>{m.content}" for m in messages) + "<assistant>"
+        names = ",".join(t["function"]["name"] for t in tools or ())
+        text = (
+            f"<tools>{names}" * bool(names)
+            + "".join(f"<{m.role}>{m.content}" for m in messages)
+            + "<assistant>"
+        )
         if thinking:
             text = f"<effort {reasoning_effort}>{text}<think>"
         return list(text.encode("utf-8"))

@@ -30,10 +30,11 @@ from appliance.api.prompt_input import encode_prompt
 from appliance.api.reasoning import plan_thinking, served_model
 from appliance.api.sse import DONE, TEXT_SLOT, SSEResponse, TextFrames, sse_event
 from appliance.api.state import app_state, caller_with, request_info
+from appliance.api.tool_calls import ToolPlan, ToolStream, chat_messages, plan_tools, tool_calls_out
 from appliance.auth.roles import Permission
 from appliance.engine.prompt import FIM_BEGIN, FIM_END, FIM_HOLE
 from appliance.engine.tokenizer import BOS_TOKEN
-from appliance.engine.types import ChatMessage, GenerationService
+from appliance.engine.types import GenerationService
 from shared.errors import EngineError
 from shared.schemas import (
     ChatCompletion,
@@ -70,20 +71,27 @@ _RAW_FIM = re.compile(
 )
 
 
-def chat_messages(body: ChatCompletionRequest) -> list[ChatMessage]:
-    """The request's turns as the engine's messages (``developer`` is OpenAI's newer ``system``)."""
-    return [
-        ChatMessage("system" if m.role == "developer" else m.role, m.text(), m.reasoning_content)
-        for m in body.messages
-    ]
-
-
 def chat_completion(
-    rid: str, created: int, model: str, text: str, finish: str, usage: Usage, reasoning: str | None = None
+    rid: str,
+    created: int,
+    model: str,
+    text: str,
+    finish: str,
+    usage: Usage,
+    reasoning: str | None = None,
+    tools: ToolPlan | None = None,
 ) -> ChatCompletion:
     """The whole-answer object of a chat (or Mistral-shape FIM) generation; ``reasoning`` in
-    thinking mode."""
-    message = {"role": "assistant", "content": text, "reasoning_content": reasoning}
+    thinking mode; with ``tools``, the text is parsed for calls (appliance.api.tool_calls)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "reasoning_content": reasoning}
+    if tools is not None:
+        stream = ToolStream(tools.parser())
+        stream.feed(text)
+        stream.finish()
+        if stream.parser.calls:
+            message["content"] = "".join(stream.content) or None
+            message["tool_calls"] = tool_calls_out(stream.parser.calls)
+            finish = stream.finish_reason(finish)
     return ChatCompletion.model_validate(
         {
             "id": rid,
@@ -126,7 +134,7 @@ def _stream_error(exc: EngineError) -> bytes:
 async def _stream(
     gen: Generation,
     base: dict[str, Any],
-    frame: TextFrames,
+    frame: Callable[[str], Iterator[bytes]],
     closing: Callable[[str, str, dict[str, Any]], Iterator[bytes]],
     include_usage: bool,
     reasoning: TextFrames | None = None,
@@ -142,7 +150,8 @@ async def _stream(
                 yield reasoning(delta.reasoning)
             if delta.finish_reason is None:
                 if delta.text:
-                    yield frame(delta.text)
+                    for event in frame(delta.text):
+                        yield event
                 continue
             finish = _finish(delta.finish_reason)
             usage = _usage(
@@ -162,10 +171,12 @@ async def _stream(
         await deltas.aclose()
 
 
-async def _chat_events(gen: Generation, rid: str, created: int, include_usage: bool) -> AsyncIterator[bytes]:
+async def _chat_events(
+    gen: Generation, rid: str, created: int, include_usage: bool, tools: ToolPlan | None = None
+) -> AsyncIterator[bytes]:
     base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": gen.engine.model_id}
 
-    def choice(delta: dict[str, str | None], finish: str | None) -> dict[str, Any]:
+    def choice(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
 
     thinking = gen.thinking.thinking
@@ -174,14 +185,26 @@ async def _chat_events(gen: Generation, rid: str, created: int, include_usage: b
     yield sse_event({**base, "choices": [choice(opening or {"role": "assistant", "content": ""}, None)]})
     content = TextFrames({**base, "choices": [choice({"content": TEXT_SLOT}, None)]})
     reasoning = TextFrames({**base, "choices": [choice({"reasoning_content": TEXT_SLOT}, None)]})
+    calls = ToolStream(tools.parser()) if tools is not None else None
+
+    def frames(text: str) -> Iterator[bytes]:
+        if calls is None:
+            if text:
+                yield content(text)
+            return
+        for delta in calls.feed(text):
+            yield sse_event({**base, "choices": [choice(delta, None)]})
 
     def closing(text: str, finish: str, usage: dict[str, Any]) -> Iterator[bytes]:
-        if text:
-            yield content(text)
+        yield from frames(text)
+        if calls is not None:
+            for delta in calls.finish():
+                yield sse_event({**base, "choices": [choice(delta, None)]})
+            finish = calls.finish_reason(finish)
         yield sse_event({**base, "choices": [choice({}, finish)]})
 
     # aclosing: a client that goes away closes the inner stream too, which writes the audit record.
-    events_of = _stream(gen, base, content, closing, include_usage, reasoning if thinking else None)
+    events_of = _stream(gen, base, frames, closing, include_usage, reasoning if thinking else None)
     async with aclosing(events_of) as events:
         async for event in events:
             yield event
@@ -197,10 +220,13 @@ async def _completion_events(
 
     text = TextFrames({**base, "choices": [choice(TEXT_SLOT, None)]})
 
+    def frames(piece: str) -> Iterator[bytes]:
+        yield text(piece)
+
     def closing(last: str, finish: str, usage: dict[str, Any]) -> Iterator[bytes]:
         yield sse_event({**base, "choices": [choice(last, finish)]})
 
-    async with aclosing(_stream(gen, base, text, closing, include_usage)) as events:
+    async with aclosing(_stream(gen, base, frames, closing, include_usage)) as events:
         async for event in events:
             yield event
 
@@ -239,10 +265,23 @@ async def chat_completions(
     engine = check_model(state.engine, caller, model, max_waiting=state.settings.max_waiting)
     state.disk.refuse_if_low()
     messages = chat_messages(body)
+    tools = plan_tools(body)
+    if tools is not None and tools.required and thinking.thinking:
+        # The call grammar starts at the first token, which in thinking mode is reasoning.
+        raise ApiError(
+            400,
+            "tool_choice required or named is not available in thinking mode; use auto",
+            param="tool_choice",
+        )
+    constraint = tools.constraint() if tools is not None else None
     texts = [
         (f"messages[{i}].{name}", text)
         for i, m in enumerate(messages)
-        for name, text in (("content", m.content), ("reasoning_content", m.reasoning or ""))
+        for name, text in (
+            ("content", m.content),
+            ("reasoning_content", m.reasoning or ""),
+            *((f"tool_calls[{k}].function.arguments", c.arguments) for k, c in enumerate(m.tool_calls)),
+        )
     ]
     prompt_ids = await encode_prompt(
         auditor=state.auditor,
@@ -253,7 +292,10 @@ async def chat_completions(
         max_bytes=state.settings.max_prompt_bytes,
         texts=texts,
         encode=lambda: engine.encode_chat(
-            messages, thinking=thinking.thinking, reasoning_effort=thinking.effort
+            messages,
+            tools=tools.tools if tools is not None else None,
+            thinking=thinking.thinking,
+            reasoning_effort=thinking.effort,
         ),
     )
     gen = await admit(
@@ -280,19 +322,21 @@ async def chat_completions(
                 "role": m.role,
                 "content": m.content,
                 **({"reasoning_content": m.reasoning} if m.reasoning else {}),
+                **({"tool_calls": [vars(c) for c in m.tool_calls]} if m.tool_calls else {}),
             }
             for m in messages
         ],
         started=started,
         thinking=thinking,
+        constraint=constraint,
     )
     rid = "chatcmpl-" + uuid.uuid4().hex
     created = int(state.clock.now().timestamp())
     if body.streaming:
-        return SSEResponse(_chat_events(gen, rid, created, body.include_usage))
+        return SSEResponse(_chat_events(gen, rid, created, body.include_usage, tools))
     text, finish, usage = await _collect(gen)
     reasoning = gen.outcome.reasoning if thinking.thinking else None
-    return chat_completion(rid, created, engine.model_id, text, finish, usage, reasoning)
+    return chat_completion(rid, created, engine.model_id, text, finish, usage, reasoning, tools)
 
 
 def _raw_fim(prompt: str) -> tuple[str, str] | None:
@@ -422,7 +466,7 @@ def _card(engine: GenerationService, created: int) -> ModelCard:
         max_tokens=n,
         max_output_tokens=n - 1,
         capabilities=ModelCapabilities.model_validate(
-            {"fim": engine.supports_fim, "tools": False, "json": False, "logprobs": False}
+            {"fim": engine.supports_fim, "tools": True, "json": False, "logprobs": False}
         ),
     )
 
