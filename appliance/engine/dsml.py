@@ -42,6 +42,7 @@ __all__ = [
     "render_tool_calls",
     "render_tool_result",
     "render_tools",
+    "tools_parts",
 ]
 
 DSML = "｜DSML｜"
@@ -94,12 +95,23 @@ def _to_json(value: Any) -> str:
 
 def render_tools(functions: Sequence[Mapping[str, Any]]) -> str:
     """The tools section for OpenAI function definitions (``tools[i].function``), in order."""
-    return TOOLS_TEMPLATE.format(
-        dsml=DSML,
-        think_start=_THINK_START,
-        think_end=_THINK_END,
-        schemas="\n".join(_to_json(dict(f)) for f in functions),
-    )
+    return "".join(text for text, _ in tools_parts(functions))
+
+
+def tools_parts(functions: Sequence[Mapping[str, Any]]) -> list[tuple[str, bool]]:
+    """:func:`render_tools` as (text, is_control) pieces: the template's own ``<think>`` and
+    ``</think>`` are control tokens (the encoder's prompt is tokenized with special tokens on), the
+    schemas — the client's text — are not."""
+    schemas = "\n".join(_to_json(dict(f)) for f in functions)
+    parts: list[tuple[str, bool]] = []
+    for piece in re.split(r"(\{think_start\}|\{think_end\})", TOOLS_TEMPLATE):
+        if piece == "{think_start}":
+            parts.append((_THINK_START, True))
+        elif piece == "{think_end}":
+            parts.append((_THINK_END, True))
+        elif piece:
+            parts.append((piece.format(dsml=DSML, schemas=schemas), False))
+    return parts
 
 
 def call_arguments(call: ToolCall) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.engine.dsml import render_tool_calls, render_tool_result, render_tools
+from appliance.engine.dsml import render_tool_calls, render_tool_result, tools_parts
 from appliance.engine.tokenizer import BOS_TOKEN, EOS_TOKEN, Tokenizer
 from appliance.engine.types import ChatMessage, ReasoningEffort, ToolCall
 from shared.errors import InputError
@@ -156,7 +156,8 @@ def chat_segments(
         if turn.role == "system":
             parts.append(turn.content)
             if turn.functions:
-                parts.append("\n\n" + render_tools(turn.functions))
+                parts.append("\n\n")
+                parts += [Special(text) if control else text for text, control in tools_parts(turn.functions)]
         elif turn.role == "user":
             parts += [Special(USER_TOKEN), turn.user_text()]
             followed_by_reply = i == len(turns) - 1 or turns[i + 1].role == "assistant"

@@ -188,3 +188,15 @@ async def test_inconsistent_tool_requests_are_refused(
     if param is not None:
         assert param in r.json()["error"]["message"] + str(r.json()["error"]["param"])
     assert appliance.engine.requests == []
+
+
+async def test_a_required_call_in_thinking_mode_is_refused(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    r = await client.post(
+        "/v1/chat/completions",
+        json=body(tool_choice="required", reasoning_effort="high"),
+        headers=appliance.headers("dev"),
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice", r.text
+    assert appliance.engine.requests == []
