@@ -8,11 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pytestqt.qtbot import QtBot
 
+from desktop.app import App
 from desktop.project.edits import Applied, Proposal, apply, propose, replace_lines
 from desktop.project.extract import code_blocks, extract_code, reindent, strip_controls
+from desktop.qt import QTextCursor
 from desktop.services.edits import EditService
 from shared.errors import InputError
+from tests.helpers.desktop_flows import ask, open_file, open_project, select_lines
 
 TARGET = (
     "\x0cclass Cart:\n"
@@ -101,3 +105,26 @@ def test_the_diff_shown_is_what_is_applied(qtbot: object, tmp_path: Path, final_
     # The diff as shown, applied by git to the file as it was, gives the file as written: same bytes.
     subprocess.run(["git", "apply", "--unsafe-paths", "shown.diff"], cwd=copy, check=True, capture_output=True)
     assert (copy / "cart.py").read_bytes() == (project / "cart.py").read_bytes()
+
+
+def test_the_workspace_proposes_against_the_saved_file_reindented_to_the_selection(
+    qtbot: QtBot, signed_in: App, fixture_project: Path,
+) -> None:
+    app = signed_in
+    ws = app.window.workspace
+    open_project(qtbot, app, fixture_project)
+    open_file(qtbot, app, "src/shop/cart.py")
+    select_lines(app, 13, 14)  # the total method, indented by four spaces
+    ask(qtbot, app, "skip non-positive quantities")
+    ws.editor.moveCursor(QTextCursor.MoveOperation.End)
+    ws.editor.insertPlainText("# not saved yet\n")
+    ws.panel.propose.click()
+    assert "Save src/shop/cart.py first" in ws.panel.status.text() and ws.proposal_view.proposal is None
+    ws.save()
+    with qtbot.waitSignal(app.edits.proposed, timeout=20_000):
+        ws.panel.propose.click()
+    proposal = ws.proposal_view.proposal
+    assert proposal is not None
+    # The answer's block is indented by eight spaces; it lands at the selection's four.
+    assert "\n    return sum(unit_price(sku) * q for sku, q in self.items if q > 0)\n" in proposal.after
+    assert proposal.before.endswith("# not saved yet\n") and ws.proposal_view.diff.toPlainText() == proposal.diff()
