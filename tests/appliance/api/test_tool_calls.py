@@ -200,3 +200,30 @@ async def test_a_required_call_in_thinking_mode_is_refused(
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice", r.text
     assert appliance.engine.requests == []
+
+
+async def test_thinking_mode_reasons_first_then_calls(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    appliance.engine.reply = CALLS
+    for stream in (False, True):
+        r = await client.post(
+            "/v1/chat/completions",
+            json=body(reasoning_effort="high", stream=stream),
+            headers=appliance.headers("dev"),
+        )
+        assert r.status_code == 200, r.text
+        if stream:
+            deltas = [c["choices"][0]["delta"] for c in chunks_of(r.text)]
+            reasoning = "".join(d.get("reasoning_content") or "" for d in deltas)
+            names = [
+                tc["function"].get("name") for d in deltas for tc in d.get("tool_calls") or () if "id" in tc
+            ]
+        else:
+            message = r.json()["choices"][0]["message"]
+            reasoning, names = (
+                message["reasoning_content"],
+                [c["function"]["name"] for c in message["tool_calls"]],
+            )
+        assert reasoning == appliance.engine.reasoning
+        assert names == ["get_weather", "get_weather"]
