@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from appliance.model.config import CSA, SLIDING
+from appliance.model.graph.builder import transpose_2d
 from appliance.model.graph.compressor import CompressorBuilder
 
 __all__ = ["AttentionBuilder"]
@@ -105,7 +106,7 @@ class AttentionBuilder(CompressorBuilder):
         per_group = h * d // g
         out = self.op("Reshape", f"{path}/o_a_proj/Reshape", [out, self.i64([0, 0, g, per_group])])
         o_a = self.tensor(f"{prefix}.o_a_proj.weight", (g * r, per_group))
-        o_a = np.ascontiguousarray(o_a.reshape(g, r, per_group).transpose(0, 2, 1))
+        o_a = np.stack([transpose_2d(part) for part in o_a.reshape(g, r, per_group)])
         # [B,T,G,1,K] @ [G,K,R] -> [B,T,G,1,R]: one batched GEMM per group, in any dtype.
         out = self.op("Unsqueeze", f"{path}/o_a_proj/Unsqueeze", [out, self.i64([3])])
         o_a_name = self.weight(f"{prefix}.o_a_proj.weight.grouped", o_a)

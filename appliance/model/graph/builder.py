@@ -26,6 +26,7 @@ __all__ = [
     "GraphBuilder",
     "TensorStream",
     "WeightSink",
+    "transpose_2d",
 ]
 
 OPSET = 23
@@ -110,6 +111,18 @@ def to_onnx_dtype(array: np.ndarray, elem_type: int) -> np.ndarray:
     import ml_dtypes  # onnx depends on it; only bf16 builds need it
 
     return np.ascontiguousarray(array.astype(ml_dtypes.bfloat16))
+
+
+def transpose_2d(array: np.ndarray, tile: int = 512) -> np.ndarray:
+    """``array.T`` as a new contiguous array, copied tile by tile: numpy's plain transposing copy
+    walks one side with a stride of a whole row, ~5x slower on a 8192 x 4096 matrix (1.27 s against
+    0.25 s here) — at V4 sizes most of a float build was that copy."""
+    rows, cols = array.shape
+    out = np.empty((cols, rows), array.dtype)
+    for i in range(0, rows, tile):
+        for j in range(0, cols, tile):
+            out[j : j + tile, i : i + tile] = array[i : i + tile, j : j + tile].T
+    return out
 
 
 class GraphBuilder:
@@ -315,7 +328,7 @@ class GraphBuilder:
         small) — MatMulNBits on the block-quantized weight (initializers ``name.qweight/.scales/.zp``).
         """
         if not (quantize and self.quant_bits):
-            w = self.weight(name, np.ascontiguousarray(weight.T))
+            w = self.weight(name, transpose_2d(weight))
             return self.op("MatMul", f"{path}/MatMul", [x, w])
         from appliance.model.quant import quantize_blocks
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from onnx import TensorProto
 
-from appliance.model.graph.builder import MS_DOMAIN, QUANT_BLOCK, GraphBuilder
+from appliance.model.graph.builder import MS_DOMAIN, QUANT_BLOCK, GraphBuilder, transpose_2d
 from shared.errors import ModelError
 
 __all__ = ["MOE_PATHS", "MoEBuilder"]
@@ -103,8 +103,12 @@ class MoEBuilder(GraphBuilder):
         weights = self.op("Div", f"{path}/route/Div", [weights, total])
         weights = self.to_act(f"{path}/route/Cast", weights)
 
-        (w13,) = self._gate_up(prefix, lambda w: (self.stored(w.T),), [f"{prefix}.experts.gate_up_proj.T"])
-        (w2,) = self._down(prefix, lambda w: (self.stored(w.T),), [f"{prefix}.experts.down_proj.T"])
+        (w13,) = self._gate_up(
+            prefix, lambda w: (self.stored(transpose_2d(w)),), [f"{prefix}.experts.gate_up_proj.T"]
+        )
+        (w2,) = self._down(
+            prefix, lambda w: (self.stored(transpose_2d(w)),), [f"{prefix}.experts.down_proj.T"]
+        )
         rows = self.op("Unsqueeze", f"{path}/experts/Unsqueeze", [flat, self.const([1, 2], np.int64)])
         w13_t = self.op("Gather", f"{path}/experts/gate_up/Gather", [w13, chosen], axis=0)
         h = self.op("MatMul", f"{path}/experts/gate_up/MatMul", [rows, w13_t])
