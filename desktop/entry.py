@@ -19,6 +19,13 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
+    if "--version" not in sys.argv:
+        from desktop.qt import binding_problem
+
+        broken = binding_problem()
+        if broken is not None:
+            print(f"enclave-desktop: error: {broken}", file=sys.stderr)
+            return 1
     if "--self-test" not in sys.argv and "--version" not in sys.argv:
         from desktop import syslibs
 

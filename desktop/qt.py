@@ -6,6 +6,9 @@ and a grep for ``PySide6`` finds exactly one file. Only the names the client use
 
 from __future__ import annotations
 
+import sys
+
+import PySide6
 from PySide6.QtCore import (
     QAbstractTableModel,
     QByteArray,
@@ -176,6 +179,29 @@ __all__ = [
     "QtMsgType",
     "Signal",
     "Slot",
+    "binding_problem",
     "qInstallMessageHandler",
     "qWarning",
 ]
+
+
+class _Probe(QObject):
+    ping = Signal(object)
+
+
+def binding_problem() -> str | None:
+    """Why this PySide6 cannot run the client (None: it can).
+
+    PySide6 6.12.0's ``emit()`` returns ``True`` without taking a reference, so each emit frees one;
+    a client streaming answers (one emit a piece) aborts after a few thousand with "Fatal Python
+    error: bool_dealloc". Sixteen emits show it, at the cost of sixteen references.
+    """
+    probe = _Probe()
+    probe.ping.connect(lambda _: None)
+    before = sys.getrefcount(True)
+    for _ in range(16):
+        probe.ping.emit(None)
+    if before - sys.getrefcount(True) < 8:
+        return None
+    return (f"PySide6 {PySide6.__version__} loses a reference on every signal emit and would abort the client "
+            "mid-answer; install another release: pip install 'PySide6-Essentials!=6.12.0'")

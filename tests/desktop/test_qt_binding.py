@@ -35,3 +35,22 @@ def test_emitting_a_signal_keeps_the_reference_to_its_result() -> None:
     assert lost < 50, (f"PySide6 {PySide6.__version__}: 100 signal emits dropped {lost} references to True; "
                        "the client would abort mid-stream. Install another PySide6-Essentials (pyproject.toml "
                        "excludes 6.12.0).")
+
+
+def test_the_start_up_check_refuses_such_a_binding_in_one_line() -> None:
+    # Stands in for the broken binding: True's count reads 100 lower after the probe's emits.
+    prelude = ("import sys; real = sys.getrefcount; seen = []\n"
+               "def count(o):\n    seen.append(o)\n    return real(o) - (100 if len(seen) == 2 else 0)\n"
+               "sys.getrefcount = count\n")
+    code = prelude + "from desktop.entry import main\nsys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", code, "--self-test"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("enclave-desktop: error: PySide6 ") and "PySide6-Essentials!=6.12.0" in line
+
+
+def test_this_binding_passes_the_start_up_check() -> None:
+    from desktop.qt import binding_problem
+
+    assert binding_problem() is None
