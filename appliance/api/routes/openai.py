@@ -496,11 +496,14 @@ async def get_model(
 ) -> ModelCard:
     state = app_state(request)
     engine = state.engine
-    if engine is None or model_id != engine.model_id or not caller.allows_model(model_id):
+    # A reasoner id (`<model>-reasoner`) is the installed model in thinking mode: the same card.
+    served, by_alias = served_model(model_id, engine.model_id if engine else None)
+    if engine is None or served != engine.model_id or not caller.allows_model(served):
         raise ApiError(
             404,
             f"The model `{model_id}` does not exist or you do not have access to it.",
             code="model_not_found",
             param="model",
         )
-    return _card(engine, state.started_at)
+    card = _card(engine, state.started_at)
+    return card.model_copy(update={"id": model_id}) if by_alias else card

@@ -151,6 +151,10 @@ async def test_reasoner_alias_serves_the_installed_model_thinking(
     unknown = {"model": "other-reasoner", "messages": MESSAGES}
     r = await client.post("/v1/chat/completions", json=unknown, headers=appliance.headers("dev"))
     assert r.status_code == 404
+    card = await client.get("/v1/models/fake-model-reasoner", headers=appliance.headers("dev"))
+    assert card.status_code == 200 and card.json()["id"] == "fake-model-reasoner"
+    assert card.json()["context_length"] == appliance.engine.context_length
+    assert (await client.get("/v1/models/other-reasoner", headers=appliance.headers("dev"))).status_code == 404
 
 
 async def test_think_max_needs_a_384k_context(appliance: Appliance, client: httpx.AsyncClient) -> None:
