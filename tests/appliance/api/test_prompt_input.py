@@ -7,6 +7,7 @@ import asyncio
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -108,10 +109,10 @@ async def test_tokenizing_runs_off_the_event_loop(appliance: Appliance, client: 
     order: list[str] = []
     real = appliance.engine.encode_chat
 
-    def slow_encode(messages: Sequence[ChatMessage], *, thinking: bool = False) -> list[int]:
+    def slow_encode(messages: Sequence[ChatMessage], **options: Any) -> list[int]:
         order.append("encode started")
         order.append("healthz seen" if healthy.wait(timeout=10) else "healthz blocked")
-        return real(messages, thinking=thinking)
+        return real(messages, **options)
 
     appliance.engine.encode_chat = slow_encode  # type: ignore[method-assign]
     chat = {"model": "fake-model", "messages": [{"role": "user", "content": "hello"}]}
