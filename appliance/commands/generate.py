@@ -8,13 +8,15 @@ The bundle is verified first, like everything the appliance loads: its manifest 
 public keys given with ``--key``, else the keys pinned in the data directory.
 
 Text is printed as it is generated; with ``--ids`` the generated token ids are printed instead.
-``--chat FILE`` is a JSON list of ``{"role": ..., "content": ...}`` objects. A failed model run
+``--chat FILE`` is a JSON list of ``{"role": ..., "content": ...}`` objects. With ``--thinking`` the
+reasoning goes to stderr as it is generated and the answer to stdout, as the API keeps them apart. A failed model run
 (ONNX Runtime's error) ends with that error and exit status 1, after what was generated before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -95,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     chat = _read_chat(args.chat) if args.chat is not None else None
     if args.thinking and chat is None:
         raise InputError("--thinking applies to --chat only")
+    if args.thinking:
+        params = dataclasses.replace(params, thinking=True)
     try:
         device_ids = tuple(int(p) for p in str(args.device_ids).split(",") if p.strip())
     except ValueError:
@@ -129,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
             if output.delta.finish_reason == "error":
                 error = output.error or "unknown error"
             if not args.ids:
+                if output.delta.reasoning:
+                    sys.stderr.write(output.delta.reasoning)
+                    sys.stderr.flush()
                 sys.stdout.write(output.delta.text)
                 sys.stdout.flush()
     sys.stdout.write(" ".join(str(i) for i in ids) + "\n" if args.ids else "\n")

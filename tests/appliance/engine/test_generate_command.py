@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
-from appliance.engine import LLMEngine, PromptEncoder, SamplingParams
+from appliance.engine import ChatMessage, LLMEngine, PromptEncoder, SamplingParams
 from tests.helpers.engine_demo import Demo, build_demo_model
 
 
@@ -58,6 +58,23 @@ def test_text_chat_and_fim(bundle: Path, tmp_path: Path, capsys: pytest.CaptureF
         capsys, "--bundle", str(bundle), "--prefix", "a", "--suffix", "b", "--max-tokens", "5", "--ids"
     )
     assert code == 0 and len(fim_ids.split()) == 5
+
+
+def test_thinking_puts_the_reasoning_on_stderr_and_the_answer_on_stdout(
+    demo: Demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([{"role": "user", "content": "def add(a, b):"}]))
+    code, out, err = run(
+        capsys, "--bundle", str(demo.bundle_dir), "--chat", str(chat), "--max-tokens", "8", "--thinking", "--greedy"
+    )
+    engine = LLMEngine.from_bundle(demo.bundle())
+    prompt = PromptEncoder(engine.tokenizer).chat([ChatMessage("user", "def add(a, b):")], thinking=True)
+    engine.add_request("r", prompt, SamplingParams(temperature=0.0, max_tokens=8, thinking=True))
+    deltas = [o.delta for _ in range(8) for o in engine.step()]
+    reasoning = "".join(d.reasoning for d in deltas)
+    assert code == 0 and reasoning and reasoning in err
+    assert out == "".join(d.text for d in deltas) + "\n"
 
 
 def test_seeded_sampling_repeats(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
