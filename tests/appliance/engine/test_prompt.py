@@ -97,3 +97,24 @@ def test_think_max_writes_the_effort_instruction_before_the_first_message() -> N
     # High is thinking mode as it is; in chat mode the effort writes nothing (the encoder's rule).
     assert render_chat(messages, thinking=True, reasoning_effort="high") == f"{BOS}S{U}q{A}<think>"
     assert render_chat(messages, thinking=False, reasoning_effort="max") == f"{BOS}S{U}q{A}</think>"
+
+
+_TURNS = [
+    {"role": "system", "content": "You write Python."},
+    {"role": "user", "content": "def add(a, b):"},
+    {"role": "assistant", "content": "    return a + b\n", "reasoning_content": "Sum them."},
+    {"role": "user", "content": "def sub(a, b):"},
+    {"role": "assistant", "content": "    return a - b\n", "reasoning_content": "Subtract."},
+    {"role": "user", "content": "and mul?"},
+]
+
+
+@pytest.mark.parametrize("end", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize(("mode", "effort"), [("chat", None), ("thinking", "high"), ("thinking", "max")])
+def test_chats_render_as_deepseeks_encoder_rules_give(end: int, mode: str, effort: str | None) -> None:
+    from tests.helpers.dsv4_encoding import encode_messages
+
+    turns = _TURNS[:end]
+    messages = [ChatMessage(t["role"], t["content"], t.get("reasoning_content")) for t in turns]  # type: ignore[arg-type]
+    ours = render_chat(messages, thinking=mode == "thinking", reasoning_effort=effort)  # type: ignore[arg-type]
+    assert ours == encode_messages(turns, thinking_mode=mode, reasoning_effort=effort)
