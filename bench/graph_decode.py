@@ -93,7 +93,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--flash", action="store_true",
+        help="instead: int8 decode at V4-Flash's per-tensor dimensions (3 layers, 4 experts), with and "
+        "without MatMulNBits' accuracy_level",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.flash:
+        flash(args.steps, args.threads)
+        return
     torch.set_num_threads(args.threads)
     config = tiny_config(
         hidden_size=256, q_lora_rank=128, o_lora_rank=64, num_attention_heads=8, head_dim=64, o_groups=4,
@@ -119,6 +127,24 @@ def main() -> None:
                 f"graph {label:<12} batch {batch}:    {t * 1e3:7.2f} ms/step {batch / t:8.1f} tok/s"
                 f"  ({peer / t * batch:5.2f}x the peer's tokens/s)"
             )
+
+
+def flash(steps: int, threads: int) -> None:
+    """The graphs of tests/appliance/model/test_flash_dims.py's checkpoint, int8, batch 1: the same
+    model decoded with MatMulNBits computing in int8 (accuracy_level 4) and in fp32 (unset, as
+    before), each the other's peer."""
+    import tempfile
+
+    from appliance.model.checkpoint import open_checkpoint
+    from appliance.model.demo import write_random_checkpoint
+    from tests.appliance.model.test_flash_dims import FLASH
+
+    with tempfile.TemporaryDirectory(prefix="enclave-bench-flash-") as tmp:
+        ckpt = open_checkpoint(write_random_checkpoint(Path(tmp) / "ckpt", FLASH))
+        times = {a: time_graph(ckpt, "portable", 1, steps, threads, "int8", a) for a in (0, MATMUL_ACCURACY)}  # type: ignore[arg-type]
+    print(f"V4-Flash dims, 3 layers (sliding, CSA, HCA), 4 experts top-2, int8, batch 1, {threads} threads")
+    for a, t in times.items():
+        print(f"accuracy_level {a}: {t * 1e3:8.1f} ms/token  ({times[0] / t:4.2f}x accuracy_level 0's speed)")
 
 
 if __name__ == "__main__":
