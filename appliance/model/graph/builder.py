@@ -211,6 +211,22 @@ class GraphBuilder:
         self.initializers.append(self._sink(name, stored))
         return name
 
+    def weight_transposed(self, name: str, array: np.ndarray, tile: int = 512) -> str:
+        """A named weight initializer holding ``array.T`` (activation dtype). Where the sink can
+        stream, it is transposed and written ``tile`` rows at a time, so the build never holds a
+        second copy of the largest matrices (the LM head: 2.1 GB in float32 at V4's vocabulary)."""
+        rows, cols = array.shape
+        open_stream = getattr(self._sink, "stream", None)
+        dtype = to_onnx_dtype(array[:1, :1], self.act).dtype
+        stream = open_stream(name, dtype, (cols, rows)) if open_stream else None
+        if stream is None:
+            return self.weight(name, transpose_2d(array))
+        for start in range(0, cols, tile):
+            for row in to_onnx_dtype(transpose_2d(array[:, start : start + tile]), self.act):
+                stream.write(row)
+        self.initializers.append(stream.finish())
+        return name
+
     def raw_weight(self, name: str, array: np.ndarray) -> str:
         """A named initializer stored as given (integer tables, packed quantized weights)."""
         self.initializers.append(self._sink(name, np.ascontiguousarray(array)))
@@ -328,7 +344,7 @@ class GraphBuilder:
         small) — MatMulNBits on the block-quantized weight (initializers ``name.qweight/.scales/.zp``).
         """
         if not (quantize and self.quant_bits):
-            w = self.weight(name, transpose_2d(weight))
+            w = self.weight_transposed(name, weight)
             return self.op("MatMul", f"{path}/MatMul", [x, w])
         from appliance.model.quant import quantize_blocks
 
