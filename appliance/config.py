@@ -84,6 +84,8 @@ class Settings:
     device_ids: tuple[int, ...] = (0,)
     max_batch: int = 16
     max_waiting: int = 256
+    # Most choices one request may ask for (`n`); they share one prefill but each holds a cache slot.
+    max_n: int = 8
     intra_op_threads: int = 0  # 0 = let ONNX Runtime decide
     # Browser origins allowed to call the API cross-origin (CORS), comma-separated, exact
     # ("https://ide.example.com"); empty = CORS off, which is the default.
@@ -231,6 +233,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"execution_provider must be 'cpu' or 'cuda', got {s.execution_provider!r}")
     if s.max_batch < 1 or s.max_waiting < 0:
         raise ConfigError("max_batch must be >= 1 and max_waiting >= 0")
+    if not 1 <= s.max_n <= 128:
+        raise ConfigError(f"max_n must be in 1..128 (choices per request), got {s.max_n}")
     if s.audit_checkpoint_every < 1 or s.audit_checkpoint_interval_s <= 0:
         raise ConfigError("audit_checkpoint_every must be >= 1 and audit_checkpoint_interval_s > 0")
     if s.audit_sealed_retention_days < 0:

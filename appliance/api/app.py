@@ -25,6 +25,7 @@ from appliance.api.errors import install_error_handlers
 from appliance.api.flood import FailureAggregator
 from appliance.api.metrics import Metrics
 from appliance.api.middleware import EdgeMiddleware
+from appliance.api.openai_stream import stream_components
 from appliance.api.quotas import QuotaTracker
 from appliance.api.reads import read_only_uow
 from appliance.api.routes import admin, audit, auth, group_mappings, health, ldap, openai, refresh, scim, sso
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 
 
 def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
-    """FastAPI documents 422 for validation errors; this API answers 400 (OpenAI's code) instead."""
+    """FastAPI documents 422 for validation errors; this API answers 400 (OpenAI's code) instead.
+    The streaming chunk schemas that the event-stream responses name are added as components."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -54,6 +56,9 @@ def _openapi_without_422(app: FastAPI) -> dict[str, Any]:
                 operation.get("responses", {}).pop("422", None)
     for name in ("HTTPValidationError", "ValidationError"):
         schema.get("components", {}).get("schemas", {}).pop(name, None)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name, body in stream_components().items():
+        components.setdefault(name, body)
     app.openapi_schema = schema
     return schema
 

@@ -26,9 +26,9 @@ from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
 from appliance.api.quotas import QuotaLease, QuotaTracker
 from appliance.api.reasoning import ThinkingPlan
-from appliance.engine.constrain import Constraint
+from appliance.api.sampling import Extras
 from appliance.engine.types import Delta, GenerationService, SamplingParams
-from shared.errors import EngineError, QuotaError
+from shared.errors import EngineError, InputError, QuotaError
 from shared.schemas import EnclaveMetadata
 
 __all__ = ["Generation", "GenerationOutcome", "admit", "check_model", "resolve_max_tokens"]
@@ -81,9 +81,10 @@ def check_model(
 class GenerationOutcome:
     text: str = ""
     prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str | None = None
-    # Thinking mode: the reasoning, and how many of completion_tokens it took.
+    completion_tokens: int = 0  # all choices together
+    finish_reason: str | None = None  # "stop"/"length" once every choice has one; else the first other
+    texts: list[str] = field(default_factory=list)  # one per choice (n > 1)
+    # Thinking mode: the reasoning (of choice 0), and how many of completion_tokens it took (all).
     reasoning: str = ""
     reasoning_tokens: int = 0
 
@@ -120,22 +121,31 @@ class Generation:
         error: str | None = None
         stream = self.engine.stream(self.prompt_ids, self.params, request_id=self.info.request_id)
         self.metrics.active_streams.add(1)
-        pieces: list[str] = []
-        thoughts: list[str] = []
+        n = self.params.n
+        pieces: list[list[str]] = [[] for _ in range(n)]
+        produced = [0] * n
+        finishes: list[str | None] = [None] * n
+        thoughts: list[list[str]] = [[] for _ in range(n)]
+        reasoned = [0] * n
         try:
             async for delta in stream:
                 if self.first_token_at is None and delta.completion_tokens > 0:
                     self.first_token_at = self.clock.monotonic()
                     self.metrics.time_to_first_token.observe(self.first_token_at - self.started)
-                pieces.append(delta.text)
-                thoughts.append(delta.reasoning)
-                self.outcome.reasoning_tokens = delta.reasoning_tokens
+                pieces[delta.index].append(delta.text)
+                produced[delta.index] = delta.completion_tokens
+                thoughts[delta.index].append(delta.reasoning)
+                reasoned[delta.index] = delta.reasoning_tokens
+                self.outcome.reasoning_tokens = sum(reasoned)
                 self.outcome.prompt_tokens = delta.prompt_tokens
-                self.outcome.completion_tokens = delta.completion_tokens
+                self.outcome.completion_tokens = sum(produced)
                 if delta.finish_reason is not None:
-                    self.outcome.finish_reason = delta.finish_reason
+                    finishes[delta.index] = delta.finish_reason
+                    abnormal = [f for f in finishes if f not in (None, "stop", "length")]
+                    if abnormal or None not in finishes:
+                        self.outcome.finish_reason = abnormal[0] if abnormal else delta.finish_reason
                 yield delta
-                if delta.finish_reason is not None:
+                if self.outcome.finish_reason is not None:
                     break
             else:
                 error = "engine stream ended without a finish reason"
@@ -148,9 +158,15 @@ class Generation:
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
                     await aclose()
-                self.outcome.text = "".join(pieces)
-                self.outcome.reasoning = "".join(thoughts)
+                self.outcome.texts = ["".join(p) for p in pieces]
+                self.outcome.text = self.outcome.texts[0]
+                self.outcome.reasoning = "".join(thoughts[0])
                 await self._finish(self._status(error), error)
+
+    async def abandon(self) -> None:
+        """Close an admitted generation that will not be run (a later prompt of the same request was
+        refused): its quota lease is returned and its audit trail ends with ``cancelled``."""
+        await self._finish("cancelled", None)
 
     def _status(self, error: str | None) -> str:
         reason = self.outcome.finish_reason
@@ -184,7 +200,9 @@ class Generation:
             details["error"] = error
         # The prompt went with the "requested" record; this one carries only what came back —
         # the reasoning as a field of its own, under the same capture mode and redaction.
-        content = {"completion": out.text}
+        content: dict[str, Any] = (
+            {"completion": out.text} if self.params.n == 1 else {"completions": out.texts}
+        )
         if self.thinking.thinking:
             details["reasoning_tokens"] = out.reasoning_tokens
             content["reasoning"] = out.reasoning
@@ -220,6 +238,24 @@ def resolve_max_tokens(
     return min(room, cap if cap is not None else DEFAULT_MAX_TOKENS)
 
 
+def check_constraint_room(engine: GenerationService, extras: Extras, max_tokens: int) -> None:
+    """A structured output must fit: refuse a max_tokens below the shortest complete output, rather
+    than return JSON that stops halfway."""
+    assert extras.constraint is not None
+    try:
+        shortest = engine.shortest_output(extras.constraint)
+    except InputError as exc:
+        raise ApiError(400, str(exc), param="response_format") from None
+    if shortest is not None and max_tokens < shortest:
+        raise ApiError(
+            400,
+            f"max_tokens {max_tokens} is too small for response_format: the shortest "
+            f"{extras.constraint.description} takes {shortest} tokens",
+            code="max_tokens_too_small",
+            param="max_tokens",
+        )
+
+
 async def admit(
     *,
     engine: GenerationService,
@@ -243,14 +279,19 @@ async def admit(
     prompt_content: Any,
     started: float,
     thinking: ThinkingPlan | None = None,
-    constraint: Constraint | None = None,
+    extras: Extras | None = None,
 ) -> Generation:
     """Check limits, take a quota lease and durably audit the request; raise on any refusal.
     ``thinking``: the mode a chat asked for, checked here against policy and the model."""
+    extras = extras or Extras()
     n_prompt = len(prompt_ids)
     try:
         plan = (thinking or ThinkingPlan()).check(engine, caller)
         max_tokens = resolve_max_tokens(engine, caller, n_prompt, requested_max_tokens)
+        if extras.constraint is not None:
+            check_constraint_room(engine, extras, max_tokens)
+        # The policy's max_output_tokens bounds each choice; the tokens all n produce are counted
+        # when the lease finishes.
         lease = quotas.admit(
             caller.quota_key, caller.limits, prompt_tokens=n_prompt, max_output_tokens=max_tokens
         )
@@ -274,7 +315,12 @@ async def admit(
         stop=stop,
         thinking=plan.thinking,
         max_reasoning_tokens=plan.max_reasoning_tokens,
-        constraint=constraint,
+        presence_penalty=extras.presence_penalty,
+        frequency_penalty=extras.frequency_penalty,
+        logit_bias=extras.logit_bias,
+        logprobs=extras.logprobs,
+        constraint=extras.constraint,
+        n=extras.n,
     )
     details: dict[str, Any] = {
         "endpoint": endpoint,
@@ -282,6 +328,8 @@ async def admit(
         "stream": stream,
         "max_tokens": max_tokens,
         "prompt_tokens": n_prompt,
+        "n": extras.n,
+        "constrained": extras.constraint.description if extras.constraint else None,
         "project_id": metadata.project_id if metadata else None,
         "context_files": [f.model_dump() for f in metadata.context_files] if metadata else [],
         # OpenAI's `user`: the calling tool's own end-user id, kept for the auditor as given.

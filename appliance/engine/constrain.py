@@ -10,7 +10,17 @@ A :class:`Constraint` is a grammar in llguidance's format, built from what the A
 
 The sampler keeps one matcher per constrained sequence: each step it computes the sequence's token
 mask (batched with unconstrained rows, which are left alone), advances the matcher on the accepted
-token, and allows EOS only where the grammar accepts.
+token, and allows EOS only where the grammar accepts. The masks of a step are computed by
+llguidance's thread pool while ONNX Runtime runs the model (:class:`MaskComputer`): the mask for
+the next token depends only on tokens already chosen, not on the logits being computed.
+
+Running out of tokens must not leave half a JSON document, so the engine keeps a *closing plan*
+(:meth:`GrammarTokenizer.closing_plan`): the shortest way it knows from the current grammar state to
+a complete output — end the open string, close the open containers, give each missing required
+property its smallest value. Near the end of the budget, a sampled token is kept only if a plan
+from after it still fits in what is left; otherwise the plan's next token is forced. A request whose
+``max_tokens`` cannot hold even the plan from the start is refused (:meth:`GrammarTokenizer.shortest`)
+— a serious API refuses what it cannot honour rather than returning text that does not parse.
 
 llguidance rather than xgrammar (both measured on this CPU with the demo tokenizer, see
 ``bench/constrained.py``): it needs only numpy (xgrammar pulls torch and triton into the runtime),
@@ -19,12 +29,14 @@ and it computes masks lazily per step without an up-front vocabulary compile.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import llguidance
+import llguidance.numpy
 import numpy as np
 import numpy.typing as npt
 
@@ -35,7 +47,14 @@ from shared.errors import InputError
 if TYPE_CHECKING:
     from llguidance._lib import JsonCompileOptions
 
-__all__ = ["Constraint", "GrammarTokenizer", "apply_masks"]
+__all__ = ["Constraint", "GrammarTokenizer", "MaskComputer", "apply_masks"]
+
+# A plan longer than this is not looked for: the grammar is then too demanding to close quickly.
+MAX_PLAN = 512
+# Token texts a closing plan prefers, best first: end strings and containers; separate; the smallest
+# value of each JSON type; then anything else, shortest first (enums, key names, minLength strings).
+_CLOSERS = frozenset('"}]')
+_VALUES = ("0", '""', "[]", "{}", "null", "false", "true", "-", "1", "[", "{", "n", "f", "t")
 
 
 @dataclass(frozen=True)
@@ -110,6 +129,8 @@ class GrammarTokenizer:
         eos = tokenizer.eos_id
         self._inner = llguidance.LLTokenizer(tokenizer.to_json(), eos_token=eos)
         self.vocab_size = int(self._inner.vocab_size)
+        self._words = (self.vocab_size + 31) // 32
+        self._plan_order = _plan_order(tokenizer, self.vocab_size)
 
     def matcher(self, constraint: Constraint) -> llguidance.LLMatcher:
         matcher = llguidance.LLMatcher(self._inner, constraint.grammar, log_level=0)
@@ -117,22 +138,103 @@ class GrammarTokenizer:
             raise InputError(f"cannot constrain to {constraint.description}: {matcher.get_error()}")
         return matcher
 
+    def closing_plan(self, matcher: llguidance.LLMatcher, limit: int = MAX_PLAN) -> list[int] | None:
+        """Tokens that take ``matcher``'s state to an accepting one (EOS not included), at most
+        ``limit``; None if none is found within it. ``matcher`` itself is not advanced."""
+        probe = matcher.deep_copy()
+        plan: list[int] = []
+        bitmask = np.empty(self._words, dtype=np.int32)
+        while not probe.is_accepting():
+            if len(plan) >= limit or probe.is_stopped() or probe.is_error():
+                return None
+            probe.unsafe_compute_mask_ptr(bitmask.ctypes.data, bitmask.nbytes)
+            allowed = np.unpackbits(bitmask.view(np.uint8), bitorder="little")[: self.vocab_size]
+            hits = np.flatnonzero(allowed[self._plan_order])
+            if not len(hits):
+                return None
+            token = int(self._plan_order[hits[0]])
+            if not probe.consume_token(token):
+                return None
+            plan.append(token)
+        return plan
+
+    def shortest(self, constraint: Constraint) -> int | None:
+        """Tokens the shortest output the engine can close to takes, EOS included; None when no
+        plan is found (a grammar the closing heuristics do not fit: no guard, and no refusal)."""
+        plan = self.closing_plan(self.matcher(constraint))
+        return None if plan is None else len(plan) + 1
+
+
+def _plan_order(tokenizer: Tokenizer, vocab_size: int) -> npt.NDArray[np.intp]:
+    """Every token id, in the order a closing plan prefers them (see _CLOSERS, _VALUES)."""
+    ranks: list[tuple[int, int, int]] = []
+    values = {text: i for i, text in enumerate(_VALUES)}
+    known = tokenizer.vocab_size
+    for token in range(vocab_size):
+        special = token >= known or tokenizer.is_special(token)
+        text = "" if special else tokenizer.token_bytes(token).decode("utf-8", errors="replace")
+        if text and set(text) <= _CLOSERS:
+            ranks.append((0, -len(text), token))
+        elif text == ",":
+            ranks.append((1, 0, token))
+        elif text in values:
+            ranks.append((2, values[text], token))
+        else:
+            ranks.append((3, len(text) or 1_000_000, token))
+    ranks.sort()
+    return np.fromiter((t for _, _, t in ranks), dtype=np.intp, count=len(ranks))
+
+
+class MaskComputer:
+    """The token masks of one step's constrained rows, computed on llguidance's own threads.
+
+    ``start()`` hands the work to a worker thread (llguidance's parallel fill releases the GIL) and
+    returns at once, so the engine starts the model run meanwhile; ``result()`` waits for the masks.
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+        self._executor = llguidance.LLExecutor()
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="enclave-mask")
+
+    def start(
+        self, matchers: Sequence[llguidance.LLMatcher | None]
+    ) -> concurrent.futures.Future[npt.NDArray[np.int32]] | None:
+        rows = [(m, k) for k, m in enumerate(m for m in matchers if m is not None)]
+        if not rows:
+            return None
+        bitmask = llguidance.numpy.allocate_token_bitmask(len(rows), self.vocab_size)
+
+        def fill() -> npt.NDArray[np.int32]:
+            llguidance.numpy.fill_next_token_bitmask_par(self._executor, rows, bitmask)
+            return bitmask
+
+        return self._thread.submit(fill)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=False)
+
 
 def apply_masks(
-    logits: npt.NDArray[np.float32], matchers: Sequence[llguidance.LLMatcher | None], vocab_size: int
+    logits: npt.NDArray[np.float32],
+    matchers: Sequence[llguidance.LLMatcher | None],
+    vocab_size: int,
+    bitmask: npt.NDArray[np.int32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """``logits`` with each constrained row's disallowed tokens at -inf (EOS is allowed only where the
-    grammar accepts); unconstrained rows (None) untouched. A new array only if some row is constrained."""
+    grammar accepts); unconstrained rows (None) untouched. A new array only if some row is constrained.
+    ``bitmask``: the constrained rows' masks, in order, if already computed (:class:`MaskComputer`)."""
     rows = [i for i, m in enumerate(matchers) if m is not None]
     if not rows:
         return logits
     out = np.array(logits, dtype=np.float32, copy=True)
-    words = (vocab_size + 31) // 32
-    bitmask = np.empty((len(rows), words), dtype=np.int32)
-    for k, i in enumerate(rows):
-        matcher = matchers[i]
-        assert matcher is not None
-        matcher.unsafe_compute_mask_ptr(bitmask[k].ctypes.data, bitmask[k].nbytes)
+    if bitmask is None:
+        words = (vocab_size + 31) // 32
+        bitmask = np.empty((len(rows), words), dtype=np.int32)
+        for k, i in enumerate(rows):
+            matcher = matchers[i]
+            assert matcher is not None
+            matcher.unsafe_compute_mask_ptr(bitmask[k].ctypes.data, bitmask[k].nbytes)
     allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little").astype(bool)
     width = min(out.shape[1], vocab_size)
     block = out[rows]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from appliance.engine.constrain import GrammarTokenizer, apply_masks
+from appliance.engine.constrain import Constraint, GrammarTokenizer, MaskComputer, apply_masks
 from appliance.engine.prompt import THINK_END, PromptEncoder
 from appliance.engine.reasoning import ReasoningState
 from appliance.engine.sampler import process_logits, sample, token_logprobs
@@ -46,6 +46,12 @@ __all__ = ["DEFAULT_MAX_CONTEXT", "AsyncEngine", "LLMEngine", "Runner", "StepOut
 # this many positions, so it is a memory decision, not the model's limit.
 DEFAULT_MAX_CONTEXT = 4096
 
+# A constrained sequence's closing plan is checked every _PLAN_EVERY tokens once its budget is within
+# _PLAN_HORIZON tokens of the plan's length, and at every token within _PLAN_GUARD (constrain.py).
+_PLAN_HORIZON = 256
+_PLAN_EVERY = 16
+_PLAN_GUARD = 32
+
 log = logging.getLogger(__name__)
 
 
@@ -55,6 +61,7 @@ class Runner(Protocol):
     ``run`` feeds each sequence's ``pending_ids`` into the cache slot ``seq.slot`` at positions from
     ``seq.num_cached`` and returns the logits after each sequence's last id, ``[len(seqs), vocab]``.
     A prefill starts a slot afresh (``num_cached == 0``); a decode feeds exactly one id per sequence.
+    ``fork`` copies one slot's cache into another (``n`` choices share their prompt's prefill).
     """
 
     @property
@@ -64,6 +71,8 @@ class Runner(Protocol):
     def max_context(self) -> int: ...
 
     def run(self, kind: Literal["prefill", "decode"], seqs: Seq[Sequence]) -> npt.NDArray[np.float32]: ...
+
+    def fork(self, source_slot: int, target_slot: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,8 @@ class StepOutput:
 def validate_params(params: SamplingParams, vocab_size: int) -> None:
     if params.max_tokens < 1:
         raise InputError(f"max_tokens must be at least 1, got {params.max_tokens}")
+    if params.n < 1:
+        raise InputError(f"n must be at least 1, got {params.n}")
     if not params.temperature >= 0.0:
         raise InputError(f"temperature must be >= 0, got {params.temperature}")
     if not 0.0 < params.top_p <= 1.0:
@@ -128,9 +139,12 @@ class LLMEngine:
         eos = tokenizer.eos_id
         self._default_stop_ids = frozenset((*stop_ids, *(() if eos is None else (eos,))))
         self._seqs: dict[str, Sequence] = {}
+        self._groups: dict[str, list[Sequence]] = {}  # request id -> its n choices
         self._detok: dict[str, IncrementalDetokenizer] = {}
         self._reasoning: dict[str, ReasoningState] = {}
         self._grammar: GrammarTokenizer | None = None
+        self._grammar_lock = threading.Lock()
+        self._masks: MaskComputer | None = None
 
     @classmethod
     def from_bundle(
@@ -173,69 +187,152 @@ class LLMEngine:
         return self.scheduler.has_work
 
     def add_request(self, request_id: str, prompt_ids: Seq[int], params: SamplingParams) -> Sequence:
-        if request_id in self._seqs:
+        """Queue ``params.n`` choices of one prompt under ``request_id``; the first one is returned."""
+        if request_id in self._groups:
             raise InputError(f"request id {request_id!r} is already in use")
         validate_params(params, self.tokenizer.vocab_size)
-        state: ReasoningState | None = None
+        seqs = [
+            Sequence(
+                request_id if i == 0 else f"{request_id}#{i}",
+                list(prompt_ids),
+                params,
+                group=request_id,
+                index=i,
+            )
+            for i in range(params.n)
+        ]
+        end_id: int | None = None
         if params.thinking:
             end_id = self.tokenizer.token_id(THINK_END)
             if end_id is None:
                 raise InputError(f"this model cannot think: its tokenizer has no {THINK_END} token")
-            state = ReasoningState(
-                self.tokenizer, end_id=end_id, budget=params.max_reasoning_tokens, context=prompt_ids
-            )
-        seq = Sequence(request_id, list(prompt_ids), params)
         if params.constraint is not None:
-            seq.matcher = self._grammar_tokenizer().matcher(params.constraint)
-        self.scheduler.add(seq)
-        self._seqs[request_id] = seq
-        self._detok[request_id] = IncrementalDetokenizer(
-            self.tokenizer, stop=params.stop, context=seq.prompt_ids
-        )
-        if state is not None:
-            self._reasoning[request_id] = state
-        return seq
+            grammar = self._grammar_tokenizer()
+            shortest = grammar.shortest(params.constraint)
+            if shortest is not None and params.max_tokens < shortest:
+                raise InputError(
+                    f"max_tokens {params.max_tokens} is too small: the shortest output that is "
+                    f"{params.constraint.description} takes {shortest} tokens"
+                )
+            for seq in seqs:
+                seq.matcher = grammar.matcher(params.constraint)
+                # No plan known: the guard then only ever looks when the budget is nearly spent.
+                seq.plan_len = shortest - 1 if shortest is not None else 0
+        if len(self.scheduler.waiting) + len(seqs) > self.scheduler.max_waiting:
+            raise EngineError(f"the engine is busy: {len(self.scheduler.waiting)} requests already waiting")
+        for seq in seqs:
+            seq.fork_of = seqs[0] if seq.index else None
+            self.scheduler.add(seq)
+            self._seqs[seq.request_id] = seq
+            self._detok[seq.request_id] = IncrementalDetokenizer(
+                self.tokenizer, stop=params.stop, context=seq.prompt_ids
+            )
+            if end_id is not None:
+                self._reasoning[seq.request_id] = ReasoningState(
+                    self.tokenizer, end_id=end_id, budget=params.max_reasoning_tokens, context=prompt_ids
+                )
+        self._groups[request_id] = seqs
+        return seqs[0]
 
     def abort(self, request_id: str) -> bool:
-        """Cancel a request; its slot is free when this returns. False if it is not (or no longer) here."""
-        seq = self._seqs.get(request_id)
-        if seq is None:
+        """Cancel a request (all its choices); its slots are free when this returns. False if it is
+        not (or no longer) here."""
+        group = self._groups.get(request_id)
+        if group is None:
             return False
-        self._end(seq, "cancelled")
+        for seq in group:
+            if not seq.is_finished:
+                self._end(seq, "cancelled")
         return True
+
+    def shortest_output(self, constraint: Constraint) -> int | None:
+        return self._grammar_tokenizer().shortest(constraint)
 
     def step(self) -> list[StepOutput]:
         batch = self.scheduler.schedule()
         if batch is None:
             return []
+        # Copies of a prefill (n > 1) join its rows: same logits, their own matcher and generator.
+        seqs = batch.seqs + [copy for _, copy in batch.forks]
+        matchers = [s.matcher for s in seqs]
+        # The grammar masks need only the tokens already chosen: computed while the model runs.
+        masks = self._mask_computer().start(matchers) if any(m is not None for m in matchers) else None
         try:
             logits = self.runner.run(batch.kind, batch.seqs)
+            for source, copy in batch.forks:
+                assert source.slot is not None and copy.slot is not None
+                self.runner.fork(source.slot, copy.slot)
         except EngineError as exc:
-            log.error("model run failed; ending %d request(s): %s", len(batch.seqs), exc)
-            return [self._error_output(seq, str(exc)) for seq in batch.seqs]
-        for seq in batch.seqs:
+            if masks is not None:
+                masks.result()  # the matchers are not to be touched while llguidance reads them
+            log.error("model run failed; ending %d request(s): %s", len(seqs), exc)
+            return [self._error_output(seq, str(exc)) for seq in seqs]
+        for seq in seqs:
             seq.num_cached = len(seq.token_ids)
-        logits = process_logits(logits, batch.seqs)
-        if any(seq.matcher is not None for seq in batch.seqs):
-            logits = apply_masks(
-                logits, [s.matcher for s in batch.seqs], self._grammar_tokenizer().vocab_size
-            )
-        tokens = sample(logits, batch.seqs)
-        for row, seq in enumerate(batch.seqs):
+        if batch.forks:
+            row_of = {id(seq): i for i, seq in enumerate(batch.seqs)}
+            logits = np.concatenate([logits, logits[[row_of[id(source)] for source, _ in batch.forks]]])
+        logits = process_logits(logits, seqs)
+        if masks is not None:
+            logits = apply_masks(logits, matchers, self._grammar_tokenizer().vocab_size, masks.result())
+        tokens = sample(logits, seqs)
+        for row, seq in enumerate(seqs):
             state = self._reasoning.get(seq.request_id)
             forced = state.forced_token() if state is not None else None
             if forced is not None:
                 tokens[row] = forced
         return [
             self._postprocess(seq, token, self._logprobs(logits[row], seq, token))
-            for row, (seq, token) in enumerate(zip(batch.seqs, tokens, strict=True))
+            for row, (seq, token) in enumerate(
+                zip(seqs, (self._closable(s, t) for s, t in zip(seqs, tokens, strict=True)), strict=True)
+            )
         ]
+
+    def _closable(self, seq: Sequence, token: int) -> int:
+        """``token``, or the next token of ``seq``'s closing plan where after ``token`` the output
+        could no longer be completed within the budget (see constrain.py)."""
+        matcher = seq.matcher
+        if matcher is None or matcher.is_stopped():
+            return token
+        budget = min(seq.remaining, self.runner.max_context - len(seq.token_ids))  # this token included
+        near = budget <= seq.plan_len + _PLAN_GUARD
+        if not near and not (
+            budget <= seq.plan_len + _PLAN_HORIZON and seq.num_completion_tokens % _PLAN_EVERY == 0
+        ):
+            return token
+        if seq.closing and token == seq.closing[0]:
+            seq.closing.pop(0)
+            seq.plan_len = len(seq.closing)
+            return token
+        grammar = self._grammar_tokenizer()
+        after = matcher.deep_copy()
+        if after.consume_token(token):
+            # Room for the plan after this token and then EOS; with none left, a complete output.
+            plan = grammar.closing_plan(after, limit=max(budget - 2, 0))
+            if plan is not None:
+                seq.closing, seq.plan_len = plan, len(plan)
+                return token
+        if not near:
+            return token
+        if not seq.closing:
+            seq.closing = grammar.closing_plan(matcher, limit=max(budget - 1, 0)) or []
+        if not seq.closing:
+            return token
+        seq.plan_len = len(seq.closing) - 1
+        return seq.closing.pop(0)
 
     def _grammar_tokenizer(self) -> GrammarTokenizer:
         # Built on first use: it indexes the whole vocabulary, which unconstrained serving never needs.
-        if self._grammar is None:
-            self._grammar = GrammarTokenizer(self.tokenizer)
-        return self._grammar
+        # The API thread asks too (shortest_output), hence the lock.
+        with self._grammar_lock:
+            if self._grammar is None:
+                self._grammar = GrammarTokenizer(self.tokenizer)
+            return self._grammar
+
+    def _mask_computer(self) -> MaskComputer:
+        if self._masks is None:
+            self._masks = MaskComputer(self._grammar_tokenizer().vocab_size)
+        return self._masks
 
     @staticmethod
     def _logprobs(row: npt.NDArray[np.float32], seq: Sequence, token: int) -> tuple[TokenLogprob, ...]:
@@ -243,7 +340,8 @@ class LLMEngine:
         return () if k is None else (token_logprobs(row, token, k),)
 
     def generate(self, prompts: Iterable[Seq[int]], params: SamplingParams) -> list[list[int]]:
-        """Offline: run the prompts to completion together; the generated ids of each, in order."""
+        """Offline: run the prompts to completion together; the generated ids of each (of its first
+        choice), in order."""
         seqs = [self.add_request(f"generate-{i}", p, params) for i, p in enumerate(prompts)]
         while self.has_work:
             self.step()
@@ -279,10 +377,11 @@ class LLMEngine:
             logprobs=logprobs,
             reasoning=reasoning,
             reasoning_tokens=state.tokens if state is not None else 0,
+            index=seq.index,
         )
         if reason is not None:
             self._end(seq, reason)
-        return StepOutput(seq.request_id, delta)
+        return StepOutput(seq.group, delta)
 
     def _out_of_room(self, seq: Sequence) -> bool:
         return (
@@ -303,22 +402,26 @@ class LLMEngine:
 
     def _error_output(self, seq: Sequence, error: str) -> StepOutput:
         self._end(seq, "error")
-        delta = Delta("", (), seq.num_prompt_tokens, seq.num_completion_tokens, "error")
-        return StepOutput(seq.request_id, delta, error)
+        delta = Delta("", (), seq.num_prompt_tokens, seq.num_completion_tokens, "error", index=seq.index)
+        return StepOutput(seq.group, delta, error)
 
     def _end(self, seq: Sequence, reason: FinishReason) -> None:
         self.scheduler.finish(seq, reason)
         del self._seqs[seq.request_id]
         del self._detok[seq.request_id]
         self._reasoning.pop(seq.request_id, None)
+        group = self._groups.get(seq.group, [])
+        if all(member.is_finished for member in group):
+            self._groups.pop(seq.group, None)
 
 
 class _Listener:
     """Where one request's deltas go: its event loop and queue, fed from the engine thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, choices: int = 1) -> None:
         self.loop = loop
         self.queue: asyncio.Queue[Delta | EnclaveError] = asyncio.Queue()
+        self.unfinished = choices  # choices whose final Delta has not been sent yet
 
     def send(self, item: Delta | EnclaveError) -> bool:
         try:
@@ -372,6 +475,13 @@ class AsyncEngine:
     def supports_fim(self) -> bool:
         return self._encoder.supports_fim
 
+    @property
+    def vocab_size(self) -> int:
+        return self._engine.tokenizer.vocab_size
+
+    def shortest_output(self, constraint: Constraint) -> int | None:
+        return self._engine.shortest_output(constraint)
+
     def encode_chat(
         self,
         messages: Seq[ChatMessage],
@@ -395,16 +505,18 @@ class AsyncEngine:
     ) -> AsyncIterator[Delta]:
         check_admissible(len(prompt_ids), self.context_length)
         validate_params(params, self._engine.tokenizer.vocab_size)
-        listener = _Listener(asyncio.get_running_loop())
+        listener = _Listener(asyncio.get_running_loop(), params.n)
         self._submit(_Add(request_id, list(prompt_ids), params, listener))
         finished = False
+        unfinished = params.n
         try:
             while True:
                 item = await listener.queue.get()
                 if isinstance(item, EnclaveError):
                     finished = True
                     raise item
-                finished = item.finish_reason is not None
+                unfinished -= item.finish_reason is not None
+                finished = unfinished == 0
                 yield item
                 if finished:
                     return
@@ -485,7 +597,9 @@ class AsyncEngine:
             if listener is None:
                 continue
             if output.delta.finish_reason is not None:
-                del self._listeners[output.request_id]
+                listener.unfinished -= 1
+                if listener.unfinished == 0:
+                    del self._listeners[output.request_id]
             if not listener.send(output.delta):
                 self._listeners.pop(output.request_id, None)
                 self._engine.abort(output.request_id)

@@ -14,6 +14,9 @@ of ``num_slots`` rows, one row per cache slot. A decode step updates them at fix
 - Prefill runs one sequence (rows in a call share T) in chunks, never aliasing: the first chunk
   reads a row of zeros that is never written, and the chunks' outputs alternate between a one-row
   scratch set and the slot's row so that the last one lands in the slot's row. No copy, no clearing.
+- Fork (``n`` choices of one prompt): each state row of one slot is copied into another slot's row
+  on the device, by a one-node Identity graph bound to the two rows' addresses — the same code on
+  CPU and CUDA, and no round trip through the host.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import onnx
+import onnx.helper
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
@@ -233,6 +238,7 @@ class OrtRunner:
         self._host_ids = np.zeros((num_slots, 1), dtype=np.int64)
         self._host_pos = np.zeros((num_slots,), dtype=np.int64)
         self._logits = _Buffer((num_slots, self.vocab_size), "float32", ("cpu", 0))
+        self._copiers: dict[tuple[tuple[str, int], int], _RowCopier] = {}
         self._hidden = [
             _Buffer((num_slots, 1, *st.spec.hidden_dims), self._act_dtype, st.device)
             if st.spec.hidden_dims is not None
@@ -251,6 +257,19 @@ class OrtRunner:
     @property
     def num_stages(self) -> int:
         return len(self._stages)
+
+    def fork(self, source_slot: int, target_slot: int) -> None:
+        """Give ``target_slot`` a copy of ``source_slot``'s cache state in every stage."""
+        try:
+            for stage in self._stages:
+                for buf in stage.current.values():
+                    copier = self._copiers.get((stage.device, buf.onnx_type))
+                    if copier is None:
+                        copier = _RowCopier(stage.device, buf.onnx_type)
+                        self._copiers[(stage.device, buf.onnx_type)] = copier
+                    copier.copy(buf, source_slot, target_slot)
+        except _ORT_ERRORS as exc:
+            raise EngineError(f"ONNX Runtime failed copying a cache slot: {exc}") from None
 
     def run(self, kind: Literal["prefill", "decode"], seqs: Seq[Sequence]) -> npt.NDArray[np.float32]:
         try:
@@ -397,6 +416,35 @@ class OrtRunner:
             stage.session.run_with_iobinding(binding)
             if not last:
                 hidden, hidden_device = binding.get_outputs()[0], stage.device
+
+
+class _RowCopier:
+    """Copies one row of a state buffer into another row of it, on the buffer's device."""
+
+    def __init__(self, device: tuple[str, int], onnx_type: int) -> None:
+        x = onnx.helper.make_tensor_value_info("x", onnx_type, ["n"])
+        y = onnx.helper.make_tensor_value_info("y", onnx_type, ["n"])
+        graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "copy", [x], [y])
+        model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+        model.ir_version = 8  # what every supported ONNX Runtime reads
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if device[0] == "cuda":
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device[1]}))
+        self._session = ort.InferenceSession(
+            model.SerializeToString(), sess_options=options, providers=providers
+        )
+        self._device = device
+        self._type = onnx_type
+
+    def copy(self, buf: _Buffer, source: int, target: int) -> None:
+        count = int(np.prod(buf.shape[1:], dtype=np.int64))
+        kind, dev = self._device
+        binding = self._session.io_binding()
+        binding.bind_input("x", kind, dev, self._type, (count,), buf.ptr(source))
+        binding.bind_output("y", kind, dev, self._type, (count,), buf.ptr(target))
+        self._session.run_with_iobinding(binding)
 
 
 def _slot(seq: Sequence) -> int:

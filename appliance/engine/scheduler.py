@@ -17,7 +17,7 @@ numbers.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from appliance.engine.sequence import Sequence, SequenceStatus
@@ -54,6 +54,9 @@ class SlotPool:
 class Batch:
     kind: Literal["prefill", "decode"]
     seqs: list[Sequence]
+    # (source, copy): after the prefill, ``copy``'s slot gets ``source``'s cache (a later choice of
+    # the same prompt, ``n`` > 1) and it joins the running set without a prefill of its own.
+    forks: list[tuple[Sequence, Sequence]] = field(default_factory=list)
 
 
 class Scheduler:
@@ -90,6 +93,7 @@ class Scheduler:
         """The next batch: a prefill of newly admitted sequences if any can start, else a decode."""
         self._maybe_preempt()
         admitted: list[Sequence] = []
+        forks: list[tuple[Sequence, Sequence]] = []
         budget = self.max_prefill_tokens
         while self.waiting and self.slots.num_free:
             seq = self.waiting[0]
@@ -97,20 +101,38 @@ class Scheduler:
             if admitted and cost > budget:
                 break
             self.waiting.popleft()
-            seq.slot = self.slots.allocate()
-            seq.num_cached = 0
-            seq.status = SequenceStatus.RUNNING
-            self.running.append(seq)
-            self._steps_held[id(seq)] = 0
+            seq.fork_of = None  # its source is not being prefilled now: it prefills itself
+            self._admit(seq)
             admitted.append(seq)
             budget -= cost
+            forks += self._admit_forks(seq)
         if admitted:
-            return Batch("prefill", admitted)
+            return Batch("prefill", admitted, forks)
         if self.running:
             for seq in self.running:
                 self._steps_held[id(seq)] += 1
             return Batch("decode", list(self.running))
         return None
+
+    def _admit(self, seq: Sequence) -> None:
+        seq.slot = self.slots.allocate()
+        seq.num_cached = 0
+        seq.status = SequenceStatus.RUNNING
+        self.running.append(seq)
+        self._steps_held[id(seq)] = 0
+
+    def _admit_forks(self, source: Sequence) -> list[tuple[Sequence, Sequence]]:
+        """The waiting choices that copy ``source``'s prefill, as many as free slots allow; the others
+        lose the link and will prefill themselves."""
+        copies = [w for w in self.waiting if w.fork_of is source]
+        forks: list[tuple[Sequence, Sequence]] = []
+        for copy in copies:
+            copy.fork_of = None
+            if self.slots.num_free:
+                self.waiting.remove(copy)
+                self._admit(copy)
+                forks.append((source, copy))
+        return forks
 
     def finish(self, seq: Sequence, reason: FinishReason) -> None:
         """End ``seq`` (any state) and free its slot."""

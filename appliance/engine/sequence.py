@@ -33,12 +33,30 @@ class Sequence:
     rng: np.random.Generator = field(init=False)
     # The grammar state of a constrained sequence (SamplingParams.constraint), advanced per token.
     matcher: llguidance.LLMatcher | None = None
+    # The shortest way to a complete output, forced once the token budget is down to it (see
+    # constrain.closing_plan); empty while the model still chooses freely.
+    closing: list[int] = field(default_factory=list)
+    plan_len: int = 0  # the length of the last closing plan found
+    # Choice ``index`` of the request ``group`` (``SamplingParams.n`` choices share one request id).
+    group: str = ""
+    index: int = 0
+    # A later choice of the same prompt, waiting for ``fork_of``'s prefill: it then takes a copy of
+    # that cache instead of its own prefill. None once forked, or when it has to prefill itself.
+    fork_of: Sequence | None = None
 
     def __post_init__(self) -> None:
         self.token_ids = list(self.prompt_ids)
+        self.group = self.group or self.request_id
         # Each sequence draws from its own stream, so what it samples does not depend on which
-        # other sequences share its batches. Without a seed, fresh OS entropy.
-        self.rng = np.random.default_rng(self.params.seed)
+        # other sequences share its batches. Without a seed, fresh OS entropy. Choice i > 0 of a
+        # seeded request gets its own seeded stream, so n choices differ but repeat.
+        seed = self.params.seed
+        self.rng = np.random.default_rng(seed if seed is None or self.index == 0 else (seed, self.index))
+
+    @property
+    def remaining(self) -> int:
+        """Tokens it may still generate under max_tokens."""
+        return self.params.max_tokens - self.num_completion_tokens
 
     @property
     def num_prompt_tokens(self) -> int:

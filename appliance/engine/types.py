@@ -15,7 +15,11 @@ Sampling surface (issue 13), OpenAI semantics:
   mode, and what OpenAI reports: a temperature change does not change the logprobs it returns).
 - ``constraint``: an :class:`appliance.engine.constrain.Constraint` (JSON object, JSON schema, a
   DSML tool call); the sampler masks every step with it and EOS is allowed only where it accepts.
-  Not implemented engines refuse it with InputError.
+  The output is complete even when ``max_tokens`` runs out (the engine closes it in time); a
+  ``max_tokens`` below ``GenerationService.shortest_output`` is refused with InputError.
+- ``n``: that many choices of one prompt, sampled independently from one prefill (the later ones
+  copy the first one's cache); ``stream()`` then yields the Deltas of all of them, each with its
+  ``index``, and ends after the last one's final Delta.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ class SamplingParams:
     # once the reasoning has that many tokens (a team policy's cap), and the answer follows.
     thinking: bool = False
     max_reasoning_tokens: int | None = None
+    n: int = 1
 
     @property
     def greedy(self) -> bool:
@@ -119,6 +124,7 @@ class Delta:
     # reasoning token so far (not the </think> marker itself).
     reasoning: str = ""
     reasoning_tokens: int = 0
+    index: int = 0  # which of the request's SamplingParams.n choices this is
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,17 @@ class GenerationService(Protocol):
 
     @property
     def supports_fim(self) -> bool: ...
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids are 0..vocab_size-1 (prompts given as ids, logit_bias keys)."""
+        ...
+
+    def shortest_output(self, constraint: Constraint) -> int | None:
+        """Tokens (EOS included) the shortest complete output under ``constraint`` takes: the least
+        ``max_tokens`` the engine accepts with it (None: not known, nothing refused). InputError if
+        the constraint cannot be used."""
+        ...
 
     def encode_chat(
         self,

@@ -116,7 +116,7 @@ class Completer:
             except ContextTooLongError as exc:
                 if attempt == 2 or not exc.prompt_tokens:
                     raise
-                prompt = request.prompt if isinstance(request.prompt, str) else "".join(request.prompt)
+                prompt = request.prompt_text
                 sent = estimate_tokens(prompt) + estimate_tokens(request.suffix or "")
                 self._ratio = max(self._ratio, exc.prompt_tokens / max(1, sent) * 1.1)
                 self._limit = exc.limit or self._limit

@@ -14,6 +14,7 @@ One module per concern; import from this package, not from the modules:
 
     _base            base classes, size limits
     enclave          project metadata for the audit log
+    logprobs         log-probabilities in chat and completions responses
     generation       fields chat, completions and FIM share; usage
     tools            tool definitions, tool choice, earlier tool calls
     response_format  structured output
@@ -26,7 +27,7 @@ One module per concern; import from this package, not from the modules:
 
 from __future__ import annotations
 
-from shared.schemas._base import MAX_STOP_SEQUENCES, MAX_TEXT_CHARS
+from shared.schemas._base import MAX_LOGPROBS, MAX_N, MAX_PROMPTS, MAX_STOP_SEQUENCES, MAX_TEXT_CHARS
 from shared.schemas.auth import LoginRequest, LoginResponse, Me, MePolicy
 from shared.schemas.chat import (
     ChatChoice,
@@ -49,6 +50,7 @@ from shared.schemas.completions import (
 )
 from shared.schemas.enclave import ContextFile, EnclaveMetadata
 from shared.schemas.generation import OpenAIFinish, StreamOptions, Usage
+from shared.schemas.logprobs import ChatLogprobs, ChatTokenLogprob, CompletionLogprobs, TopLogprob
 from shared.schemas.models import ModelCapabilities, ModelCard, ModelList
 from shared.schemas.response_format import JsonSchemaFormat, ResponseFormat
 from shared.schemas.service import ErrorBody, ErrorResponse, HealthStatus
@@ -67,6 +69,9 @@ from shared.schemas.tools import (
 )
 
 __all__ = [
+    "MAX_LOGPROBS",
+    "MAX_N",
+    "MAX_PROMPTS",
     "MAX_STOP_SEQUENCES",
     "MAX_TEXT_CHARS",
     "ChatChoice",
@@ -76,11 +81,14 @@ __all__ = [
     "ChatCompletionRequest",
     "ChatDelta",
     "ChatFinish",
+    "ChatLogprobs",
     "ChatMessageIn",
     "ChatMessageOut",
+    "ChatTokenLogprob",
     "Completion",
     "CompletionChoice",
     "CompletionChunk",
+    "CompletionLogprobs",
     "CompletionRequest",
     "CompletionTokensDetails",
     "ContextFile",
@@ -113,5 +121,6 @@ __all__ = [
     "ToolCallIn",
     "ToolCallOut",
     "ToolDef",
+    "TopLogprob",
     "Usage",
 ]

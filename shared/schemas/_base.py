@@ -8,6 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_STOP_SEQUENCES = 16
 MAX_TEXT_CHARS = 4 * 1024 * 1024
+# The schema's ceiling for `n`; the appliance's own limit is its `max_n` setting (at most this).
+MAX_N = 128
+MAX_LOGIT_BIAS = 1024
+# Prompts in one /v1/completions request (a list of texts or of token-id lists).
+MAX_PROMPTS = 64
+MAX_LOGPROBS = 20
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="lower-case hex SHA-256")]
 

@@ -15,8 +15,9 @@ from pydantic import (
     model_validator,
 )
 
-from shared.schemas._base import MAX_TEXT_CHARS, Response, not_supported
+from shared.schemas._base import MAX_LOGPROBS, MAX_TEXT_CHARS, Response, not_supported
 from shared.schemas.generation import GenerationRequest, Usage
+from shared.schemas.logprobs import ChatLogprobs
 from shared.schemas.response_format import ResponseFormat
 from shared.schemas.thinking import ReasoningEffortIn, ThinkingOption
 from shared.schemas.tools import (
@@ -84,9 +85,15 @@ class ChatCompletionRequest(GenerationRequest):
     messages: list[ChatMessageIn] = Field(min_length=1, max_length=10_000)
     # Newer OpenAI clients send this name instead of max_tokens.
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_048_576)
-    logprobs: bool | None = Field(default=None, description="only false is supported")
-    top_logprobs: int | None = Field(default=None, ge=0, le=20, description="only 0 is supported")
-    response_format: ResponseFormat | None = Field(default=None, description="only `text` is supported")
+    logprobs: bool | None = Field(default=None, description="log-probability of each generated token")
+    top_logprobs: int | None = Field(
+        default=None, ge=0, le=MAX_LOGPROBS, description="alternatives per token (needs `logprobs: true`)"
+    )
+    response_format: ResponseFormat | None = Field(
+        default=None,
+        description="`json_object` or `json_schema` (strict or not): decoding is constrained to it, and "
+        "a `max_tokens` too small for the shortest valid output is refused",
+    )
     tools: list[ToolDef] | None = Field(
         default=None, max_length=128, description="functions the model may call (DeepSeek V4's DSML format)"
     )
@@ -118,26 +125,17 @@ class ChatCompletionRequest(GenerationRequest):
         "(DeepSeek's mapping); any value but none turns thinking on",
     )
 
-    @field_validator("logprobs")
-    @classmethod
-    def _logprobs(cls, value: bool | None) -> bool | None:
-        if value:
-            raise not_supported("logprobs")
-        return value
-
     @field_validator("top_logprobs")
     @classmethod
-    def _top_logprobs(cls, value: int | None) -> int | None:
-        if value:
-            raise not_supported("top_logprobs")
+    def _top_needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
         return value
 
-    @field_validator("response_format")
-    @classmethod
-    def _format(cls, value: ResponseFormat | None) -> ResponseFormat | None:
-        if value is not None and value.type != "text":
-            raise not_supported(f"response_format {value.type}")
-        return value
+    @property
+    def logprobs_k(self) -> int | None:
+        """The engine's ``logprobs``: None = off, else how many alternatives per token."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     @field_validator("functions", "function_call")
     @classmethod
@@ -189,7 +187,7 @@ class ChatChoice(Response):
     index: int
     message: ChatMessageOut
     finish_reason: ChatFinish
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletion(Response):
@@ -215,7 +213,7 @@ class ChatChunkChoice(Response):
     index: int
     delta: ChatDelta
     finish_reason: ChatFinish | None = None
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionChunk(Response):

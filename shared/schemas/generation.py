@@ -4,6 +4,9 @@ Request models refuse fields they do not know (400 naming the field), so a clien
 knob it sent had an effect. A few fields clients always send are accepted although they change
 nothing here, each said in its description; a parameter whose non-default value Enclave cannot honour
 yet is accepted at its default and refused otherwise, again naming it.
+
+What needs the model to check (``logit_bias`` ids in the vocabulary, ``n`` against the appliance's
+``max_n``) is checked by the route, again as a 400 naming the parameter.
 """
 
 from __future__ import annotations
@@ -15,12 +18,11 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    ValidationInfo,
     field_validator,
     model_serializer,
 )
 
-from shared.schemas._base import MAX_STOP_SEQUENCES, Request, Response, not_supported
+from shared.schemas._base import MAX_LOGIT_BIAS, MAX_N, MAX_STOP_SEQUENCES, Request, Response
 from shared.schemas.enclave import EnclaveMetadata
 from shared.schemas.thinking import CompletionTokensDetails
 
@@ -59,10 +61,25 @@ class GenerationRequest(Request):
     top_k: int | None = Field(default=None, ge=0, le=1_000_000, description="vLLM's extension; 0 = no cut")
     stop: str | list[str] | None = Field(default=None, description=f"at most {MAX_STOP_SEQUENCES} strings")
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    n: int | None = Field(default=1, ge=1, le=1, description="only 1 is supported")
-    presence_penalty: Penalty = None
-    frequency_penalty: Penalty = None
-    logit_bias: dict[str, float] | None = Field(default=None, description="only an empty map is supported")
+    n: int | None = Field(
+        default=1,
+        ge=1,
+        le=MAX_N,
+        description="choices per prompt, sharing one prefill of the prompt; at most the appliance's "
+        "`max_n` setting (default 8)",
+    )
+    presence_penalty: Penalty = Field(
+        default=None, description="-2..2, subtracted once from each token already generated (OpenAI's rule)"
+    )
+    frequency_penalty: Penalty = Field(
+        default=None, description="-2..2, subtracted per occurrence of each token already generated"
+    )
+    logit_bias: dict[str, float] | None = Field(
+        default=None,
+        max_length=MAX_LOGIT_BIAS,
+        description="token id (as a string) -> bias in -100..100 added to its logit; ids outside the "
+        "model's vocabulary are refused",
+    )
     user: str | None = Field(default=None, max_length=255, description="recorded in the audit log as given")
     enclave: EnclaveMetadata | None = None
 
@@ -71,19 +88,27 @@ class GenerationRequest(Request):
     def _stop(cls, value: str | list[str] | None) -> list[str] | None:
         return _normalize_stop(value)
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _penalty(cls, value: float | None, info: ValidationInfo) -> float | None:
-        if value:
-            raise not_supported(f"a non-zero {info.field_name}")
-        return value
-
     @field_validator("logit_bias")
     @classmethod
     def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise not_supported("logit_bias")
+        for key, bias in (value or {}).items():
+            if not key.isdigit() or len(key) > 9:
+                raise ValueError(f"logit_bias keys are token ids (decimal strings), got {key!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"logit_bias for token {key} must be in [-100, 100], got {bias}")
         return value
+
+    def bias_pairs(self) -> tuple[tuple[int, float], ...]:
+        return tuple((int(k), float(v)) for k, v in (self.logit_bias or {}).items())
+
+    @property
+    def choices_per_prompt(self) -> int:
+        return self.n or 1
+
+    @property
+    def penalties(self) -> tuple[float, float]:
+        """(presence, frequency), 0 where not given."""
+        return (self.presence_penalty or 0.0, self.frequency_penalty or 0.0)
 
     def stop_list(self) -> tuple[str, ...]:
         stop = self.stop

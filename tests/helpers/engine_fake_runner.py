@@ -67,6 +67,10 @@ class FakeRunner:
     def max_context(self) -> int:
         return self._max_context
 
+    def fork(self, source_slot: int, target_slot: int) -> None:
+        self.calls.append(("fork", (str(source_slot), str(target_slot))))
+        self.cache[target_slot] = list(self.cache[source_slot])
+
     def run(self, kind: Literal["prefill", "decode"], seqs: Seq[Sequence]) -> npt.NDArray[np.float32]:
         self.calls.append((kind, tuple(s.request_id for s in seqs)))
         slots = [s.slot for s in seqs]

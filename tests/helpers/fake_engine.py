@@ -4,7 +4,8 @@ Tokens are UTF-8 bytes (ids 0..255) plus three FIM markers; the reply is a fixed
 (``reply`` or ``"w0 w1 w2 ..."``), cut at ``max_tokens`` (finish ``length``), at a stop string (finish
 ``stop``) or at the script's end (finish ``stop``). In thinking mode the ``reasoning`` script comes
 first, one character per token as Delta.reasoning (cut at ``max_reasoning_tokens`` as the real engine
-cuts it), then the reply. ``token_delay_s`` paces the tokens so tests can
+cuts it), then the reply. ``n`` choices each get the script, in turn, and ``logprobs`` a fixed
+distribution per token. ``token_delay_s`` paces the tokens so tests can
 disconnect mid-stream, ``fail_after`` makes the stream fail; the fake records what was started,
 finished and cancelled so tests can see that a disconnect reached the engine.
 """
@@ -12,11 +13,12 @@ finished and cancelled so tests can see that a disconnect reached the engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.engine.types import ChatMessage, Delta, EngineStats, FinishReason, SamplingParams
+from appliance.engine.constrain import Constraint
+from appliance.engine.types import ChatMessage, Delta, EngineStats, SamplingParams, TokenLogprob
 from shared.errors import EngineError, InputError
 
 __all__ = ["FIM_BEGIN", "FIM_END", "FIM_HOLE", "FakeEngine", "FakeRequest"]
@@ -44,6 +46,14 @@ class FakeEngine:
     fail_after: int | None = None  # raise EngineError after this many tokens
     reasoning: str = "Let me think. "
     requests: list[FakeRequest] = field(default_factory=list)
+    vocab_size: int = 259  # bytes and the three FIM markers
+    shortest: int | None = None  # what shortest_output answers for any constraint
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes([token_id]) if token_id < 256 else f"<fim{token_id - 256}>".encode()
+
+    def shortest_output(self, constraint: Constraint) -> int | None:
+        return self.shortest
 
     def encode_chat(
         self,
@@ -89,60 +99,69 @@ class FakeEngine:
         self.requests.append(record)
         return self._generate(record)
 
-    async def _think(self, record: FakeRequest) -> AsyncIterator[Delta]:
-        params, cap = record.params, record.params.max_reasoning_tokens
-        thought = self.reasoning if cap is None else self.reasoning[:cap]
-        for i, ch in enumerate(thought):
-            await asyncio.sleep(self.token_delay_s)
-            if i + 1 >= params.max_tokens:
-                record.outcome = "finished"
-                yield Delta(
-                    "", (i,), len(record.prompt_ids), i + 1, "length", reasoning=ch, reasoning_tokens=i + 1
-                )
-                return
-            yield Delta("", (i,), len(record.prompt_ids), i + 1, None, reasoning=ch, reasoning_tokens=i + 1)
-
     async def _generate(self, record: FakeRequest) -> AsyncIterator[Delta]:
-        params, n_prompt = record.params, len(record.prompt_ids)
+        choices = [self._choice(record, index) for index in range(record.params.n)]
         try:
-            thought = 0
-            if params.thinking:
-                async for delta in self._think(record):
-                    yield delta
-                    thought = delta.reasoning_tokens
-                    if delta.finish_reason is not None:
-                        return
-            # The answer's tokens follow the reasoning's and the closing </think>.
-            offset = thought + 1 if params.thinking else 0
-            text, emitted = "", 0
-            pieces = self.script()
-            for i, piece in enumerate(pieces):
-                if self.fail_after is not None and i >= self.fail_after:
-                    raise EngineError("fake engine failure")
+            # The choices advance in turn, one token each, as the real engine's batch does.
+            while choices:
                 # Yield to the loop between tokens, as a real engine does.
                 await asyncio.sleep(self.token_delay_s)
-                produced = offset + i + 1
-                text += piece
-                stop_at = min((text.find(s) for s in params.stop if s in text), default=-1)
-                if stop_at >= 0:
-                    record.outcome = "finished"
-                    yield Delta(
-                        text[emitted:stop_at], (i,), n_prompt, produced, "stop", reasoning_tokens=thought
-                    )
-                    return
-                finish: FinishReason | None = None
-                if produced >= params.max_tokens or i == len(pieces) - 1:
-                    finish = "length" if i < len(pieces) - 1 else "stop"
-                    record.outcome = "finished"
-                    yield Delta(text[emitted:], (i,), n_prompt, produced, finish, reasoning_tokens=thought)
-                    return
-                # Hold back a tail that could still grow into a stop string, as the real engine does.
-                safe = len(text) - _partial_stop(text, params.stop)
-                yield Delta(text[emitted:safe], (i,), n_prompt, produced, None, reasoning_tokens=thought)
-                emitted = max(emitted, safe)
+                for choice in list(choices):
+                    delta = next(choice)
+                    if delta.finish_reason is not None:
+                        choices.remove(choice)
+                    yield delta
+            record.outcome = "finished"
         finally:
             if record.outcome == "running":
                 record.outcome = "cancelled"
+
+    def _choice(self, record: FakeRequest, index: int) -> Iterator[Delta]:
+        params, n_prompt = record.params, len(record.prompt_ids)
+        thought = 0
+        if params.thinking:
+            cap = params.max_reasoning_tokens
+            for i, ch in enumerate(self.reasoning if cap is None else self.reasoning[:cap]):
+                finish = "length" if i + 1 >= params.max_tokens else None
+                yield Delta(
+                    "", (i,), n_prompt, i + 1, finish, reasoning=ch, reasoning_tokens=i + 1, index=index
+                )
+                if finish is not None:
+                    return
+                thought = i + 1
+        # The answer's tokens follow the reasoning's and the closing </think>.
+        offset = thought + 1 if params.thinking else 0
+        text, emitted = "", 0
+        pieces = self.script()
+        for i, piece in enumerate(pieces):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise EngineError("fake engine failure")
+            produced = offset + i + 1
+            text += piece
+            token = ord(piece[0]) % 256 if piece else 0
+            extra = {
+                "logprobs": () if params.logprobs is None else (_logprob(token, params.logprobs),),
+                "reasoning_tokens": thought,
+                "index": index,
+            }
+            stop_at = min((text.find(s) for s in params.stop if s in text), default=-1)
+            if stop_at >= 0:
+                yield Delta(text[emitted:stop_at], (token,), n_prompt, produced, "stop", **extra)
+                return
+            if produced >= params.max_tokens or i == len(pieces) - 1:
+                finish = "length" if i < len(pieces) - 1 else "stop"
+                yield Delta(text[emitted:], (token,), n_prompt, produced, finish, **extra)
+                return
+            # Hold back a tail that could still grow into a stop string, as the real engine does.
+            safe = len(text) - _partial_stop(text, params.stop)
+            yield Delta(text[emitted:safe], (token,), n_prompt, produced, None, **extra)
+            emitted = max(emitted, safe)
+
+
+def _logprob(token: int, k: int) -> TokenLogprob:
+    """A fixed distribution: the chosen token at log(1/2), then k alternatives at falling values."""
+    top = tuple((token if j == 0 else (token + j) % 256, -0.6931 - j) for j in range(k))
+    return TokenLogprob(token, -0.6931, top)
 
 
 def _partial_stop(text: str, stops: Sequence[str]) -> int:

@@ -2,9 +2,11 @@
 fill-in-the-middle), ``GET /v1/models``.
 
 Streams are Server-Sent Events of ``chat.completion.chunk`` / ``text_completion`` objects ending in
-``data: [DONE]``. Usage is sent exactly once per stream, as OpenAI does: with
-``stream_options.include_usage``, on a last chunk with empty ``choices`` (a client that also read it
-from the finish chunk would count it twice — LangChain does); without it, not at all.
+``data: [DONE]`` (:mod:`appliance.api.openai_stream`, usage exactly once). The sampling surface —
+penalties, ``logit_bias``, ``logprobs``, ``response_format``, ``n`` — is checked against the model
+in :mod:`appliance.api.sampling`. ``n`` choices of a prompt share one prefill in the engine; a
+``prompt`` list on /v1/completions is one audited generation per prompt, run side by side, with
+choice ``p * n + j`` for choice ``j`` of prompt ``p`` (OpenAI's numbering).
 
 ``POST /v1/fim/completions`` is Mistral's fill-in-the-middle (what Continue posts): ``prompt`` +
 ``suffix`` in, chat-shaped objects out (``message.content`` / ``delta.content``). A FIM prompt longer
@@ -15,10 +17,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import aclosing
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
@@ -26,22 +29,36 @@ from appliance.api.auditing import Caller
 from appliance.api.errors import ERROR_RESPONSES, ApiError
 from appliance.api.fim import encode_fim_within, fim_output_reserve
 from appliance.api.generation import Generation, admit, check_model
+from appliance.api.openai_stream import (
+    CHAT_STREAM_DOC,
+    COMPLETION_STREAM_DOC,
+    Collected,
+    chat_events,
+    collect,
+    completion_events,
+)
 from appliance.api.prompt_input import encode_prompt
 from appliance.api.reasoning import plan_thinking, served_model
-from appliance.api.sse import DONE, TEXT_SLOT, SSEResponse, TextFrames, sse_event
+from appliance.api.sampling import (
+    Extras,
+    chat_logprobs,
+    check_token_ids,
+    completion_logprobs,
+    constraint_for,
+    sampling_extras,
+)
+from appliance.api.sse import SSEResponse
 from appliance.api.state import app_state, caller_with, request_info
 from appliance.api.tool_calls import ToolPlan, ToolStream, chat_messages, plan_tools, tool_calls_out
 from appliance.auth.roles import Permission
 from appliance.engine.prompt import FIM_BEGIN, FIM_END, FIM_HOLE
 from appliance.engine.tokenizer import BOS_TOKEN
 from appliance.engine.types import GenerationService
-from shared.errors import EngineError
 from shared.schemas import (
     ChatCompletion,
     ChatCompletionRequest,
     Completion,
     CompletionRequest,
-    CompletionTokensDetails,
     FimCompletionRequest,
     ModelCapabilities,
     ModelCard,
@@ -53,10 +70,6 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["openai"])
 
-_STREAM_DOC: dict[str, Any] = {
-    "description": "The result; with `stream: true`, Server-Sent Events ending in `data: [DONE]`",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-}
 _GEN_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     404: ERROR_RESPONSES[400] | {"description": "Unknown model, or one the caller's policy does not allow"},
@@ -75,184 +88,41 @@ def chat_completion(
     rid: str,
     created: int,
     model: str,
-    text: str,
-    finish: str,
+    choices: Sequence[Collected],
     usage: Usage,
-    reasoning: str | None = None,
     tools: ToolPlan | None = None,
 ) -> ChatCompletion:
-    """The whole-answer object of a chat (or Mistral-shape FIM) generation; ``reasoning`` in
-    thinking mode; with ``tools``, the text is parsed for calls (appliance.api.tool_calls)."""
-    message: dict[str, Any] = {"role": "assistant", "content": text, "reasoning_content": reasoning}
-    if tools is not None:
-        stream = ToolStream(tools.parser())
-        stream.feed(text)
-        stream.finish()
-        if stream.parser.calls:
-            message["content"] = "".join(stream.content) or None
-            message["tool_calls"] = tool_calls_out(stream.parser.calls)
-            finish = stream.finish_reason(finish)
+    """The whole-answer object of a chat (or Mistral-shape FIM) generation; each choice's
+    ``reasoning`` in thinking mode; with ``tools``, each choice's text is parsed for calls
+    (appliance.api.tool_calls)."""
+    out = []
+    for i, c in enumerate(choices):
+        message: dict[str, Any] = {"role": "assistant", "content": c.text, "reasoning_content": c.reasoning}
+        finish = c.finish
+        if tools is not None:
+            stream = ToolStream(tools.parser())
+            stream.feed(c.text)
+            stream.finish()
+            if stream.parser.calls:
+                message["content"] = "".join(stream.content) or None
+                message["tool_calls"] = tool_calls_out(stream.parser.calls)
+                finish = stream.finish_reason(finish)
+        out.append({"index": i, "message": message, "finish_reason": finish, "logprobs": c.logprobs})
     return ChatCompletion.model_validate(
         {
             "id": rid,
             "created": created,
             "model": model,
             "usage": usage,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "choices": out,
         }
     )
-
-
-def _usage(prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None = None) -> dict[str, Any]:
-    """``reasoning_tokens`` (thinking mode only) goes in ``completion_tokens_details``."""
-    return Usage(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-        completion_tokens_details=(
-            None if reasoning_tokens is None else CompletionTokensDetails(reasoning_tokens=reasoning_tokens)
-        ),
-    ).model_dump()
-
-
-def _reasoning_tokens(gen: Generation, count: int) -> int | None:
-    return count if gen.thinking.thinking else None
-
-
-def _finish(reason: str | None) -> str:
-    if reason in ("stop", "length"):
-        return reason
-    raise EngineError(f"generation ended abnormally ({reason or 'no finish reason'})")
-
-
-def _stream_error(exc: EngineError) -> bytes:
-    return sse_event(
-        {"error": {"message": str(exc), "type": "server_error", "code": "engine_error", "param": None}}
-    )
-
-
-async def _stream(
-    gen: Generation,
-    base: dict[str, Any],
-    frame: Callable[[str], Iterator[bytes]],
-    closing: Callable[[str, str, dict[str, Any]], Iterator[bytes]],
-    include_usage: bool,
-    reasoning: TextFrames | None = None,
-) -> AsyncGenerator[bytes, None]:
-    """What both endpoints stream: a frame per piece of text, then ``closing(text, finish, usage)``
-    (the last piece and the chunk carrying ``finish_reason``), the usage chunk if asked, ``[DONE]``.
-    In thinking mode each piece of reasoning is a ``reasoning`` frame, before any text (the engine
-    never sends reasoning after text). An engine failure ends the stream with an error event instead."""
-    deltas = gen.deltas()
-    try:
-        async for delta in deltas:
-            if delta.reasoning and reasoning is not None:
-                yield reasoning(delta.reasoning)
-            if delta.finish_reason is None:
-                if delta.text:
-                    for event in frame(delta.text):
-                        yield event
-                continue
-            finish = _finish(delta.finish_reason)
-            usage = _usage(
-                delta.prompt_tokens, delta.completion_tokens, _reasoning_tokens(gen, delta.reasoning_tokens)
-            )
-            for event in closing(delta.text, finish, usage):
-                yield event
-            if include_usage:
-                yield sse_event({**base, "choices": [], "usage": usage})
-            # [DONE] before the closing audit record (written when deltas closes).
-            yield DONE
-            return
-        raise EngineError("generation ended without a finish reason")
-    except EngineError as exc:
-        yield _stream_error(exc)
-    finally:
-        await deltas.aclose()
-
-
-async def _chat_events(
-    gen: Generation, rid: str, created: int, include_usage: bool, tools: ToolPlan | None = None
-) -> AsyncIterator[bytes]:
-    base = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": gen.engine.model_id}
-
-    def choice(delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-        return {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
-
-    thinking = gen.thinking.thinking
-    # In thinking mode the opening chunk is DeepSeek's: no content yet, reasoning first.
-    opening = {"role": "assistant", "content": None, "reasoning_content": ""} if thinking else None
-    yield sse_event({**base, "choices": [choice(opening or {"role": "assistant", "content": ""}, None)]})
-    content = TextFrames({**base, "choices": [choice({"content": TEXT_SLOT}, None)]})
-    reasoning = TextFrames({**base, "choices": [choice({"reasoning_content": TEXT_SLOT}, None)]})
-    calls = ToolStream(tools.parser()) if tools is not None else None
-
-    def frames(text: str) -> Iterator[bytes]:
-        if calls is None:
-            if text:
-                yield content(text)
-            return
-        for delta in calls.feed(text):
-            yield sse_event({**base, "choices": [choice(delta, None)]})
-
-    def closing(text: str, finish: str, usage: dict[str, Any]) -> Iterator[bytes]:
-        yield from frames(text)
-        if calls is not None:
-            for delta in calls.finish():
-                yield sse_event({**base, "choices": [choice(delta, None)]})
-            finish = calls.finish_reason(finish)
-        yield sse_event({**base, "choices": [choice({}, finish)]})
-
-    # aclosing: a client that goes away closes the inner stream too, which writes the audit record.
-    events_of = _stream(gen, base, frames, closing, include_usage, reasoning if thinking else None)
-    async with aclosing(events_of) as events:
-        async for event in events:
-            yield event
-
-
-async def _completion_events(
-    gen: Generation, rid: str, created: int, include_usage: bool
-) -> AsyncIterator[bytes]:
-    base = {"id": rid, "object": "text_completion", "created": created, "model": gen.engine.model_id}
-
-    def choice(text: str, finish: str | None) -> dict[str, Any]:
-        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-
-    text = TextFrames({**base, "choices": [choice(TEXT_SLOT, None)]})
-
-    def frames(piece: str) -> Iterator[bytes]:
-        yield text(piece)
-
-    def closing(last: str, finish: str, usage: dict[str, Any]) -> Iterator[bytes]:
-        yield sse_event({**base, "choices": [choice(last, finish)]})
-
-    async with aclosing(_stream(gen, base, frames, closing, include_usage)) as events:
-        async for event in events:
-            yield event
-
-
-async def _collect(gen: Generation) -> tuple[str, str, Usage]:
-    """The whole answer (``gen.outcome.reasoning`` holds the reasoning once this returns)."""
-    pieces: list[str] = []
-    finish: str | None = None
-    deltas = gen.deltas()
-    try:
-        async for delta in deltas:
-            pieces.append(delta.text)
-            finish = delta.finish_reason
-    finally:
-        await deltas.aclose()
-    out = gen.outcome
-    usage = Usage.model_validate(
-        _usage(out.prompt_tokens, out.completion_tokens, _reasoning_tokens(gen, out.reasoning_tokens))
-    )
-    return "".join(pieces), _finish(finish), usage
 
 
 @router.post(
     "/v1/chat/completions",
     response_model=ChatCompletion,
-    responses={**_GEN_RESPONSES, 200: _STREAM_DOC},
+    responses={**_GEN_RESPONSES, 200: CHAT_STREAM_DOC},
     summary="Chat completion (OpenAI-compatible)",
 )
 async def chat_completions(
@@ -274,6 +144,17 @@ async def chat_completions(
             param="tool_choice",
         )
     constraint = tools.constraint() if tools is not None else None
+    structured = constraint_for(body.response_format)
+    if constraint is not None and structured is not None:
+        # One grammar per sequence: a required call and a JSON answer cannot both hold.
+        raise ApiError(400, "response_format does not go with a required tool call", param="response_format")
+    extras = sampling_extras(
+        body,
+        engine,
+        max_n=state.settings.max_n,
+        logprobs=body.logprobs_k,
+        constraint=constraint or structured,
+    )
     texts = [
         (f"messages[{i}].{name}", text)
         for i, m in enumerate(messages)
@@ -328,15 +209,20 @@ async def chat_completions(
         ],
         started=started,
         thinking=thinking,
-        constraint=constraint,
+        extras=extras,
     )
     rid = "chatcmpl-" + uuid.uuid4().hex
     created = int(state.clock.now().timestamp())
     if body.streaming:
-        return SSEResponse(_chat_events(gen, rid, created, body.include_usage, tools))
-    text, finish, usage = await _collect(gen)
-    reasoning = gen.outcome.reasoning if thinking.thinking else None
-    return chat_completion(rid, created, engine.model_id, text, finish, usage, reasoning, tools)
+        return SSEResponse(chat_events([gen], rid, created, body.include_usage, tools))
+    choices, usage = await collect([gen])
+    if extras.logprobs is not None:
+        for choice in choices:
+            choice.logprobs = chat_logprobs(engine, choice.tokens)
+    if not thinking.thinking:
+        for choice in choices:
+            choice.reasoning = None
+    return chat_completion(rid, created, engine.model_id, choices, usage, tools)
 
 
 def _raw_fim(prompt: str) -> tuple[str, str] | None:
@@ -346,45 +232,63 @@ def _raw_fim(prompt: str) -> tuple[str, str] | None:
     return (match["prefix"], match["suffix"]) if match else None
 
 
+@dataclass(frozen=True)
+class _TextRequest:
+    """What both completions routes admit per prompt."""
+
+    body: CompletionRequest | FimCompletionRequest
+    engine: GenerationService
+    extras: Extras
+    seed: int | None
+    started: float
+
+
 async def _text_generation(
-    request: Request,
-    caller: Caller,
-    body: CompletionRequest | FimCompletionRequest,
-    prompt: str,
-    suffix: str | None,
-    seed: int | None,
+    request: Request, caller: Caller, job: _TextRequest, prompt: str | list[int], suffix: str | None
 ) -> Generation:
-    """Admit a text completion (``suffix`` = fill-in-the-middle) for either completions route."""
+    """Admit one text completion (``suffix`` = fill-in-the-middle) for either completions route;
+    ``prompt`` is text, or token ids (checked against the vocabulary, used as given)."""
     state = app_state(request)
-    started = state.clock.monotonic()
-    engine = check_model(state.engine, caller, body.model, max_waiting=state.settings.max_waiting)
-    state.disk.refuse_if_low()
-    if suffix is None and (raw := _raw_fim(prompt)) is not None and engine.supports_fim:
+    engine, body = job.engine, job.body
+    if (
+        isinstance(prompt, str)
+        and suffix is None
+        and (raw := _raw_fim(prompt)) is not None
+        and engine.supports_fim
+    ):
         prompt, suffix = raw
     if suffix is not None and not engine.supports_fim:
         raise ApiError(400, f"model {engine.model_id} does not support fill-in-the-middle", param="suffix")
     endpoint = "completions.fim" if suffix is not None else "completions"
     requested = body.output_limit()
+    content: dict[str, Any]
+    if isinstance(prompt, list):
+        ids = check_token_ids(prompt, engine, "prompt")
+        if suffix is not None:
+            raise ApiError(400, "suffix needs a text prompt, not token ids", param="suffix")
+        prompt_ids, content = ids, {"prompt_token_ids": ids}
+    else:
+        text = prompt
 
-    def encode() -> list[int]:
-        if suffix is None:
-            return engine.encode_completion(prompt)
-        budget = engine.context_length - fim_output_reserve(engine.context_length, requested)
-        return encode_fim_within(engine.encode_completion, prompt, suffix, budget)
+        def encode() -> list[int]:
+            if suffix is None:
+                return engine.encode_completion(text)
+            budget = engine.context_length - fim_output_reserve(engine.context_length, requested)
+            return encode_fim_within(engine.encode_completion, text, suffix, budget)
 
-    prompt_ids = await encode_prompt(
-        auditor=state.auditor,
-        caller=caller,
-        info=request_info(request),
-        endpoint=endpoint,
-        model_id=engine.model_id,
-        max_bytes=state.settings.max_prompt_bytes,
-        texts=[("prompt", prompt), ("suffix", suffix or "")],
-        encode=encode,
-    )
-    content: dict[str, Any] = {"prompt": prompt}
-    if suffix is not None:
-        content["suffix"] = suffix
+        prompt_ids = await encode_prompt(
+            auditor=state.auditor,
+            caller=caller,
+            info=request_info(request),
+            endpoint=endpoint,
+            model_id=engine.model_id,
+            max_bytes=state.settings.max_prompt_bytes,
+            texts=[("prompt", text), ("suffix", suffix or "")],
+            encode=encode,
+        )
+        content = {"prompt": text}
+        if suffix is not None:
+            content["suffix"] = suffix
     return await admit(
         engine=engine,
         auditor=state.auditor,
@@ -399,59 +303,100 @@ async def _text_generation(
         temperature=body.sampling_temperature,
         top_p=body.sampling_top_p,
         top_k=body.top_k or 0,
-        seed=seed,
+        seed=job.seed,
         stop=body.stop_list(),
         stream=body.streaming,
         metadata=body.enclave,
         end_user=body.user,
         prompt_content=content,
-        started=started,
+        started=job.started,
+        extras=job.extras,
     )
+
+
+def _text_job(
+    request: Request,
+    caller: Caller,
+    body: CompletionRequest | FimCompletionRequest,
+    seed: int | None,
+    logprobs: int | None = None,
+) -> _TextRequest:
+    state = app_state(request)
+    started = state.clock.monotonic()
+    engine = check_model(state.engine, caller, body.model, max_waiting=state.settings.max_waiting)
+    state.disk.refuse_if_low()
+    extras = sampling_extras(body, engine, max_n=state.settings.max_n, logprobs=logprobs)
+    return _TextRequest(body, engine, extras, seed, started)
+
+
+def _echo_text(engine: GenerationService, prompt: str | list[int]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return b"".join(engine.token_bytes(t) for t in prompt).decode("utf-8", errors="replace")
 
 
 @router.post(
     "/v1/completions",
     response_model=Completion,
-    responses={**_GEN_RESPONSES, 200: _STREAM_DOC},
+    responses={**_GEN_RESPONSES, 200: COMPLETION_STREAM_DOC},
     summary="Text completion; with `suffix`, fill-in-the-middle",
 )
 async def completions(
     body: CompletionRequest, request: Request, caller: Caller = Depends(caller_with(Permission.GENERATE))
 ) -> Response | Completion:
-    gen = await _text_generation(request, caller, body, body.prompt_text, body.suffix, body.seed)
+    job = _text_job(request, caller, body, body.seed, body.logprobs)
+    prompts = body.prompt_list
+    gens: list[Generation] = []
+    try:
+        for prompt in prompts:
+            gens.append(await _text_generation(request, caller, job, prompt, body.suffix))
+    except BaseException:
+        # A later prompt was refused: the admitted ones never run, and their records say so.
+        with anyio.CancelScope(shield=True):
+            for gen in gens:
+                await gen.abandon()
+        raise
+    echo = [_echo_text(job.engine, p) for p in prompts] if body.echo else []
     rid = "cmpl-" + uuid.uuid4().hex
     created = int(app_state(request).clock.now().timestamp())
     if body.streaming:
-        return SSEResponse(_completion_events(gen, rid, created, body.include_usage))
-    text, finish, usage = await _collect(gen)
+        return SSEResponse(completion_events(gens, rid, created, body.include_usage, echo))
+    choices, usage = await collect(gens)
+    n = job.extras.n
+    out = []
+    for index, choice in enumerate(choices):
+        head = echo[index // n] if echo else ""
+        logprobs = (
+            completion_logprobs(job.engine, choice.tokens, len(head))
+            if job.extras.logprobs is not None
+            else None
+        )
+        out.append(
+            {"index": index, "text": head + choice.text, "finish_reason": choice.finish, "logprobs": logprobs}
+        )
     return Completion.model_validate(
-        {
-            "id": rid,
-            "created": created,
-            "model": gen.engine.model_id,
-            "usage": usage,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish}],
-        }
+        {"id": rid, "created": created, "model": job.engine.model_id, "usage": usage, "choices": out}
     )
 
 
 @router.post(
     "/v1/fim/completions",
     response_model=ChatCompletion,
-    responses={**_GEN_RESPONSES, 200: _STREAM_DOC},
+    responses={**_GEN_RESPONSES, 200: CHAT_STREAM_DOC},
     summary="Fill-in-the-middle, Mistral's shape (prompt + suffix in, chat-shaped out)",
 )
 async def fim_completions(
     body: FimCompletionRequest, request: Request, caller: Caller = Depends(caller_with(Permission.GENERATE))
 ) -> Response | ChatCompletion:
     seed = body.random_seed if body.random_seed is not None else body.seed
-    gen = await _text_generation(request, caller, body, body.prompt, body.suffix or "", seed)
+    job = _text_job(request, caller, body, seed)
+    gen = await _text_generation(request, caller, job, body.prompt, body.suffix or "")
     rid = "fim-" + uuid.uuid4().hex
     created = int(app_state(request).clock.now().timestamp())
     if body.streaming:
-        return SSEResponse(_chat_events(gen, rid, created, body.include_usage))
-    text, finish, usage = await _collect(gen)
-    return chat_completion(rid, created, gen.engine.model_id, text, finish, usage)
+        return SSEResponse(chat_events([gen], rid, created, body.include_usage))
+    choices, usage = await collect([gen])
+    return chat_completion(rid, created, gen.engine.model_id, choices, usage)
 
 
 def _card(engine: GenerationService, created: int) -> ModelCard:
@@ -466,7 +411,7 @@ def _card(engine: GenerationService, created: int) -> ModelCard:
         max_tokens=n,
         max_output_tokens=n - 1,
         capabilities=ModelCapabilities.model_validate(
-            {"fim": engine.supports_fim, "tools": True, "json": False, "logprobs": False}
+            {"fim": engine.supports_fim, "tools": True, "json": True, "logprobs": True}
         ),
     )
 

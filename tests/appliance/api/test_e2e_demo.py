@@ -8,13 +8,16 @@ pinned and imported, a developer account and token); the server is the real uvic
 from __future__ import annotations
 
 import datetime as dt
+import json
 import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jsonschema
 import openai
 import pytest
 
@@ -26,6 +29,8 @@ from appliance.auth import admin as ops
 from appliance.auth import tokens as token_ops
 from appliance.commands.demo import DemoAccount, prepare_demo
 from appliance.db.engine import UnitOfWork
+from appliance.engine.constrain import Constraint
+from appliance.engine.types import ChatMessage
 
 MODEL = "deepseek-v4-demo"
 
@@ -190,24 +195,51 @@ def test_health_family(demo: Demo) -> None:
     with demo.http() as http:
         assert http.get("/healthz").json()["status"] == "ok"
         ready = http.get("/readyz")
-        assert ready.status_code == 200 and ready.json()["checks"] == {"model": "ok", "database": "ok", "disk": "ok"}
+        assert ready.status_code == 200 and ready.json()["checks"] == {
+            "model": "ok",
+            "database": "ok",
+            "disk": "ok",
+        }
         metrics = http.get("/metrics").text
         assert "enclave_tokens_total" in metrics and "enclave_engine_queue_depth" in metrics
 
 
-SPECIAL = ("<｜User｜>", "<｜Assistant｜>", "<think>", "</think>", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>",
-           "<｜end▁of▁sentence｜>", "<｜begin▁of▁sentence｜>")
+SPECIAL = (
+    "<｜User｜>",
+    "<｜Assistant｜>",
+    "<think>",
+    "</think>",
+    "<｜fim▁begin｜>",
+    "<｜fim▁hole｜>",
+    "<｜fim▁end｜>",
+    "<｜end▁of▁sentence｜>",
+    "<｜begin▁of▁sentence｜>",
+)
 
 
 def _no_special(text: str) -> None:
     assert not [s for s in SPECIAL if s in text], text
 
 
+def _streamed_text(body: str, field: str) -> str:
+    """The text an SSE body carried: ``choices[].text`` or ``choices[].delta.content``."""
+    out = []
+    for frame in body.split("\n\n"):
+        if not frame.startswith("data: {"):
+            continue
+        for choice in json.loads(frame[len("data: ") :]).get("choices", []):
+            part = choice.get("text") if field == "text" else (choice.get("delta") or {}).get("content")
+            out.append(part or "")
+    return "".join(out)
+
+
 def test_langchain_openai_on_the_real_engine(demo: Demo) -> None:
     langchain_openai = pytest.importorskip("langchain_openai")
     http = httpx.Client(verify=ssl.create_default_context(cafile=str(demo.ca)))
     common = {"model": MODEL, "base_url": f"{demo.url}/v1", "api_key": demo.account.token, "max_retries": 0}
-    chat = langchain_openai.ChatOpenAI(**common, http_client=http, max_tokens=4, temperature=0, stream_usage=True)
+    chat = langchain_openai.ChatOpenAI(
+        **common, http_client=http, max_tokens=4, temperature=0, stream_usage=True
+    )
     pieces = list(chat.stream("def add(a, b):"))
     total = pieces[0]
     for piece in pieces[1:]:
@@ -226,30 +258,202 @@ def test_litellm_on_the_real_engine(demo: Demo, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # air-gapped: no model map download
     litellm = pytest.importorskip("litellm")
     monkeypatch.setenv("SSL_CERT_FILE", str(demo.ca))
-    kwargs = {"model": f"openai/{MODEL}", "api_base": f"{demo.url}/v1", "api_key": demo.account.token,
-              "ssl_verify": str(demo.ca)}
-    reply = litellm.completion(messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0, **kwargs)
+    kwargs = {
+        "model": f"openai/{MODEL}",
+        "api_base": f"{demo.url}/v1",
+        "api_key": demo.account.token,
+        "ssl_verify": str(demo.ca),
+    }
+    reply = litellm.completion(
+        messages=[{"role": "user", "content": "hi"}], max_tokens=3, temperature=0, **kwargs
+    )
     assert reply.usage.completion_tokens <= 3
     _no_special(reply.choices[0].message.content or "")
-    chunks = list(litellm.completion(messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True,
-                                     stream_options={"include_usage": True}, **kwargs))
-    assert sum(1 for c in chunks if getattr(c, "usage", None)) >= 1
+    chunks = list(
+        litellm.completion(
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=3,
+            stream=True,
+            stream_options={"include_usage": True},
+            **kwargs,
+        )
+    )
+    # Usage arrives once: litellm's own assembly of the stream counts each token once.
+    reported = [c.usage.completion_tokens for c in chunks if getattr(c, "usage", None)]
+    assert reported and len(set(reported)) == 1
+    built = litellm.stream_chunk_builder(chunks)
+    assert built.usage.completion_tokens == reported[0] <= 3
 
 
 def test_continue_request_shapes_on_the_real_engine(demo: Demo) -> None:
     stops = ["<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", "//", "\n\n", "```"]
     with demo.http(demo.account.token) as http:
-        raw = http.post("/v1/completions", json={
-            "model": MODEL, "prompt": "<｜fim▁begin｜>def f(x):\n    return <｜fim▁hole｜>\n<｜fim▁end｜>",
-            "max_tokens": 4, "temperature": 0, "top_p": 1, "stop": stops, "stream": True})
+        raw = http.post(
+            "/v1/completions",
+            json={
+                "model": MODEL,
+                "prompt": "<｜fim▁begin｜>def f(x):\n    return <｜fim▁hole｜>\n<｜fim▁end｜>",
+                "max_tokens": 4,
+                "temperature": 0,
+                "top_p": 1,
+                "stop": stops,
+                "stream": True,
+            },
+        )
         assert raw.status_code == 200, raw.text
         assert raw.text.endswith("data: [DONE]\n\n")
-        # Special tokens in generated text are the engine's to drop (issue 13, api-engine); the demo
-        # model's raw completions still produce <think>, so this test does not assert their absence yet.
-        fim = http.post("/v1/fim/completions", json={
-            "model": MODEL, "prompt": "x = ", "suffix": "\n", "max_tokens": 4, "temperature": 0, "stop": stops,
-            "stream": True})
+        _no_special(_streamed_text(raw.text, "text"))
+        fim = http.post(
+            "/v1/fim/completions",
+            json={
+                "model": MODEL,
+                "prompt": "x = ",
+                "suffix": "\n",
+                "max_tokens": 4,
+                "temperature": 0,
+                "stop": stops,
+                "stream": True,
+            },
+        )
         assert fim.status_code == 200, fim.text
         assert '"object":"chat.completion.chunk"' in fim.text and fim.text.endswith("data: [DONE]\n\n")
+        _no_special(_streamed_text(fim.text, "content"))
         card = http.get(f"/v1/models/{MODEL}").json()
         assert card["context_length"] > 0 and card["capabilities"]["fim"] is True
+
+
+RECORD = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "count": {"type": "integer"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["name", "count", "tags"],
+    "additionalProperties": False,
+}
+
+
+def test_structured_output_validates_on_the_real_engine(demo: Demo) -> None:
+    """The demo model's weights know nothing of JSON: the constraint is what makes it valid, with room
+    to spare and with a budget that runs out (the engine closes the document in time)."""
+    client = demo.openai()
+    engine = demo.runtime.engine
+    assert engine is not None
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "record", "schema": RECORD, "strict": True}}
+    shortest = engine.shortest_output(Constraint.json_schema(RECORD))
+    assert shortest is not None
+    for max_tokens, seed in ((200, 1), (shortest, 2), (shortest + 3, 3)):
+        reply = client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "a record"}],
+            response_format=fmt,
+            max_tokens=max_tokens,
+            seed=seed,
+        )
+        choice = reply.choices[0]
+        jsonschema.validate(json.loads(choice.message.content or ""), RECORD)
+        assert choice.finish_reason == "stop"
+    obj = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "x"}],
+        response_format={"type": "json_object"},
+        max_tokens=120,
+        seed=4,
+    )
+    assert isinstance(json.loads(obj.choices[0].message.content or ""), dict)
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "x"}],
+            response_format=fmt,
+            max_tokens=shortest - 1,
+        )
+
+
+def test_logprobs_n_and_echo_on_the_real_engine(demo: Demo) -> None:
+    client = demo.openai()
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "def add(a, b):"}],
+        max_tokens=4,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    assert chat.choices[0].logprobs is not None and chat.usage is not None
+    content = chat.choices[0].logprobs.content
+    assert content and len(content) == chat.usage.completion_tokens
+    for entry in content:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        # Greedy: the chosen token is the most likely one.
+        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-5)
+        assert entry.bytes is not None
+    assert (
+        "".join(bytes(e.bytes or []).decode("utf-8", "replace") for e in content)
+        == chat.choices[0].message.content
+    )
+    two = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5, n=2, seed=11, logprobs=True
+    )
+    assert [c.index for c in two.choices] == [0, 1]
+    # Usage counts both choices' tokens (and the prompt once).
+    assert two.usage is not None and two.usage.completion_tokens == sum(
+        len(c.logprobs.content or []) for c in two.choices if c.logprobs
+    )
+    assert two.usage.prompt_tokens == chat_prompt_tokens(demo, "hi")
+    comp = client.completions.create(
+        model=MODEL, prompt="import os\n", max_tokens=3, temperature=0, logprobs=2
+    )
+    lp = comp.choices[0].logprobs
+    assert (
+        lp is not None
+        and lp.tokens
+        and len(lp.tokens) == len(lp.token_logprobs or []) == len(lp.text_offset or [])
+    )
+    assert "".join(lp.tokens) == comp.choices[0].text
+    echoed = client.completions.create(
+        model=MODEL, prompt="import os\n", max_tokens=3, temperature=0, echo=True
+    )
+    assert echoed.choices[0].text == "import os\n" + comp.choices[0].text
+    # A list of prompts, and token ids, through the SDK: one choice per prompt, in order.
+    ids = engine_ids(demo, "import os\n")
+    listed = client.completions.create(
+        model=MODEL, prompt=["x = 1\n", "import os\n"], max_tokens=3, temperature=0
+    )
+    assert [c.index for c in listed.choices] == [0, 1] and listed.choices[1].text == comp.choices[0].text
+    by_ids = client.completions.create(model=MODEL, prompt=[ids, ids], max_tokens=3, temperature=0)
+    assert [c.text for c in by_ids.choices] == [comp.choices[0].text] * 2
+
+
+def chat_prompt_tokens(demo: Demo, text: str) -> int:
+    engine = demo.runtime.engine
+    assert engine is not None
+    return len(engine.encode_chat([ChatMessage("user", text)]))
+
+
+def engine_ids(demo: Demo, text: str) -> list[int]:
+    engine = demo.runtime.engine
+    assert engine is not None
+    return engine.encode_completion(text)
+
+
+def test_langchain_completions_class_with_a_list_prompt(demo: Demo) -> None:
+    langchain_openai = pytest.importorskip("langchain_openai")
+    http = httpx.Client(verify=ssl.create_default_context(cafile=str(demo.ca)))
+    llm = langchain_openai.OpenAI(
+        model=MODEL,
+        base_url=f"{demo.url}/v1",
+        api_key=demo.account.token,
+        max_retries=0,
+        http_client=http,
+        max_tokens=3,
+        temperature=0,
+    )
+    # generate() sends both prompts in one request, as a list.
+    result = llm.generate(["def f():", "import sys"])
+    assert len(result.generations) == 2 and all(len(g) == 1 for g in result.generations)
+    single = [llm.invoke("def f():"), llm.invoke("import sys")]
+    assert [g[0].text for g in result.generations] == single
+    for text in single:
+        _no_special(text)

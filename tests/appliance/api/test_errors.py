@@ -42,7 +42,8 @@ async def test_malformed_json_is_400(appliance: Appliance, client: httpx.AsyncCl
 @pytest.mark.parametrize(
     ("patch", "param"),
     [
-        ({"n": 2}, "n"),
+        ({"n": 9}, "n"),  # above the appliance's max_n (8)
+        ({"n": 200}, "n"),
         ({"temperature": 3}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"max_tokens": 0}, "max_tokens"),
@@ -50,10 +51,15 @@ async def test_malformed_json_is_400(appliance: Appliance, client: httpx.AsyncCl
         ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"stop": [f"s{i}" for i in range(17)]}, "stop"),
         ({"frobnicate": True}, "frobnicate"),
-        ({"logprobs": True}, "logprobs"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
-        ({"logit_bias": {"12": 5}}, "logit_bias"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs: true
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"logit_bias": {"12": 101}}, "logit_bias"),
+        ({"logit_bias": {"word": 1}}, "logit_bias"),
+        ({"logit_bias": {"999999": 1}}, "logit_bias"),  # outside the model's vocabulary
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 7}}}},
+         "response_format"),
         ({"stream_options": {"include_usage": True, "extra": 1}}, "stream_options.extra"),
         ({"enclave": {"context_files": [{"path": "a", "sha256": "xyz"}]}}, "enclave.context_files.0.sha256"),
     ],

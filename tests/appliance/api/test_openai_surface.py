@@ -142,7 +142,7 @@ async def test_model_card_has_context_length_and_capabilities(
     card = r.json()
     assert card["context_length"] == card["max_model_len"] == 4096
     assert card["max_input_tokens"] == 4095
-    assert card["capabilities"]["fim"] is True and card["capabilities"]["json"] is False
+    assert card["capabilities"]["fim"] is True and card["capabilities"]["json"] is True
     listed = (await client.get("/v1/models", headers=appliance.headers("dev"))).json()["data"]
     assert listed == [card]
     assert (await client.get("/v1/models/other", headers=appliance.headers("dev"))).status_code == 404

@@ -87,7 +87,7 @@ def test_openai_client_sees_openai_errors(served: Served) -> None:
         served.client().chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
         served.client().chat.completions.create(
-            model="fake-model", messages=[{"role": "user", "content": "x"}], n=2
+            model="fake-model", messages=[{"role": "user", "content": "x"}], n=99
         )
     with pytest.raises(openai.PermissionDeniedError):
         served.client("aud").chat.completions.create(

@@ -114,3 +114,30 @@ def test_strict_closes_objects_but_not_a_property_named_like_a_keyword() -> None
     assert grammar["additionalProperties"] is False
     assert grammar["properties"]["type"] == {"type": "string"}
     assert grammar["properties"]["properties"]["additionalProperties"] is False
+
+
+def test_a_budget_that_runs_out_still_closes_the_json(tok: Tokenizer) -> None:
+    """Random logits rarely close JSON on their own; every budget from the shortest possible output
+    up must still end in a document that parses and validates, finished by EOS."""
+    engine = LLMEngine(FakeRunner(vocab_size=tok.vocab_size, num_slots=8, max_context=512), tok)
+    schema = Constraint.json_schema(SCHEMA)
+    shortest = engine.shortest_output(schema)
+    assert shortest is not None and shortest > 5
+    params = {
+        f"b{budget}-{seed}": SamplingParams(temperature=1.0, seed=seed, max_tokens=budget, constraint=schema)
+        for budget in (shortest, shortest + 1, shortest + 7, shortest + 40)
+        for seed in range(2)
+    }
+    for rid, value in run_all(engine, params, [5, 6, 7]).items():
+        assert jsonschema.validate(json.loads(value), SCHEMA) is None, rid
+    with pytest.raises(InputError, match=f"takes {shortest} tokens"):
+        engine.add_request("small", [5, 6], SamplingParams(max_tokens=shortest - 1, constraint=schema))
+
+
+def test_a_closing_plan_ends_strings_and_containers_first(tok: Tokenizer) -> None:
+    grammar = GrammarTokenizer(tok)
+    matcher = grammar.matcher(Constraint.json_object())
+    assert all(matcher.consume_token(t) for t in tok.encode_text('{"a":[{"b":"xy'))
+    plan = grammar.closing_plan(matcher)
+    assert plan is not None and tok.decode(plan) == '"}]}'
+    assert not matcher.is_accepting()  # the plan was found on a copy
