@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from appliance.engine.constrain import Constraint
-from appliance.engine.types import ChatMessage, Delta, EngineStats, SamplingParams, TokenLogprob
+from appliance.engine.types import ChatMessage, Delta, EngineStats, FinishReason, SamplingParams, TokenLogprob
 from shared.errors import EngineError, InputError
 
 __all__ = ["FIM_BEGIN", "FIM_END", "FIM_HOLE", "FakeEngine", "FakeRequest"]
@@ -122,11 +123,9 @@ class FakeEngine:
         if params.thinking:
             cap = params.max_reasoning_tokens
             for i, ch in enumerate(self.reasoning if cap is None else self.reasoning[:cap]):
-                finish = "length" if i + 1 >= params.max_tokens else None
-                yield Delta(
-                    "", (i,), n_prompt, i + 1, finish, reasoning=ch, reasoning_tokens=i + 1, index=index
-                )
-                if finish is not None:
+                cut: FinishReason | None = "length" if i + 1 >= params.max_tokens else None
+                yield Delta("", (i,), n_prompt, i + 1, cut, reasoning=ch, reasoning_tokens=i + 1, index=index)
+                if cut is not None:
                     return
                 thought = i + 1
         # The answer's tokens follow the reasoning's and the closing </think>.
@@ -139,22 +138,27 @@ class FakeEngine:
             produced = offset + i + 1
             text += piece
             token = ord(piece[0]) % 256 if piece else 0
-            extra = {
-                "logprobs": () if params.logprobs is None else (_logprob(token, params.logprobs),),
-                "reasoning_tokens": thought,
-                "index": index,
-            }
+            logprobs = () if params.logprobs is None else (_logprob(token, params.logprobs),)
+
+            delta = partial(
+                Delta,
+                token_ids=(token,),
+                prompt_tokens=n_prompt,
+                completion_tokens=produced,
+                logprobs=logprobs,
+                reasoning_tokens=thought,
+                index=index,
+            )
             stop_at = min((text.find(s) for s in params.stop if s in text), default=-1)
             if stop_at >= 0:
-                yield Delta(text[emitted:stop_at], (token,), n_prompt, produced, "stop", **extra)
+                yield delta(text[emitted:stop_at], finish_reason="stop")
                 return
             if produced >= params.max_tokens or i == len(pieces) - 1:
-                finish = "length" if i < len(pieces) - 1 else "stop"
-                yield Delta(text[emitted:], (token,), n_prompt, produced, finish, **extra)
+                yield delta(text[emitted:], finish_reason="length" if i < len(pieces) - 1 else "stop")
                 return
             # Hold back a tail that could still grow into a stop string, as the real engine does.
             safe = len(text) - _partial_stop(text, params.stop)
-            yield Delta(text[emitted:safe], (token,), n_prompt, produced, None, **extra)
+            yield delta(text[emitted:safe])
             emitted = max(emitted, safe)
 
 

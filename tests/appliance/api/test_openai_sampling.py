@@ -216,3 +216,17 @@ async def test_best_of_equal_to_n_and_max_completion_tokens_are_accepted(
         "/v1/chat/completions", json={**CHAT, "max_completion_tokens": 3}, headers=appliance.headers("dev")
     )
     assert r.status_code == 200 and appliance.engine.requests[-1].params.max_tokens == 3
+
+
+async def test_response_format_is_refused_where_its_grammar_cannot_apply(
+    appliance: Appliance, client: httpx.AsyncClient
+) -> None:
+    fmt = {"type": "json_object"}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    for extra in ({"tools": tools, "tool_choice": "required"}, {"thinking": {"type": "enabled"}}):
+        r = await client.post(
+            "/v1/chat/completions",
+            json={**CHAT, "response_format": fmt, **extra},
+            headers=appliance.headers("dev"),
+        )
+        assert r.status_code == 400 and r.json()["error"]["param"] == "response_format", r.text

@@ -119,7 +119,7 @@ async def test_tokenizing_runs_off_the_event_loop(appliance: Appliance, client: 
     generation = asyncio.create_task(
         client.post("/v1/chat/completions", json=chat, headers=appliance.headers("dev"))
     )
-    while not order:
+    while not order and not generation.done():  # a failed request must fail the test, not hang it
         await asyncio.sleep(0.01)
     health = await client.get("/healthz")
     assert health.status_code == 200

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from appliance.engine.engine import AsyncEngine, LLMEngine
+from appliance.engine.runner import OrtRunner
 from appliance.engine.tokenizer import Tokenizer
 from appliance.engine.types import SamplingParams
 from tests.helpers.engine_demo import Demo, build_demo_model
@@ -103,7 +104,8 @@ def test_the_ort_fork_copies_the_cache_exactly(demo: Demo) -> None:
     assert forked[1] == forked[2] == forked[0] == alone
     # The copy is of the whole state row, not of what happens to be zero.
     runner = engine.runner
-    stage = runner._stages[0]
+    assert isinstance(runner, OrtRunner)
+    stage = runner._stages[0]  # the test looks at the buffers it just wrote
     name = next(iter(stage.current))
     rows = stage.current[name].host
     assert rows is not None
