@@ -54,61 +54,71 @@ def expected_tensors(config: V4Config) -> dict[str, tuple[int, ...]]:
     for i in range(c.num_hidden_layers):
         p = f"model.layers.{i}."
         a = p + "self_attn."
-        out.update({
-            a + "sinks": (c.num_attention_heads,),
-            a + "q_a_proj.weight": (q, h),
-            a + "q_a_norm.weight": (q,),
-            a + "q_b_proj.weight": (c.num_attention_heads * d, q),
-            a + "kv_proj.weight": (d, h),
-            a + "kv_norm.weight": (d,),
-            a + "o_a_proj.weight": (c.o_groups * c.o_lora_rank, c.num_attention_heads * d // c.o_groups),
-            a + "o_b_proj.weight": (h, c.o_groups * c.o_lora_rank),
-        })
+        out.update(
+            {
+                a + "sinks": (c.num_attention_heads,),
+                a + "q_a_proj.weight": (q, h),
+                a + "q_a_norm.weight": (q,),
+                a + "q_b_proj.weight": (c.num_attention_heads * d, q),
+                a + "kv_proj.weight": (d, h),
+                a + "kv_norm.weight": (d,),
+                a + "o_a_proj.weight": (c.o_groups * c.o_lora_rank, c.num_attention_heads * d // c.o_groups),
+                a + "o_b_proj.weight": (h, c.o_groups * c.o_lora_rank),
+            }
+        )
         kind = c.layer_types[i]
         if kind in (CSA, HCA):
             m = c.compress_rates[kind]
             width = 2 * d if kind == CSA else d  # CSA keeps two overlapping series side by side
             cmp = a + "compressor."
-            out.update({
-                cmp + "position_bias": (m, width),
-                cmp + "kv_proj.weight": (width, h),
-                cmp + "gate_proj.weight": (width, h),
-                cmp + "kv_norm.weight": (d,),
-            })
+            out.update(
+                {
+                    cmp + "position_bias": (m, width),
+                    cmp + "kv_proj.weight": (width, h),
+                    cmp + "gate_proj.weight": (width, h),
+                    cmp + "kv_norm.weight": (d,),
+                }
+            )
             if kind == CSA:
                 di, ix = c.index_head_dim, cmp + "indexer."
-                out.update({
-                    ix + "position_bias": (m, 2 * di),
-                    ix + "kv_proj.weight": (2 * di, h),
-                    ix + "gate_proj.weight": (2 * di, h),
-                    ix + "kv_norm.weight": (di,),
-                    ix + "q_b_proj.weight": (c.index_n_heads * di, q),
-                    ix + "scorer.weights_proj.weight": (c.index_n_heads, h),
-                })
+                out.update(
+                    {
+                        ix + "position_bias": (m, 2 * di),
+                        ix + "kv_proj.weight": (2 * di, h),
+                        ix + "gate_proj.weight": (2 * di, h),
+                        ix + "kv_norm.weight": (di,),
+                        ix + "q_b_proj.weight": (c.index_n_heads * di, q),
+                        ix + "scorer.weights_proj.weight": (c.index_n_heads, h),
+                    }
+                )
         f, e, inter = p + "mlp.", c.n_routed_experts, c.moe_intermediate_size
         out[f + "gate.weight"] = (e, h)
         if c.mlp_layer_types[i] == "hash_moe":
             out[f + "gate.tid2eid"] = (c.vocab_size, c.num_experts_per_tok)
         else:
             out[f + "gate.e_score_correction_bias"] = (e,)
-        out.update({
-            f + "experts.gate_up_proj": (e, 2 * inter, h),
-            f + "experts.down_proj": (e, h, inter),
-            f + "shared_experts.gate_proj.weight": (inter, h),
-            f + "shared_experts.up_proj.weight": (inter, h),
-            f + "shared_experts.down_proj.weight": (h, inter),
-            p + "input_layernorm.weight": (h,),
-            p + "post_attention_layernorm.weight": (h,),
-        })
+        out.update(
+            {
+                f + "experts.gate_up_proj": (e, 2 * inter, h),
+                f + "experts.down_proj": (e, h, inter),
+                f + "shared_experts.gate_proj.weight": (inter, h),
+                f + "shared_experts.up_proj.weight": (inter, h),
+                f + "shared_experts.down_proj.weight": (h, inter),
+                p + "input_layernorm.weight": (h,),
+                p + "post_attention_layernorm.weight": (h,),
+            }
+        )
         for hc in ("attn_hc.", "ffn_hc."):
             out.update({p + hc + "fn": (mix, c.hc_mult * h), p + hc + "base": (mix,), p + hc + "scale": (3,)})
-    out.update({
-        "model.norm.weight": (h,),
-        "model.hc_head.hc_fn": (c.hc_mult, c.hc_mult * h),
-        "model.hc_head.hc_base": (c.hc_mult,),
-        "model.hc_head.hc_scale": (1,),
-        "lm_head.weight": (c.vocab_size, h),
-    })
+    out.update(
+        {
+            "model.norm.weight": (h,),
+            "model.hc_head.hc_fn": (c.hc_mult, c.hc_mult * h),
+            "model.hc_head.hc_base": (c.hc_mult,),
+            "model.hc_head.hc_scale": (1,),
+            "lm_head.weight": (c.vocab_size, h),
+        }
+    )
     return out
 
 
@@ -163,7 +173,9 @@ class Checkpoint:
     def stored_bytes(self, name: str) -> int:
         """Bytes this tensor occupies in the checkpoint (weights and scales), for progress reporting."""
         self.shape(name)
-        sources = [self._direct[name]] if name in self._direct else [s for e in self._experts[name] for s in e]
+        sources = (
+            [self._direct[name]] if name in self._direct else [s for e in self._experts[name] for s in e]
+        )
         return sum(s.info.nbytes + (s.scale.nbytes if s.scale else 0) for s in sources)
 
     @property
@@ -198,6 +210,8 @@ class Checkpoint:
             return v if index is None else v[index]
 
         convert: Callable[[np.ndarray], np.ndarray]
+        if source.scale is None and index is None and info.dtype == "F32":
+            return self._files.read_whole(info.name)  # used as stored: read, not mapped
         if source.scale is None:
             if info.dtype in _FLOAT_CODES:
                 convert = bf16_to_f32 if info.dtype == "BF16" else (lambda v: v.astype(np.float32))
@@ -239,7 +253,9 @@ def _fp8_block(raw_config: dict[str, Any]) -> tuple[int, int]:
     qc = raw_config.get("quantization_config") or {}
     block = qc.get("weight_block_size", [128, 128]) if isinstance(qc, dict) else [128, 128]
     if not (isinstance(block, list) and len(block) == 2 and all(isinstance(b, int) and b > 0 for b in block)):
-        raise ModelError(f"config.json: quantization_config.weight_block_size {block!r} is not two positive integers")
+        raise ModelError(
+            f"config.json: quantization_config.weight_block_size {block!r} is not two positive integers"
+        )
     return int(block[0]), int(block[1])
 
 
@@ -267,7 +283,9 @@ def _check_source(
     if source.scale is None and info.dtype not in _FLOAT_CODES:
         raise ModelError(f"tensor {info.name} ({name}) has dtype {info.dtype} and no scale tensor")
     if source.scale is not None and info.dtype not in ("F8_E4M3", "I8", "U8", "F4"):
-        raise ModelError(f"tensor {info.name} ({name}) has a scale but dtype {info.dtype} (expected FP8 or packed FP4)")
+        raise ModelError(
+            f"tensor {info.name} ({name}) has a scale but dtype {info.dtype} (expected FP8 or packed FP4)"
+        )
     if source.scale is not None:
         rows, cols = want[-2:]
         if info.dtype == "F8_E4M3":
@@ -285,7 +303,9 @@ def _check_source(
 _Slots = dict[str, list[list[_Source | None]]]
 
 
-def _collect_sources(files: ShardedSafetensors, plan: dict[str, tuple[int, ...]]) -> tuple[dict[str, _Source], _Slots]:
+def _collect_sources(
+    files: ShardedSafetensors, plan: dict[str, tuple[int, ...]]
+) -> tuple[dict[str, _Source], _Slots]:
     """Stored tensors by final name, and per-expert tensors by the stacked tensor they form."""
     keys = [k for k in files.names() if not is_ignored(k)]
     stored = set(keys)

@@ -246,6 +246,32 @@ class SafetensorsFile:
                 mapped.close()
         return out
 
+    def read_whole(self, name: str) -> np.ndarray:
+        """The stored array read straight into a new array (no map): for a tensor used as stored,
+        whose mapped pages would otherwise count in the process's resident memory beside the copy
+        (a 2.1 GB float32 LM head peaked at twice that)."""
+        info = self.info(name)
+        dtype = DTYPES[info.dtype]
+        shape = info.shape
+        if info.dtype in _PACKED_PAIRS:
+            shape = (*shape[:-1], shape[-1] // 2)
+        out = np.empty(shape, dtype=dtype)
+        raw = out.reshape(-1).view(np.uint8).data
+        done = 0
+        try:
+            with self.path.open("rb", buffering=0) as fh:
+                fh.seek(info.start)
+                while done < info.nbytes:  # one read(2) returns at most ~2 GiB
+                    got = fh.readinto(raw[done:])
+                    if not got:
+                        break
+                    done += got
+        except OSError as exc:
+            raise self._fail(f"tensor {name}: cannot read: {exc}") from None
+        if done != info.nbytes:
+            raise self._fail(f"tensor {name}: {done} of {info.nbytes} bytes read")
+        return out
+
 
 class ShardedSafetensors:
     """All shards of a checkpoint directory, by tensor name.
@@ -260,7 +286,9 @@ class ShardedSafetensors:
         self._where: dict[str, SafetensorsFile] = {}
         indexes = sorted(self.directory.glob("*.safetensors.index.json"))
         if len(indexes) > 1:
-            raise ModelError(f"{self.directory}: more than one safetensors index: {[p.name for p in indexes]}")
+            raise ModelError(
+                f"{self.directory}: more than one safetensors index: {[p.name for p in indexes]}"
+            )
         if indexes:
             self._load_index(indexes[0])
         else:
@@ -281,7 +309,9 @@ class ShardedSafetensors:
     def _add(self, shard: SafetensorsFile) -> None:
         for name in shard.names():
             if name in self._where:
-                raise ModelError(f"tensor {name} is in both {self._where[name].path.name} and {shard.path.name}")
+                raise ModelError(
+                    f"tensor {name} is in both {self._where[name].path.name} and {shard.path.name}"
+                )
             self._where[name] = shard
 
     def _load_index(self, index: Path) -> None:
@@ -291,7 +321,9 @@ class ShardedSafetensors:
             if not isinstance(weight_map, dict):
                 raise TypeError
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            raise ModelError(f"{index.name}: unreadable safetensors index (needs a weight_map object)") from None
+            raise ModelError(
+                f"{index.name}: unreadable safetensors index (needs a weight_map object)"
+            ) from None
         for name, filename in weight_map.items():
             shard = self._open(str(filename))
             if name not in shard:
@@ -313,6 +345,10 @@ class ShardedSafetensors:
     def read(self, name: str, convert: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
         self.info(name)
         return self._where[name].read(name, convert)
+
+    def read_whole(self, name: str) -> np.ndarray:
+        self.info(name)
+        return self._where[name].read_whole(name)
 
     @property
     def total_bytes(self) -> int:
@@ -345,7 +381,11 @@ def write_file(
         if spec.dtype not in DTYPES:
             raise ModelError(f"tensor {spec.name}: unsupported dtype {spec.dtype!r}")
         nbytes = _nbytes(spec.dtype, spec.shape)
-        header[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape), "data_offsets": [offset, offset + nbytes]}
+        header[spec.name] = {
+            "dtype": spec.dtype,
+            "shape": list(spec.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)  # keep the data section 8-byte aligned, as the reference writer does
@@ -365,7 +405,9 @@ def write_file(
         os.fsync(fh.fileno())
 
 
-_NUMPY_CODES = {np.dtype(v): k for k, v in DTYPES.items() if k not in ("BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0")}
+_NUMPY_CODES = {
+    np.dtype(v): k for k, v in DTYPES.items() if k not in ("BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0")
+}
 
 
 def save_file(
@@ -389,7 +431,11 @@ def save_file(
         items = [(n, np.asarray(a), c) for n, a, c in tensors]
     by_name = {name: array for name, array, _ in items}
     specs = [
-        TensorSpec(name, code, (*array.shape[:-1], 2 * array.shape[-1]) if code in _PACKED_PAIRS else tuple(array.shape))
+        TensorSpec(
+            name,
+            code,
+            (*array.shape[:-1], 2 * array.shape[-1]) if code in _PACKED_PAIRS else tuple(array.shape),
+        )
         for name, array, code in items
     ]
     write_file(path, specs, lambda spec: by_name[spec.name], metadata=metadata)
