@@ -60,8 +60,9 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path, sqlite_url: str) -> Iterator[Site]:
-    app = build_appliance(tmp_path, sqlite_url)
+def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
+    # Both backends: the storage's JSON rows, savepoints and look-ups are the database's.
+    app = build_appliance(tmp_path, db_url)
     with app.uow() as session:
         ops.create_team(session, "platform", now=T0)
         groups.add_mapping(session, "scim", "Engineering", "default", "developer", now=T0)
