@@ -108,6 +108,9 @@ class Generation:
     started: float
     thinking: ThinkingPlan = field(default_factory=ThinkingPlan)
     outcome: GenerationOutcome = field(default_factory=GenerationOutcome)
+    # The engine's id for this generation when the request has several (a prompt list): each prompt
+    # is its own engine request; None = the HTTP request id.
+    stream_id: str | None = None
     first_token_at: float | None = None
 
     async def deltas(self) -> AsyncGenerator[Delta, None]:
@@ -119,7 +122,9 @@ class Generation:
         delta with ``stop``/``length`` is a completion even if the consumer closes right after it.
         """
         error: str | None = None
-        stream = self.engine.stream(self.prompt_ids, self.params, request_id=self.info.request_id)
+        stream = self.engine.stream(
+            self.prompt_ids, self.params, request_id=self.stream_id or self.info.request_id
+        )
         self.metrics.active_streams.add(1)
         n = self.params.n
         pieces: list[list[str]] = [[] for _ in range(n)]

@@ -27,7 +27,7 @@ from appliance.api.sampling import chat_logprobs, completion_logprobs
 from appliance.api.sse import DONE, TEXT_SLOT, TextFrames, sse_event
 from appliance.api.tool_calls import ToolPlan, ToolStream
 from appliance.engine.types import Delta, TokenLogprob
-from shared.errors import EngineError
+from shared.errors import EnclaveError, EngineError
 from shared.schemas import (
     ChatCompletionChunk,
     CompletionChunk,
@@ -132,14 +132,14 @@ async def choice_deltas(gens: Sequence[Generation]) -> AsyncGenerator[tuple[int,
             async for delta in deltas:
                 yield delta.index, delta
         return
-    queue: asyncio.Queue[tuple[int, Delta] | EngineError | None] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, Delta] | EnclaveError | None] = asyncio.Queue()
 
     async def pump(offset: int, gen: Generation) -> None:
         try:
             async with aclosing(gen.deltas()) as deltas:
                 async for delta in deltas:
                     await queue.put((offset + delta.index, delta))
-        except EngineError as exc:
+        except EnclaveError as exc:  # the consumer raises it, as a single generation would
             await queue.put(exc)
         finally:
             await queue.put(None)
@@ -151,7 +151,7 @@ async def choice_deltas(gens: Sequence[Generation]) -> AsyncGenerator[tuple[int,
             item = await queue.get()
             if item is None:
                 running -= 1
-            elif isinstance(item, EngineError):
+            elif isinstance(item, EnclaveError):
                 raise item
             else:
                 yield item

@@ -96,6 +96,8 @@ class FakeEngine:
     def stream(
         self, prompt_ids: Sequence[int], params: SamplingParams, *, request_id: str
     ) -> AsyncIterator[Delta]:
+        if any(r.request_id == request_id and r.outcome == "running" for r in self.requests):
+            raise InputError(f"request id {request_id!r} is already in use")  # as the real engine
         record = FakeRequest(request_id, list(prompt_ids), params)
         self.requests.append(record)
         return self._generate(record)

@@ -351,8 +351,11 @@ async def completions(
     prompts = body.prompt_list
     gens: list[Generation] = []
     try:
-        for prompt in prompts:
-            gens.append(await _text_generation(request, caller, job, prompt, body.suffix))
+        for p, prompt in enumerate(prompts):
+            gen = await _text_generation(request, caller, job, prompt, body.suffix)
+            if p:
+                gen.stream_id = f"{gen.info.request_id}/prompt{p}"
+            gens.append(gen)
     except BaseException:
         # A later prompt was refused: the admitted ones never run, and their records say so.
         with anyio.CancelScope(shield=True):
