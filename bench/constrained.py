@@ -5,8 +5,8 @@
 Builds the demo model (``enclave model demo``) in a temporary directory. Both sides sample at
 temperature 1 on the demo model; the unconstrained side never stops (``ignore_eos``), the constrained
 side is held to a JSON schema. Per-token cost is the median decode-step time while all ``--batch`` rows
-are running, divided by the batch: the constrained figure includes computing every row's mask and
-advancing its grammar (the masks are filled on llguidance's threads while ONNX Runtime runs).
+are running, divided by the batch, over the same step numbers on both sides of each round: the
+constrained figure includes computing every row's mask and advancing its grammar (the masks are filled on llguidance's threads while ONNX Runtime runs).
 Validity: ``--requests`` constrained generations (JSON schema, strict, and json_object) with room to
 spare, and ``--tight`` more whose ``max_tokens`` is a few tokens over the shortest complete output
 (the engine must close the JSON in time); each must finish with EOS and text that parses and
@@ -121,14 +121,20 @@ def main() -> int:
         full_batch_step_times(engine, free, prompt, 4)  # warm-up
         full_batch_step_times(engine, held, prompt, 4)
         # Alternating rounds, the median step of each side: a shared machine's noise hits both alike.
+        # Steps are paired by position: a constrained batch stops being full when its first JSON
+        # closes, and later decode steps (longer contexts) cost more, so each round compares the
+        # same step numbers on both sides.
         t_free: list[float] = []
         t_held: list[float] = []
         engine_module.apply_masks = timed_apply  # type: ignore[assignment]
         llguidance.numpy.fill_next_token_bitmask_par = timed_fill
         for r in range(args.rounds):
-            t_free += full_batch_step_times(engine, free, prompt, args.steps)
+            free_r = full_batch_step_times(engine, free, prompt, args.steps)
             seeded = [dataclasses.replace(p, seed=r * 100 + i) for i, p in enumerate(held)]
-            t_held += full_batch_step_times(engine, seeded, prompt, args.steps)
+            held_r = full_batch_step_times(engine, seeded, prompt, args.steps)
+            k = min(len(free_r), len(held_r))
+            t_free += free_r[:k]
+            t_held += held_r[:k]
         engine_module.apply_masks = real_apply
         llguidance.numpy.fill_next_token_bitmask_par = real_fill
         per_free = statistics.median(t_free) / args.batch
