@@ -11,15 +11,19 @@ durable commits, real auth); peers are measured in the same run:
   against the same app with the caps set out of reach (one record per failure, as before).
   Goal: bounded by ``audit_unauth_per_interval / audit_unauth_interval_s``, not by the sender.
 * stall — a ticker on the event loop measures its longest late wake-up while a ``/v1/completions``
-  request with an M MB prompt is handled, once with ``max_prompt_bytes`` above it (so the prompt
-  is tokenized — on a worker thread) and once with the default bound (refused by size); the peer
-  is the same tokenizer run on the loop, as the route did before. Goal: stall < 50 ms.
+  request with an M MB prompt is handled: with the shipped settings (refused by body size before a
+  byte is parsed), with ``max_body_bytes`` raised above it (parsed and validated in the helper
+  process, refused by the schema), and the largest prompt the schema takes with ``max_prompt_bytes``
+  raised (tokenized on a worker thread). Peers: the loop with nothing to do (the machine's own
+  scheduling noise, which on a shared box is most of what is left) and the tokenizer run on the loop,
+  as the route did before. Goal: stall < 50 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
@@ -138,43 +142,59 @@ def main() -> int:
         # The largest prompt the request schema takes (4 Mi characters), to be tokenized.
         accepted = prompt[: 4 * 1024 * 1024 - 1]
         body_limit = size + 2 * 1024 * 1024
+        shipped_stall = appliance("stall-shipped")  # max_body_bytes 4 MiB: refused before parsing
         tokenized = appliance("stall-tokenized", max_body_bytes=body_limit, max_prompt_bytes=body_limit)
         refused = appliance("stall-refused", max_body_bytes=body_limit)
         try:
-            _with_tokenizer(tokenized)
-            _with_tokenizer(refused)
+            for a in (shipped_stall, tokenized, refused):
+                _with_tokenizer(a)
+                # As `enclave serve` does before it listens.
+                a.app.state.enclave.body_parser.start()
 
-            async def post(a: Appliance, text: str) -> str:
+            async def post(a: Appliance, body: bytes) -> str:
                 async with _client(a, "127.0.0.1") as client:
-                    # max_tokens 1: the figure is the prompt's, not the (fake) generation's.
-                    body = {"model": "fake-model", "prompt": text, "max_tokens": 1}
-                    r = await client.post("/v1/completions", json=body, headers=a.headers("dev"))
+                    headers = {**a.headers("dev"), "content-type": "application/json"}
+                    r = await client.post("/v1/completions", content=body, headers=headers)
                     return f"{r.status_code} {r.json()['error']['code'] if r.status_code != 200 else ''}"
+
+            def encoded(text: str) -> bytes:
+                # Encoded before the ticker starts: client and server share this loop here, and the
+                # figure is the server's (max_tokens 1: the prompt's cost, not the fake generation's).
+                return json.dumps({"model": "fake-model", "prompt": text, "max_tokens": 1}).encode()
 
             async def on_loop() -> int:
                 return len(tokenized.engine.encode_completion(accepted))
 
-            refused_stall, refused_status = asyncio.run(_max_stall(lambda: post(refused, prompt)))
-            off_stall, off_status = asyncio.run(_max_stall(lambda: post(tokenized, accepted)))
+            big, largest = encoded(prompt), encoded(accepted)
+            idle_stall, _ = asyncio.run(_max_stall(lambda: asyncio.sleep(1.0)))
+            shipped_s, shipped_status = asyncio.run(_max_stall(lambda: post(shipped_stall, big)))
+            refused_stall, refused_status = asyncio.run(_max_stall(lambda: post(refused, big)))
+            off_stall, off_status = asyncio.run(_max_stall(lambda: post(tokenized, largest)))
             peer_stall, n_tokens = asyncio.run(_max_stall(on_loop))
         finally:
-            tokenized.close()
-            refused.close()
+            for a in (shipped_stall, tokenized, refused):
+                a.close()
         mb = len(accepted) / 2**20
         print(f"stall: loop ticker {TICK_S * 1000:.0f} ms, longest late wake-up while one request is handled")
+        print(f"  nothing handled (idle peer: this machine's scheduling noise)  max stall {idle_stall * 1000:8.1f} ms")
         print(
-            f"  {args.prompt_mb:g} MB prompt, refused before tokenizing  ({refused_status})  "
-            f"max stall {refused_stall * 1000:8.1f} ms"
+            f"  {args.prompt_mb:g} MB prompt, shipped settings: refused by body size before parsing ({shipped_status})  "
+            f"max stall {shipped_s * 1000:8.1f} ms"
         )
         print(
-            f"  {mb:.1f} MB prompt ({n_tokens} tokens) tokenized on a worker thread ({off_status})  "
+            f"  {args.prompt_mb:g} MB prompt, max_body_bytes raised: parsed + validated in the helper process, "
+            f"refused ({refused_status})  max stall {refused_stall * 1000:8.1f} ms"
+        )
+        print(
+            f"  {mb:.1f} MB prompt ({n_tokens} tokens) parsed in the helper, tokenized on a worker thread ({off_status})  "
             f"max stall {off_stall * 1000:8.1f} ms"
         )
         print(
             f"  {mb:.1f} MB prompt tokenized on the loop (peer, as before)  max stall {peer_stall * 1000:8.1f} ms"
         )
         print(
-            f"  ratio worker-thread/peer: {off_stall / peer_stall:.4f}  refused/peer: {refused_stall / peer_stall:.4f}"
+            f"  ratio shipped/idle: {shipped_s / max(idle_stall, 1e-6):.2f}  raised-limit/idle: "
+            f"{refused_stall / max(idle_stall, 1e-6):.2f}  worker-thread/on-loop peer: {off_stall / peer_stall:.4f}"
         )
     return 0
 

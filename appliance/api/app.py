@@ -167,7 +167,8 @@ def create_app(
 
 
 def close_app(app: FastAPI) -> None:
-    """Release what ``create_app`` opened itself (the read-only database engine)."""
+    """Release what ``create_app`` opened itself (the read-only database engine, the body parser's
+    helper process)."""
     state: AppState = app.state.enclave
     # The open interval's count of suppressed failures is evidence too.
     for summary in state.auditor.failures.drain(now=state.clock.monotonic(), force=True):
@@ -177,6 +178,7 @@ def close_app(app: FastAPI) -> None:
             log.error("audit: could not record the last failure summary: %s", exc)
     if state.oidc is not None:
         state.oidc.close()
+    state.body_parser.close()
     if state.read_uow is not state.uow:
         state.read_uow.engine.dispose()
 

@@ -91,6 +91,8 @@ def open_runtime(settings: Settings, *, require_model: bool = False) -> Runtime:
             warnings.append(f"no model loaded ({exc}); generation answers 503 until one is installed")
         uow = UnitOfWork(db)
         app = create_app(settings=settings, uow=uow, audit_log=audit, engine=engine)
+        # Before the first request: starting the helper takes the GIL for a while (see body_parse).
+        app.state.enclave.body_parser.start()
         if syslog is not None:
             syslog.start()
         housekeeper = Housekeeper(settings=settings, uow=uow, audit_log=audit)

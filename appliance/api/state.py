@@ -15,6 +15,7 @@ from starlette.datastructures import Headers
 
 from appliance.api.auditing import Auditor, Caller, RequestInfo
 from appliance.api.authn import NeedsWrite, authenticate_fast
+from appliance.api.body_parse import BodyParser
 from appliance.api.clock import Clock
 from appliance.api.diskwatch import DiskWatch
 from appliance.api.metrics import Metrics
@@ -75,6 +76,8 @@ class AppState:
     password_work: anyio.CapacityLimiter = field(default_factory=lambda: anyio.CapacityLimiter(ARGON2_SLOTS))
     # The OpenID provider's client, when single sign-on is configured.
     oidc: OidcClient | None = None
+    # Parses large generation bodies in a helper process, off the event loop.
+    body_parser: BodyParser = field(default_factory=BodyParser)
     # The site directory, when LDAP sign-in is configured.
     ldap: LdapDirectory | None = None
 

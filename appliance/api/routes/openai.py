@@ -26,6 +26,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from appliance.api.auditing import Caller
+from appliance.api.body_parse import OffLoopBodyRoute
 from appliance.api.errors import ERROR_RESPONSES, ApiError
 from appliance.api.fim import encode_fim_within, fim_output_reserve
 from appliance.api.generation import Generation, admit, check_model
@@ -68,7 +69,8 @@ from shared.schemas import (
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["openai"])
+# Prompts are the big bodies: they are parsed and validated off the event loop.
+router = APIRouter(tags=["openai"], route_class=OffLoopBodyRoute)
 
 _GEN_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
