@@ -102,5 +102,5 @@ async def test_a_read_request_expires_and_names_existing_content(two_person: App
 
 def test_sealed_read_approvals_is_one_or_two(tmp_path: Path) -> None:
     assert load_settings(tmp_path, environ={"ENCLAVE_SEALED_READ_APPROVALS": "2"}).sealed_read_approvals == 2
-    with pytest.raises(ConfigError, match="sealed_read_approvals must be 1 .* or 2"):
+    with pytest.raises(ConfigError, match=r"sealed_read_approvals must be 1 .* or 2"):
         load_settings(tmp_path, environ={"ENCLAVE_SEALED_READ_APPROVALS": "3"})
