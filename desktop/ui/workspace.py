@@ -80,6 +80,10 @@ class Workspace(QWidget):
         self._request_no = 0
         self._send_after_context = False
         self._proposal_answer = ""
+        # Saves run on the project's worker; an edit proposed meanwhile waits for them, since it is
+        # made against the file as saved on disk.
+        self._saves_in_flight = 0
+        self._propose_after_save: str | None = None
         self._question = ""
         self._refitted = False
         # Estimated tokens of context per question; shrinks when the model says a prompt was too
@@ -144,6 +148,7 @@ class Workspace(QWidget):
         project.fileLoaded.connect(self._loaded)
         project.contextReady.connect(self._context_ready)
         project.failed.connect(self._project_failed)
+        project.fileSaved.connect(self._file_saved)
         self.tree.activated.connect(self._open_index)
         self.tree.clicked.connect(self._open_index)
         self.panel.askRequested.connect(self.gather)
@@ -335,12 +340,14 @@ class Workspace(QWidget):
 
     def save_all(self) -> None:
         for rel, text in list(self.buffers.items()):
+            self._saves_in_flight += 1
             self.project.save(rel, text)
             del self.buffers[rel]
         self.save()
 
     def save(self) -> None:
         if self.editor.path:
+            self._saves_in_flight += 1
             self.project.save(self.editor.path, self.editor.toPlainText())
             self.editor.document().setModified(False)
             self._mark_tabs()
@@ -436,9 +443,17 @@ class Workspace(QWidget):
                             user=self.session.username, thinking=self.panel.think.isChecked())
         return True
 
+    def _file_saved(self, rel: str) -> None:
+        self._saves_in_flight = max(0, self._saves_in_flight - 1)
+        if not self._saves_in_flight and self._propose_after_save is not None:
+            answer, self._propose_after_save = self._propose_after_save, None
+            self.propose(answer)
+
     def _project_failed(self, what: str, exc: BaseException) -> None:
         if what == "context":
             self._send_after_context = False  # nothing to send with; the question stays in its box
+        if what == "save":
+            self._saves_in_flight, self._propose_after_save = 0, None  # the edit waits on a file not written
         self._error(exc)
 
     def _error(self, exc: BaseException) -> None:
@@ -493,6 +508,9 @@ class Workspace(QWidget):
         if rel in self.unsaved():
             self.panel.status.setText(f"Save {rel} first: the edit is made to the file as saved, and the "
                                       "diff shows exactly what will be written.")
+            return
+        if self._saves_in_flight:
+            self._propose_after_save = answer
             return
         self._proposal_answer = answer
         self.edits.propose(root, rel, self._target_selection(rel), answer)
