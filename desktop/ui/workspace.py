@@ -227,9 +227,10 @@ class Workspace(QWidget):
     def _indexed(self, stats: IndexStats) -> None:
         self.progress.hide()
         count = len(self.project.paths)
-        self.index_status.setText(f"{count} files indexed")
+        status = f"{count} file indexed" if count == 1 else f"{count} files indexed"
         if stats.indexed or stats.removed:
-            self.index_status.setText(f"{count} files indexed ({stats.indexed} updated, {stats.removed} removed)")
+            status += f" ({stats.indexed} updated, {stats.removed} removed)"
+        self.index_status.setText(status)
 
     def _paths(self, paths: list[str]) -> None:
         self.tree_model.clear()
