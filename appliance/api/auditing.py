@@ -26,9 +26,10 @@ from appliance.audit.events import AuditEvent
 from appliance.audit.models import ACTOR_LEN, TARGET_LEN
 from appliance.audit.redact import redact
 from appliance.auth.principal import Principal
+from appliance.auth.sso import SignedIn
 from shared.errors import AuditUnavailableError, EnclaveError, InputError
 
-__all__ = ["AuditSink", "Auditor", "Caller", "RequestInfo", "clip", "summary_event"]
+__all__ = ["AuditSink", "Auditor", "Caller", "RequestInfo", "clip", "signed_in_event", "summary_event"]
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +160,28 @@ def summary_fields(summary: Summary) -> dict[str, Any]:
 
 def summary_event(summary: Summary) -> AuditEvent:
     return AuditEvent(actor="anonymous", **summary_fields(summary))
+
+
+def signed_in_event(
+    action: str, done: SignedIn, source: Mapping[str, str], request_id: str, address: str
+) -> AuditEvent:
+    """The success record of an outside sign-in (SSO, LDAP): who, from which provider, with which groups."""
+    return AuditEvent(
+        action=action,
+        actor=done.username,
+        target=f"user:{done.username}",
+        outcome="success",
+        request_id=request_id,
+        client_address=address,
+        details={
+            **source,
+            "subject": done.subject,
+            "groups": list(done.groups),
+            "created": done.created,
+            "changes": done.changes,
+            "expires_at": done.expires_at.isoformat(),
+        },
+    )
 
 
 def clip(text: str, limit: int) -> str:

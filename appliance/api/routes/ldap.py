@@ -12,7 +12,7 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter, Request
 
-from appliance.api.auditing import summary_event
+from appliance.api.auditing import signed_in_event, summary_event
 from appliance.api.errors import ERROR_RESPONSES
 from appliance.api.routes.auth import _LOGIN_RESPONSES, _attempted
 from appliance.api.state import AppState, app_state, request_info
@@ -104,23 +104,7 @@ def _record(
             session.commit()
             raise
         state.audit_log.append_in(
-            session,
-            AuditEvent(
-                action="auth.ldap.login",
-                actor=done.username,
-                target=f"user:{done.username}",
-                outcome="success",
-                request_id=request_id,
-                client_address=address,
-                details={
-                    "directory": directory.url,
-                    "subject": done.subject,
-                    "groups": list(done.groups),
-                    "created": done.created,
-                    "changes": done.changes,
-                    "expires_at": done.expires_at.isoformat(),
-                },
-            ),
+            session, signed_in_event("auth.ldap.login", done, {"directory": directory.url}, request_id, address)
         )
     return done
 

@@ -14,6 +14,7 @@ import anyio
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.api.auditing import signed_in_event
 from appliance.api.errors import ERROR_RESPONSES
 from appliance.api.state import AppState, app_state, request_info
 from appliance.audit.events import AuditEvent
@@ -109,23 +110,7 @@ def _callback(state: AppState, body: OidcCallback, address: str, request_id: str
             session.commit()
             raise
         state.audit_log.append_in(
-            session,
-            AuditEvent(
-                action="auth.sso.login",
-                actor=done.username,
-                target=f"user:{done.username}",
-                outcome="success",
-                request_id=request_id,
-                client_address=address,
-                details={
-                    "issuer": client.issuer,
-                    "subject": done.subject,
-                    "groups": list(done.groups),
-                    "created": done.created,
-                    "changes": done.changes,
-                    "expires_at": done.expires_at.isoformat(),
-                },
-            ),
+            session, signed_in_event("auth.sso.login", done, {"issuer": client.issuer}, request_id, address)
         )
     return SsoSession(token=done.token, expires_at=done.expires_at, username=done.username)
 
