@@ -312,17 +312,19 @@ class GraphBuilder:
         return x if self.act == TensorProto.FLOAT else self.op("Cast", name, [x], to=self.act)
 
     def make_rms_norm(
-        self, path: str, x: str, size: int, *, weight: str | None = None, scale: float = 1.0
+        self, path: str, x: str, size: int, *, weight: str | None = None, scale: float | np.ndarray = 1.0
     ) -> str:
         """RMSNorm over the last axis, computed in float32 (ONNX RMSNormalization, stash_type=1).
 
         ``weight`` is the checkpoint name of the norm's weight (None: the unweighted norm); ``scale``
-        multiplies it, folding a following constant scaling into the norm for free.
+        (a number, or one per channel) multiplies it, folding a following constant per-channel
+        scaling into the norm for free.
         """
+        factor = np.broadcast_to(np.asarray(scale, np.float32), (size,))
         if weight is None:
-            w_name = self.const_tensor(np.full(size, scale, np.float32))
+            w_name = self.const_tensor(np.array(factor))
         else:
-            w_name = self.weight(weight, self.tensor(weight, (size,)) * np.float32(scale))
+            w_name = self.weight(weight, self.tensor(weight, (size,)) * factor)
         return self.op(
             "RMSNormalization",
             f"{path}/RMSNormalization",
