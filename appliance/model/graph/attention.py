@@ -25,12 +25,12 @@ class AttentionBuilder(CompressorBuilder):
     def make_attention(self, layer: int, x: str) -> str:
         """Attention block of ``layer`` on normed input ``x [B, T, hidden]``; returns ``[B, T, hidden]``.
 
-        x ─ q_a_proj ─ RMSNorm ─ q_residual ─ q_b_proj ─ Reshape[B,T,H,D] ─ RMSNorm·D^-½ ─ RoPE ─ q
+        x ─ q_a_proj ─ RMSNorm ─ q_residual ─ q_b_proj ─ RoPE ─ Reshape[B,T,H,D] ─ RMSNorm·D^-½ ─ q
         x ─ kv_proj ─ RMSNorm ─ RoPE ─ kv ─ ScatterElements(ring) ─ present window
         near = Concat(past window, kv) ; far = compressed entries (HCA) or the indexer's picks (CSA)
         q ─ MatMul(nearᵀ) ─ Add(mask) ─┐
         q ─ MatMul(farᵀ) ── Add(mask) ─ Concat(·, sink) ─ Softmax ─ Split ─ MatMul(near), MatMul(far) ─ Add
-          ─ RoPE⁻¹ ─ Reshape[B,T,G,1,.] ─ MatMul(o_a per group) ─ Reshape ─ o_b_proj
+          ─ Reshape[B,T,H*D] ─ RoPE⁻¹ ─ Reshape[B,T,G,1,.] ─ MatMul(o_a per group) ─ Reshape ─ o_b_proj
         """
         c = self.config
         kind = c.layer_types[layer]
@@ -46,14 +46,26 @@ class AttentionBuilder(CompressorBuilder):
             f"{path}/q_a_norm", q_res, c.q_lora_rank, weight=f"{prefix}.q_a_norm.weight"
         )
         q = self.make_linear(f"{path}/q_b_proj", q_res, f"{prefix}.q_b_proj.weight", (h * d, c.q_lora_rank))
+        # The unweighted per-head norm commutes with the rotation (it preserves each head's RMS), so
+        # RoPE runs first on the flat [B, T, H*D] projection and the attention factor, a constant on
+        # the rotated channels, folds into the norm's weight.
+        q = self.make_rope(
+            f"{path}/q",
+            q,
+            self.make_rope_tables(rope_kind, self.pos_bt, "tokens", d, scaled=False),
+            heads=h,
+            width=d,
+        )
         q = self.op("Reshape", f"{path}/q/Reshape", [q, self.i64([0, 0, h, d])])
-        q = self.make_rms_norm(f"{path}/q_b_norm", q, d, scale=d**-0.5)
-        head_tables = self.make_head_tables(rope_kind, self.pos_bt, "tokens", d)
-        q = self.make_rope(f"{path}/q", q, head_tables, d)
+        factor = np.ones(d, np.float32)
+        factor[d - c.qk_rope_head_dim :] = self.rope_spec(rope_kind).attention_factor
+        q = self.make_rms_norm(f"{path}/q_b_norm", q, d, scale=factor * np.float32(d**-0.5))
 
         kv = self.make_linear(f"{path}/kv_proj", x, f"{prefix}.kv_proj.weight", (d, c.hidden_size))
         kv = self.make_rms_norm(f"{path}/kv_norm", kv, d, weight=f"{prefix}.kv_norm.weight")
-        kv = self.make_rope(f"{path}/kv", kv, self.make_rope_tables(rope_kind, self.pos_bt, "tokens", d), d)
+        kv = self.make_rope(
+            f"{path}/kv", kv, self.make_rope_tables(rope_kind, self.pos_bt, "tokens", d), heads=1, width=d
+        )
 
         window_in = self.add_input(f"past.{layer}.window", self.act, ["batch", w, d])
         slots, start = self.make_ring_write(w)
@@ -100,15 +112,16 @@ class AttentionBuilder(CompressorBuilder):
                 for i, (p, (keys, _)) in enumerate(zip(split[:2], parts, strict=True))
             ]
             out = self.op("Add", f"{path}/out/Add", outs)
-        out = self.make_rope(f"{path}/out", out, head_tables, d, inverse=True)
+        out = self.op("Reshape", f"{path}/out/Reshape", [out, self.i64([0, 0, h * d])])
+        inverse = self.make_rope_tables(rope_kind, self.pos_bt, "tokens", d, inverse=True)
+        out = self.make_rope(f"{path}/out", out, inverse, heads=h, width=d)
 
         g, r = c.o_groups, c.o_lora_rank
         per_group = h * d // g
-        out = self.op("Reshape", f"{path}/o_a_proj/Reshape", [out, self.i64([0, 0, g, per_group])])
+        # [B,T,G,1,K] @ [G,K,R] -> [B,T,G,1,R]: one batched GEMM per group, in any dtype.
+        out = self.op("Reshape", f"{path}/o_a_proj/Reshape", [out, self.i64([0, 0, g, 1, per_group])])
         o_a = self.tensor(f"{prefix}.o_a_proj.weight", (g * r, per_group))
         o_a = np.stack([transpose_2d(part) for part in o_a.reshape(g, r, per_group)])
-        # [B,T,G,1,K] @ [G,K,R] -> [B,T,G,1,R]: one batched GEMM per group, in any dtype.
-        out = self.op("Unsqueeze", f"{path}/o_a_proj/Unsqueeze", [out, self.i64([3])])
         o_a_name = self.weight(f"{prefix}.o_a_proj.weight.grouped", o_a)
         out = self.op("MatMul", f"{path}/o_a_proj/MatMul", [out, o_a_name])
         out = self.op("Reshape", f"{path}/o_b_proj/Reshape", [out, self.i64([0, 0, g * r])])

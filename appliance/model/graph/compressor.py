@@ -114,7 +114,7 @@ class CompressorBuilder(CacheBuilder):
             ),
         )
         tables = self.make_rope_tables("compress", starts, f"windows{m}", width)
-        entries = self.make_rope(f"{path}/entries", normed, tables, width)
+        entries = self.make_rope(f"{path}/entries", normed, tables, heads=1, width=width)
 
         at = self.make_row_index(f"windows{m}", self.make_candidate_windows(m), width)
         entries_out = self.op(
@@ -139,7 +139,7 @@ class CompressorBuilder(CacheBuilder):
         """The Lightning Indexer's picks per query: entry indices ``[B, T, k]`` and an additive mask
         ``[B, T, k]`` (0 for a visible pick, -inf for a pick that only filled a short list).
 
-        q_residual ─ MatMul(q_b) ─ Reshape[B,T,Hi,Di] ─ RoPE(t) ─ MatMul(keysᵀ) ─ Relu ─┐
+        q_residual ─ MatMul(q_b) ─ RoPE(t) ─ Reshape[B,T,Hi,Di] ─ MatMul(keysᵀ) ─ Relu ─┐
         x ─ MatMul(weights_proj · scales) ─ Unsqueeze ──────────────────────── MatMul ─ Squeeze
           ─ Where(visible, ., -inf) ─ TopK(min(k, C)) ─ picks ─ GatherElements(visibility) ─ keep
         """
@@ -148,8 +148,9 @@ class CompressorBuilder(CacheBuilder):
         q = self.make_linear(
             f"{path}/q_b_proj", q_residual, f"{prefix}.q_b_proj.weight", (hi * di, c.q_lora_rank)
         )
+        tables = self.make_rope_tables("compress", self.pos_bt, "tokens", di)
+        q = self.make_rope(f"{path}/q", q, tables, heads=hi, width=di)
         q = self.op("Reshape", f"{path}/q/Reshape", [q, self.i64([0, 0, hi, di])])
-        q = self.make_rope(f"{path}/q", q, self.make_head_tables("compress", self.pos_bt, "tokens", di), di)
         # Scored in float32, as transformers scores (TopK also has no bf16 kernel).
         q = self.to_f32(f"{path}/q/Cast", q)
         keys_t = self.op("Transpose", f"{path}/keys/Transpose", [keys], perm=[0, 2, 1])

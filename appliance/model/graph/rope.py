@@ -1,94 +1,125 @@
 """Partial interleaved RoPE on the last ``rope_dim`` channels, as V4 applies it.
 
 V4 rotates consecutive channel pairs ``(2i, 2i+1)`` of the trailing ``rope_dim`` channels of a head and
-leaves the leading channels alone. The tables cover the whole head width: the leading (non-rotated)
-channels get angle 0, so ``cos = 1`` and ``sin = 0`` there and no Split/Concat is needed per use.
+leaves the leading channels alone. One ``com.microsoft.RotaryEmbedding`` node (``interleaved=1``)
+does it per use: its tables cover the whole head width, and the leading (non-rotated) pairs get angle
+0 — ``cos = 1``, ``sin = 0``, so they pass through exactly (ORT's own partial rotary rotates the
+*first* channels, which is not V4's layout).
+
+The tables are computed once per graph for the positions at hand, one row per (row, token): the op's
+``position_ids`` then just number those rows, ``[B, S]`` = ``0 .. B*S-1``.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from onnx import TensorProto
 
 from appliance.model.config import RopeSpec
-from appliance.model.graph.builder import GraphBuilder
+from appliance.model.graph.builder import MS_DOMAIN, GraphBuilder
 
-__all__ = ["RopeBuilder"]
+__all__ = ["RopeBuilder", "RopeTables"]
 
-_INT64_MAX = np.iinfo(np.int64).max
+
+class RopeTables(NamedTuple):
+    """What a RotaryEmbedding node reads besides its input: ids ``[B, S]``, cos/sin ``[B*S, width/2]``."""
+
+    ids: str
+    cos: str
+    sin: str
 
 
 class RopeBuilder(GraphBuilder):
     def rope_spec(self, kind: str) -> RopeSpec:
         return self.config.rope_main if kind == "main" else self.config.rope_compress
 
-    def make_rope_tables(self, kind: str, positions: str, pos_key: str, width: int) -> tuple[str, str]:
-        """cos/sin tables ``[..., width]`` for int64 ``positions`` (memoised per graph).
+    def make_rope_tables(
+        self,
+        kind: str,
+        positions: str,
+        pos_key: str,
+        width: int,
+        *,
+        inverse: bool = False,
+        scaled: bool = True,
+    ) -> RopeTables:
+        """Tables for int64 ``positions [B, S]`` (memoised per graph): ``inverse`` negates the angle,
+        ``scaled=False`` leaves out the attention factor (for a caller that folds it elsewhere).
 
-        positions ─ Cast ─ Unsqueeze ─ Mul(inv_freq, 0 on unrotated channels) ─┬─ Cos ─ (Mul attn factor) ─ cos
-                                                                                └─ Sin ─ (Mul attn factor) ─ sin
+        positions ─ Reshape[-1, 1] ─ Cast ─ Mul(inv_freq, 0 on unrotated pairs) ─┬─ Cos ─ (Mul factor) ─ cos
+                                                                                  └─ Sin ─ (Mul ±factor) ─ sin
         """
-
-        def make() -> tuple[str, str]:
-            spec = self.rope_spec(kind)
-            rd = self.config.qk_rope_head_dim
-            inv = np.repeat(spec.inv_freq(rd), 2)
-            inv_full = np.concatenate([np.zeros(width - rd, np.float32), inv]).astype(np.float32)
-            path = f"/model/rope/{kind}_{pos_key}_{width}"
-            pos_f = self.op("Cast", f"{path}/Cast", [positions], to=TensorProto.FLOAT)
-            pos_f = self.op("Unsqueeze", f"{path}/Unsqueeze", [pos_f, self.const([-1], np.int64)])
-            angles = self.op("Mul", f"{path}/Mul", [pos_f, self.const(inv_full)])
-            cos = self.op("Cos", f"{path}/Cos", [angles])
-            sin = self.op("Sin", f"{path}/Sin", [angles])
-            if spec.attention_factor != 1.0:
-                factor = np.concatenate(
-                    [np.ones(width - rd, np.float32), np.full(rd, spec.attention_factor, np.float32)]
-                )
-                cos = self.op("Mul", f"{path}/cos_scale/Mul", [cos, self.const(factor)])
-                sin = self.op("Mul", f"{path}/sin_scale/Mul", [sin, self.const(factor)])
-            return self.to_act(f"{path}/cos/Cast", cos), self.to_act(f"{path}/sin/Cast", sin)
-
-        result: tuple[str, str] = self.shared(("rope", kind, pos_key, width), make)
-        return result
-
-    def make_head_tables(self, kind: str, positions: str, pos_key: str, width: int) -> tuple[str, str]:
-        """The same tables with a head axis, ``[B, T, 1, width]``, for ``[B, T, H, width]`` inputs."""
-
-        def make() -> tuple[str, str]:
-            cos, sin = self.make_rope_tables(kind, positions, pos_key, width)
-            path = f"/model/rope/{kind}_{pos_key}_{width}_heads"
-            axis = self.const([-2], np.int64)
-            return (
-                self.op("Unsqueeze", f"{path}/cos/Unsqueeze", [cos, axis]),
-                self.op("Unsqueeze", f"{path}/sin/Unsqueeze", [sin, axis]),
-            )
-
-        result: tuple[str, str] = self.shared(("rope_heads", kind, pos_key, width), make)
-        return result
-
-    def make_rope(
-        self, path: str, x: str, tables: tuple[str, str], width: int, *, inverse: bool = False
-    ) -> str:
-        """Rotate the trailing rope channels of ``x`` (``inverse``: by the negated angle).
-
-        x ─┬──────────────────────────────────────── Mul(cos) ──┐
-           └─ Slice[-rd:] ─ MatMul(pair swap, signed) ─ Mul(sin) ─ Add (Sub if inverse) ─ out
-        """
+        spec = self.rope_spec(kind)
+        factor = spec.attention_factor if scaled else 1.0
         rd = self.config.qk_rope_head_dim
-        swap = np.zeros((rd, width), np.float32)
-        offset = width - rd
-        for i in range(0, rd, 2):
-            swap[i + 1, offset + i] = -1.0  # out[2i]   = x[2i] cos - x[2i+1] sin
-            swap[i, offset + i + 1] = 1.0  # out[2i+1] = x[2i+1] cos + x[2i] sin
-        cos, sin = tables
-        tail = self.op(
-            "Slice",
-            f"{path}/rope/Slice",
-            [x, self.const([-rd], np.int64), self.const([_INT64_MAX], np.int64), self.const([-1], np.int64)],
+        half, rotated = width // 2, rd // 2
+
+        def angles() -> str:
+            inv = np.concatenate([np.zeros(half - rotated, np.float32), spec.inv_freq(rd)]).astype(np.float32)
+            path = f"/model/rope/{kind}_{pos_key}_{width}"
+            flat = self._rope_rows(positions, pos_key)
+            pos_f = self.op("Cast", f"{path}/Cast", [flat], to=TensorProto.FLOAT)
+            return self.op("Mul", f"{path}/Mul", [pos_f, self.const(inv)])
+
+        def table(fn: str, sign: float) -> str:
+            def make() -> str:
+                path = f"/model/rope/{kind}_{pos_key}_{width}"
+                angle = self.shared(("rope_angles", kind, pos_key, width), angles)
+                value = self.shared(
+                    ("rope_fn", fn, kind, pos_key, width),
+                    lambda: self.op(fn, f"{path}/{fn}", [angle]),
+                )
+                scale = sign * factor
+                label = f"{fn.lower()}_{'neg' if sign < 0 else 'pos'}_{factor:g}"
+                if scale != 1.0:
+                    per_pair = np.concatenate(
+                        [np.ones(half - rotated, np.float32), np.full(rotated, scale, np.float32)]
+                    )
+                    value = self.op("Mul", f"{path}/{label}/Mul", [value, self.const(per_pair)])
+                return self.to_act(f"{path}/{label}/Cast", value)
+
+            result: str = self.shared(("rope_table", fn, sign * factor, kind, pos_key, width), make)
+            return result
+
+        return RopeTables(
+            self._rope_ids(positions, pos_key), table("Cos", 1.0), table("Sin", -1.0 if inverse else 1.0)
         )
-        rotated = self.op("MatMul", f"{path}/rope/MatMul", [tail, self.const_tensor(swap)])
-        straight = self.op("Mul", f"{path}/rope/cos/Mul", [x, cos])
-        turned = self.op("Mul", f"{path}/rope/sin/Mul", [rotated, sin])
+
+    def _rope_rows(self, positions: str, pos_key: str) -> str:
+        """``positions`` as one column ``[B*S, 1]``: the tables' rows (once per position set)."""
+        result: str = self.shared(
+            ("rope_rows", pos_key),
+            lambda: self.op(
+                "Reshape", f"/model/rope/{pos_key}_rows/Reshape", [positions, self.const([-1, 1], np.int64)]
+            ),
+        )
+        return result
+
+    def _rope_ids(self, positions: str, pos_key: str) -> str:
+        """``[B, S]`` = ``0 .. B*S-1``: each (row, token)'s row in the tables (once per position set)."""
+
+        def make() -> str:
+            path = f"/model/rope/{pos_key}_ids"
+            shape = self.op("Shape", f"{path}/Shape", [positions])
+            flat = self._rope_rows(positions, pos_key)
+            count = self.op("Shape", f"{path}/count/Shape", [flat], start=0, end=1)
+            count = self.op("Squeeze", f"{path}/count/Squeeze", [count, self.const([0], np.int64)])
+            ids = self.op("Range", f"{path}/Range", [self.const(0, np.int64), count, self.const(1, np.int64)])
+            return self.op("Reshape", f"{path}/ids/Reshape", [ids, shape])
+
+        result: str = self.shared(("rope_ids", pos_key), make)
+        return result
+
+    def make_rope(self, path: str, x: str, tables: RopeTables, *, heads: int, width: int) -> str:
+        """Rotate the trailing rope channels of every head of ``x [B, S, heads * width]``."""
         return self.op(
-            "Sub" if inverse else "Add", f"{path}/rope/{'Sub' if inverse else 'Add'}", [straight, turned]
+            "RotaryEmbedding",
+            f"{path}/RotaryEmbedding",
+            [x, tables.ids, tables.cos, tables.sin],
+            domain=MS_DOMAIN,
+            interleaved=1,
+            num_heads=heads,
+            rotary_embedding_dim=width,
         )
