@@ -26,8 +26,9 @@ class AttentionBuilder(CompressorBuilder):
         """Attention block of ``layer`` on normed input ``x [B, T, hidden]``; returns ``[B, T, hidden]``.
 
         x ─ q_a_proj ─ RMSNorm ─ q_residual ─ q_b_proj ─ RoPE ─ Reshape[B,T,H,D] ─ RMSNorm·D^-½ ─ q
-        x ─ kv_proj ─ RMSNorm ─ RoPE ─ kv ─ ScatterElements(ring) ─ present window
-        near = Concat(past window, kv) ; far = compressed entries (HCA) or the indexer's picks (CSA)
+        x ─ kv_proj ─ RMSNorm ─ RoPE ─ kv
+        near = Concat(past window, kv) ─ GatherElements(ring keep) ─ present window
+        far = compressed entries (HCA) or the indexer's picks (CSA)
         q ─ MatMul(nearᵀ) ─ Add(mask) ─┐
         q ─ MatMul(farᵀ) ── Add(mask) ─ Concat(·, sink) ─ Softmax ─ Split ─ MatMul(near), MatMul(far) ─ Add
           ─ Reshape[B,T,H*D] ─ RoPE⁻¹ ─ Reshape[B,T,G,1,.] ─ MatMul(o_a per group) ─ Reshape ─ o_b_proj
@@ -68,18 +69,12 @@ class AttentionBuilder(CompressorBuilder):
         )
 
         window_in = self.add_input(f"past.{layer}.window", self.act, ["batch", w, d])
-        slots, start = self.make_ring_write(w)
-        tail = self.op(
-            "Slice", f"{path}/window/Slice", [kv, start, self.i64([np.iinfo(np.int64).max]), self.i64([1])]
-        )
-        slots = self.make_row_index(f"ring{w}_write", slots, d)
-        window_out = self.op(
-            "ScatterElements", f"{path}/window/ScatterElements", [window_in, slots, tail], axis=1
-        )
-        self.add_output(f"present.{layer}.window", window_out, self.act, ["batch", w, d])
-
         # Part 1, every layer: the window ring and this call's tokens, [B, 1, W+T, D] shared by heads.
         near = self.op("Concat", f"{path}/near/Concat", [window_in, kv], axis=1)
+        keep = self.make_row_index(f"ring{w}_keep", self.make_ring_keep(w), d)
+        window_out = self.op("GatherElements", f"{path}/window/GatherElements", [near, keep], axis=1)
+        self.add_output(f"present.{layer}.window", window_out, self.act, ["batch", w, d])
+
         near = self.op("Unsqueeze", f"{path}/near/Unsqueeze", [near, self.i64([1])])
         parts = [(near, self.make_window_mask())]
         if kind != SLIDING:
@@ -144,7 +139,7 @@ class AttentionBuilder(CompressorBuilder):
         )  # fmt: skip
         if kind != CSA:
             keys = self.op("Unsqueeze", f"{path}/far/Unsqueeze", [entries, self.i64([1])])
-            mask = self.shared(("hca_mask", m), lambda: self._hca_mask(m, entries))
+            _, mask = self.make_entry_visibility(m, self.capacity_scalar(m, entries))
             return keys, mask
         index_keys = self.make_compressor(
             f"{path}/indexer", x, layer=layer, prefix=f"{prefix}.compressor.indexer", state="idx", m=m,
@@ -153,10 +148,9 @@ class AttentionBuilder(CompressorBuilder):
         picks, keep = self.make_indexer_picks(
             f"{path}/indexer", x, q_res, prefix=f"{prefix}.compressor.indexer", m=m, keys=index_keys
         )
-        at = self.op("Unsqueeze", f"{path}/far/Unsqueeze", [picks, self.i64([-1])])
+        at = self.op("Reshape", f"{path}/far/Reshape", [picks, self.i64([0, 0, -1, 1])])
         keys = self.op("GatherND", f"{path}/far/GatherND", [entries, at], batch_dims=1)
-        mask = self.op("Unsqueeze", f"{path}/far/mask/Unsqueeze", [keep, self.i64([2])])
-        return keys, mask
+        return keys, keep
 
     def _split_sizes(self, kind: str, m: int, scores: list[str]) -> str:
         """[W+T, far keys, 1 (the sink)]: identical for every layer of one kind and rate, so computed once."""
@@ -174,7 +168,3 @@ class AttentionBuilder(CompressorBuilder):
             return self.op("Concat", f"{path}/Concat", [bt, self.i64([1, 1])], axis=0)
 
         return str(self.shared("sink_shape", make))
-
-    def _hca_mask(self, m: int, entries: str) -> str:
-        _, additive = self.make_entry_visibility(m, self.capacity_scalar(m, entries))
-        return self.op("Unsqueeze", f"/model/cache/hca{m}_mask/Unsqueeze", [additive, self.i64([2])])

@@ -5,6 +5,8 @@ of new tokens ``T``, once per graph, and shared by every layer (see docs/bundle.
 
 - window ring ``[B, W, D]``: position ``p`` lives in slot ``p % W``;
 - compressor source ring ``[B, R, .]``: position ``p`` in slot ``p % R``;
+- readers concatenate a ring, as it is, with this call's tokens (``[ring | new]``); the next ring is a
+  Gather from that (``make_ring_keep``), the compressor's windows are Gathers from it too;
 - compressed entries ``[B, C, .]``: entry ``w`` (source positions ``w*m .. w*m+m-1``) at index ``w``,
   visible to a query at ``t`` iff ``w < (t + 1) // m`` — all of its source tokens are ``<= t``.
 """
@@ -16,8 +18,6 @@ import numpy as np
 from appliance.model.graph.rope import RopeBuilder
 
 __all__ = ["CacheBuilder"]
-
-_INT64_MAX = np.iinfo(np.int64).max
 
 
 class CacheBuilder(RopeBuilder):
@@ -82,37 +82,34 @@ class CacheBuilder(RopeBuilder):
         result: str = self.shared("window_mask", make)
         return result
 
-    def make_ring_write(self, ring: int) -> tuple[str, str]:
-        """(slots ``[B, Tr]``, start) for writing the last ``Tr = min(T, ring)`` new tokens of a ring.
+    def make_ring_keep(self, ring: int) -> str:
+        """What a ring of ``ring`` slots holds after this call, as indices ``[B, ring]`` into
+        ``[ring in slot order | this call's T tokens]``: slot ``s`` takes the newest token at a
+        position ``= s (mod ring)`` — token ``t = T-1-d`` for ``d = (positions+T-1-s) % ring < T`` — or
+        keeps what it held. A Gather of the Concat every reader builds anyway: no Slice/Scatter.
 
-        pos_bt ─ Slice[-ring:] ─ Mod(ring) ─ slots
+        positions+T-1 ─ Sub(arange(ring)) ─ Mod(ring) ─ d ─ Less(T) ─ Where(ring+T-1-d, slot)
         """
 
-        def make() -> tuple[str, str]:
-            path = f"/model/cache/ring{ring}_write"
-            start = self.i64([-ring])
-            tail = self.op(
-                "Slice", f"{path}/Slice", [self.pos_bt, start, self.i64([_INT64_MAX]), self.i64([1])]
-            )
-            return self.op("Mod", f"{path}/Mod", [tail, self.i64(ring)]), start
-
-        result: tuple[str, str] = self.shared(("ring_write", ring), make)
-        return result
-
-    def make_ring_order(self, ring: int) -> str:
-        """Slot of position ``positions - ring + i`` for ``i < ring``: ``[B, ring]`` (oldest first)."""
-
         def make() -> str:
-            path = f"/model/cache/ring{ring}_order"
-            first = self.op("Unsqueeze", f"{path}/Unsqueeze", [self.positions, self.i64([1])])
-            idx = self.op("Add", f"{path}/Add", [first, self.const(np.arange(ring), np.int64)])
-            return self.op("Mod", f"{path}/Mod", [idx, self.i64(ring)])
+            path = f"/model/cache/ring{ring}_keep"
+            slot = self.const(np.arange(ring), np.int64)
+            first = self.op("Unsqueeze", f"{path}/first/Unsqueeze", [self.positions, self.i64([1])])
+            top = self.op("Add", f"{path}/top/Add", [self.seq_len, self.i64(-1)])
+            last = self.op("Add", f"{path}/last/Add", [first, top])
+            back = self.op("Sub", f"{path}/back/Sub", [last, slot])
+            back = self.op("Mod", f"{path}/back/Mod", [back, self.i64(ring)])
+            newer = self.op("Less", f"{path}/newer/Less", [back, self.seq_len])
+            newest = self.op("Add", f"{path}/newest/Add", [top, self.i64(ring)])
+            taken = self.op("Sub", f"{path}/taken/Sub", [newest, back])
+            return self.op("Where", f"{path}/Where", [newer, taken, slot])
 
-        result: str = self.shared(("ring_order", ring), make)
+        result: str = self.shared(("ring_keep", ring), make)
         return result
 
     def make_entry_visibility(self, m: int, capacity: str) -> tuple[str, str]:
-        """(bool ``[B, T, C]``, additive ``[B, T, C]``): entry ``w`` visible to the query at ``t``.
+        """(bool ``[B, T, 1, C]``, additive ``[B, T, 1, C]``): entry ``w`` visible to the query at ``t``
+        (the axis of 1 broadcasts over heads).
 
         (pos_bt + 1) // m ─ Unsqueeze ─ Greater(than arange(C)) ─ Where(0, -inf)
         """
@@ -121,7 +118,7 @@ class CacheBuilder(RopeBuilder):
             path = f"/model/cache/entries{m}"
             count = self.op("Add", f"{path}/count/Add", [self.pos_bt, self.i64(1)])
             count = self.op("Div", f"{path}/count/Div", [count, self.i64(m)])
-            count = self.op("Unsqueeze", f"{path}/count/Unsqueeze", [count, self.i64([2])])
+            count = self.op("Unsqueeze", f"{path}/count/Unsqueeze", [count, self.i64([2, 3])])
             index = self.op("Range", f"{path}/index/Range", [self.i64(0), capacity, self.i64(1)])
             visible = self.op("Less", f"{path}/visible/Less", [index, count])
             additive = self.op("Where", f"{path}/mask/Where", [visible, self.zero(), self.neg_inf()])
@@ -150,13 +147,15 @@ class CacheBuilder(RopeBuilder):
         return result
 
     def make_window_sources(self, m: int, ring: int, span: int) -> str:
-        """Where each candidate window's source tokens sit in ``[ring (oldest first) | new tokens]``.
+        """Where each candidate window's source tokens sit in ``[ring (slot order) | new tokens]``.
 
         For window ``w`` the ``span`` sources are positions ``w*m + span - m - ... ``: the window's own
-        ``m`` tokens, preceded (``span = 2m``) by the previous window's. Returns ``[B, J*span]`` int64,
-        clamped into range (sources past the new tokens belong to the incomplete last window).
+        ``m`` tokens, preceded (``span = 2m``) by the previous window's. Returns ``[B, J, span]`` int64,
+        clamped into range (sources past the new tokens belong to the incomplete last window). Counted
+        oldest first, source ``i < ring`` is position ``positions - ring + i``, held in slot
+        ``(positions + i) % ring``.
 
-        w_j*m + offsets - positions + ring ─ Clip(0, ring + T - 1) ─ Reshape[B, J*span]
+        w_j*m + offsets - positions + ring ─ Clip(0, ring + T - 1) ─ Where(< ring: slot of it)
         """
 
         def make() -> str:
@@ -170,9 +169,33 @@ class CacheBuilder(RopeBuilder):
             idx = self.op("Sub", f"{path}/Sub", [idx, first])
             top = self.op("Add", f"{path}/top/Add", [self.seq_len, self.i64(ring - 1)])
             idx = self.op("Clip", f"{path}/Clip", [idx, self.i64(0), top])
-            return self.op("Reshape", f"{path}/Reshape", [idx, self.i64([0, -1])])
+            in_ring = self.op("Less", f"{path}/in_ring/Less", [idx, self.i64(ring)])
+            slot = self.op("Add", f"{path}/slot/Add", [idx, first])
+            slot = self.op("Mod", f"{path}/slot/Mod", [slot, self.i64(ring)])
+            return self.op("Where", f"{path}/Where", [in_ring, slot, idx])
 
         result: str = self.shared(("window_sources", m, ring, span), make)
+        return result
+
+    def make_window_rows(self, m: int, ring: int) -> str:
+        """An overlapping compressor's sources as rows ``[B, J*2m*2]`` of its ``[ring | new]`` tokens
+        viewed as ``(token, kv|gate, A|B)`` rows of one channel width: the ``2m`` sources of window
+        ``w`` read series A for the previous window's ``m`` tokens and B for its own, kv then gate.
+
+        sources ─ Unsqueeze ─ Mul(4) ─ Add([[A or B, 2 + A or B] per source]) ─ Reshape[B, -1]
+        """
+
+        def make() -> str:
+            path = f"/model/cache/windows{m}_rows"
+            sources = self.make_window_sources(m, ring, 2 * m)
+            series = (np.arange(2 * m) >= m).astype(np.int64)
+            offsets = np.stack([series, 2 + series], axis=-1)  # [2m, (kv, gate)]
+            rows = self.op("Unsqueeze", f"{path}/Unsqueeze", [sources, self.i64([3])])
+            rows = self.op("Mul", f"{path}/Mul", [rows, self.i64(4)])
+            rows = self.op("Add", f"{path}/Add", [rows, self.const(offsets, np.int64)])
+            return self.op("Reshape", f"{path}/Reshape", [rows, self.i64([0, -1])])
+
+        result: str = self.shared(("window_rows", m, ring), make)
         return result
 
     def make_first_window_mask(self, m: int) -> str:

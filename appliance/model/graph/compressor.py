@@ -44,10 +44,10 @@ class CompressorBuilder(CacheBuilder):
         ``prefix`` names the transformers module (``...self_attn.compressor`` or ``....indexer``);
         ``state`` is ``cmp`` or ``idx`` (graph inputs ``past.{i}.{state}_src`` / ``_kv``).
 
-        x ─ MatMul[kv|gate] ─ src ──────────────────────────┬─ ScatterElements(ring slots) ─ present src ring
-        past src ring ─ GatherElements(oldest first) ─ Concat ─ GatherElements(window sources)
-          ─ Reshape[B,J,span,(kv,gate),(A,B),width] ─ Mul(one-hot A/B per slot) ─ ReduceSum   (overlap only)
-          ─ Split(kv, gate) ; gate + position_bias (+ -inf before entry 0)
+        x ─ MatMul[kv|gate] ─ src ─┐
+        past src ring ──────────── Concat ─┬─ GatherElements(ring keep) ─ present src ring
+          (overlap: Reshape to (token, kv|gate, A|B) rows) ─ GatherElements(window sources)
+          ─ Reshape[B,J,span,(kv,gate),width] ─ Split(kv, gate) ; gate + position_bias (+ -inf before entry 0)
           ─ Softmax(over span) ─ Mul(kv) ─ ReduceSum ─ RMSNorm ─ RoPE(at w*m)
           ─ ScatterElements(past entries, index w) ─ present entries
         """
@@ -68,27 +68,24 @@ class CompressorBuilder(CacheBuilder):
         self.add_input(ring_in, self.act, ["batch", ring, feat])
         self.add_input(entries_in, self.act, ["batch", f"capacity{m}", width])
 
-        order = self.make_row_index(f"ring{ring}_order", self.make_ring_order(ring), feat)
-        old = self.op("GatherElements", f"{path}/order/GatherElements", [ring_in, order], axis=1)
-        sources = self.op("Concat", f"{path}/sources/Concat", [old, src], axis=1)
-
-        where = self.make_row_index(
-            f"windows{m}_sources{span}", self.make_window_sources(m, ring, span), feat
-        )
-        picked = self.op("GatherElements", f"{path}/gather/GatherElements", [sources, where], axis=1)
+        sources = self.op("Concat", f"{path}/sources/Concat", [ring_in, src], axis=1)
         if overlap:
-            picked = self.op(
-                "Reshape", f"{path}/pool/Reshape", [picked, self.i64([0, -1, span, 2, 2, width])]
-            )
-            one_hot = np.zeros((span, 1, 2, 1), np.float32)
-            one_hot[:m, 0, 0] = 1.0  # previous window: series A
-            one_hot[m:, 0, 1] = 1.0  # own window: series B
-            picked = self.op("Mul", f"{path}/pool/select/Mul", [picked, self.const_tensor(one_hot)])
-            picked = self.op(
-                "ReduceSum", f"{path}/pool/select/ReduceSum", [picked, self.i64([4])], keepdims=0
-            )
+            # One row per (token, kv|gate, A|B): the window gather picks each source's series itself.
+            rows = self.op("Reshape", f"{path}/rows/Reshape", [sources, self.i64([0, -1, width])])
+            where = self.make_row_index(f"windows{m}_rows", self.make_window_rows(m, ring), width)
+            picked = self.op("GatherElements", f"{path}/gather/GatherElements", [rows, where], axis=1)
         else:
-            picked = self.op("Reshape", f"{path}/pool/Reshape", [picked, self.i64([0, -1, span, 2, width])])
+            flat = self.shared(
+                ("window_sources_flat", m, ring),
+                lambda: self.op(
+                    "Reshape",
+                    f"/model/cache/windows{m}_sources{span}/flat/Reshape",
+                    [self.make_window_sources(m, ring, span), self.i64([0, -1])],
+                ),
+            )
+            where = self.make_row_index(f"windows{m}_sources{span}", flat, feat)
+            picked = self.op("GatherElements", f"{path}/gather/GatherElements", [sources, where], axis=1)
+        picked = self.op("Reshape", f"{path}/pool/Reshape", [picked, self.i64([0, -1, span, 2, width])])
         kv, gate = self.op_n("Split", f"{path}/pool/Split", [picked], 2, axis=3, num_outputs=2)
 
         bias = self.tensor(f"{prefix}.position_bias", (m, series * width))
@@ -124,23 +121,20 @@ class CompressorBuilder(CacheBuilder):
             f"present.{layer}.{state}_kv", entries_out, self.act, ["batch", f"capacity{m}", width]
         )
 
-        slots, start = self.make_ring_write(ring)
-        tail = self.op(
-            "Slice", f"{path}/ring/Slice", [src, start, self.i64([np.iinfo(np.int64).max]), self.i64([1])]
-        )
-        slots = self.make_row_index(f"ring{ring}_write", slots, feat)
-        ring_out = self.op("ScatterElements", f"{path}/ring/ScatterElements", [ring_in, slots, tail], axis=1)
+        keep = self.make_row_index(f"ring{ring}_keep", self.make_ring_keep(ring), feat)
+        ring_out = self.op("GatherElements", f"{path}/ring/GatherElements", [sources, keep], axis=1)
         self.add_output(f"present.{layer}.{state}_src", ring_out, self.act, ["batch", ring, feat])
         return entries_out
 
     def make_indexer_picks(
         self, path: str, x: str, q_residual: str, *, prefix: str, m: int, keys: str
     ) -> tuple[str, str]:
-        """The Lightning Indexer's picks per query: entry indices ``[B, T, k]`` and an additive mask
-        ``[B, T, k]`` (0 for a visible pick, -inf for a pick that only filled a short list).
+        """The Lightning Indexer's picks per query: entry indices ``[B, T, 1, k]`` and an additive mask
+        ``[B, T, 1, k]`` (0 for a visible pick, -inf for a pick that only filled a short list) — the
+        head axis kept at 1 throughout, so the mask is already shaped for ``[B, T, H, k]`` scores.
 
         q_residual ─ MatMul(q_b) ─ RoPE(t) ─ Reshape[B,T,Hi,Di] ─ MatMul(keysᵀ) ─ Relu ─┐
-        x ─ MatMul(weights_proj · scales) ─ Unsqueeze ──────────────────────── MatMul ─ Squeeze
+        x ─ MatMul(weights_proj · scales) ─ Unsqueeze ──────────────────────── MatMul ─ [B,T,1,C]
           ─ Where(visible, ., -inf) ─ TopK(min(k, C)) ─ picks ─ GatherElements(visibility) ─ keep
         """
         c = self.config
@@ -167,7 +161,6 @@ class CompressorBuilder(CacheBuilder):
         weights = self.to_f32(f"{path}/weights/Cast", weights)
         weights = self.op("Unsqueeze", f"{path}/weights/Unsqueeze", [weights, self.i64([2])])
         scores = self.op("MatMul", f"{path}/score/MatMul", [weights, scores])
-        scores = self.op("Squeeze", f"{path}/score/Squeeze", [scores, self.i64([2])])
 
         visible, additive = self.make_entry_visibility(m, self.capacity_scalar(m, keys))
         scores = self.op("Where", f"{path}/score/Where", [visible, scores, self.const(np.float32(-np.inf))])
