@@ -41,6 +41,7 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .config import V4Config
 from .manifest import Manifest, verify_manifest, write_manifest
 from .progress import NullProgress, Progress
+from .release import Mxfp4
 from .signing import default_signing_key
 
 __all__ = [
@@ -204,7 +205,6 @@ class ExternalData:
             return numpy_helper.from_array(np.ascontiguousarray(array), name)
         return self.add(name, array)
 
-
     def stream(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> _Stream | None:
         """A tensor of ``shape`` written part by part along its first axis (the builder's stacked
         experts); nothing else may be added to this file until it is finished. None for a small one."""
@@ -258,7 +258,9 @@ class _Stream:
         self._offset, self._expected = offset, nbytes
 
     def write(self, part: np.ndarray) -> None:
-        if part.dtype != self._dtype or tuple(part.shape) != self._shape[1:]:
+        """The next entry of the first axis, or the next run of entries."""
+        rows = part if part.ndim == len(self._shape) else part[None]
+        if part.dtype != self._dtype or tuple(rows.shape[1:]) != self._shape[1:]:
             raise ModelError(
                 f"{self._name}: a part of dtype {part.dtype} and shape {part.shape} does not fit"
             )
@@ -318,10 +320,19 @@ class _CountingCheckpoint:
 
     def expert(self, name: str, index: int) -> np.ndarray:
         out = self._ckpt.expert(name, index)
+        self._advance_expert(name, index)
+        return out
+
+    def expert_mxfp4(self, name: str, index: int) -> Mxfp4 | None:
+        out = self._ckpt.expert_mxfp4(name, index)
+        if out is not None:  # otherwise the builder reads it with expert(), which counts it
+            self._advance_expert(name, index)
+        return out
+
+    def _advance_expert(self, name: str, index: int) -> None:
         count = self._ckpt.shape(name)[0]
         share = self._ckpt.stored_bytes(name) // count
         self._progress.advance(tensors=1 if index == count - 1 else 0, nbytes=share)
-        return out
 
 
 def _validate_options(config: V4Config, dtype: str, quant: str, stages: int, moe: str) -> None:

@@ -5,6 +5,7 @@
     ckpt.names()                 # DeepseekV4ForCausalLM.state_dict() names, in a stable order
     ckpt.tensor(name)            # float32 (int64 for the hash-routing table), dequantized
     ckpt.expert(name, e)         # one expert's slice of a stacked experts tensor, read alone
+    ckpt.expert_mxfp4(name, e)   # the same as stored, when that is FP4: codes and scales (release.Mxfp4)
     ckpt.tokenizer_path
 
 Everything is checked when the checkpoint is opened, before any weight is read: the config, the
@@ -31,6 +32,7 @@ from .release import (
     EXPERT_RE,
     FP4_GROUP,
     SCALE_SUFFIXES,
+    Mxfp4,
     canonical_name,
     decode_scale,
     dequantize_fp4,
@@ -200,10 +202,48 @@ class Checkpoint:
         if name in self._direct:
             # Sliced inside the map: only this expert's bytes are touched.
             return self._read(self._direct[name], name, index)
-        parts = [self._read(s, f"{name}[{index}]") for s in self._experts[name][index]]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        sources = self._experts[name][index]
+        if len(sources) == 1:
+            return self._read(sources[0], f"{name}[{index}]")
+        # gate and up decoded straight into their halves: no concatenated copy.
+        out = np.empty(shape[1:], np.float32)
+        start = 0
+        for source in sources:
+            rows = _stored_shape(source)[0]
+            half = out[start : start + rows]
+            got = self._read(source, f"{name}[{index}]", out=half)
+            if got is not half:  # a float source, converted on its own
+                half[...] = got
+            start += rows
+        return out
 
-    def _read(self, source: _Source, name: str, index: int | None = None) -> np.ndarray:
+    def expert_mxfp4(self, name: str, index: int) -> Mxfp4 | None:
+        """``expert(name, index)`` as the release stores it, when that is FP4 with a scale per 32
+        inputs (every part: gate and up): codes and scales, nothing dequantized. None otherwise."""
+        shape = self.shape(name)
+        if not 0 <= index < shape[0]:
+            raise ModelError(f"{name}: expert {index} out of range 0..{shape[0] - 1}")
+        stacked = name in self._direct
+        sources = [self._direct[name]] if stacked else self._experts[name][index]
+        if any(s.scale is None or s.info.dtype == "F8_E4M3" for s in sources):
+            return None
+        codes, scales = [], []
+        for source in sources:
+            assert source.scale is not None
+            scale = decode_scale(self._files.read(source.scale.name), source.scale.dtype, source.scale.name)
+            scales.append(scale[index] if stacked else scale)
+            codes.append(
+                self._files.read(source.info.name, lambda v: (v[index] if stacked else v).view(np.uint8))
+            )
+        if len(codes) == 1:
+            return Mxfp4(codes[0], scales[0])
+        return Mxfp4(np.concatenate(codes), np.concatenate(scales))
+
+    def _read(
+        self, source: _Source, name: str, index: int | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """One stored tensor (or its expert ``index``) as float32; FP8 and FP4 sources are decoded
+        into ``out`` when it is given (a contiguous array of their shape), others ignore it."""
         info = source.info
 
         def pick(v: np.ndarray) -> np.ndarray:
@@ -221,8 +261,8 @@ class Checkpoint:
         scale = pick(decode_scale(self._files.read(source.scale.name), source.scale.dtype, source.scale.name))
         if info.dtype == "F8_E4M3":
             block = self._fp8_block
-            return self._files.read(info.name, lambda v: dequantize_fp8(pick(v), scale, block, name))
-        return self._files.read(info.name, lambda v: dequantize_fp4(pick(v), scale, name))
+            return self._files.read(info.name, lambda v: dequantize_fp8(pick(v), scale, block, name, out))
+        return self._files.read(info.name, lambda v: dequantize_fp4(pick(v), scale, name, out))
 
 
 def _read_json(path: Path, what: str) -> dict[str, Any]:

@@ -18,17 +18,20 @@ int8 byte (low nibble first) with one scale per row for every 32 inputs (UE8M0 o
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from shared.errors import ModelError
 
-from .safetensors_io import fp8_e4m3_to_f32, ue8m0_to_f32
+from .safetensors_io import FP8_E4M3_BYTES, byte_table, decode_bytes, ue8m0_to_f32
 
 __all__ = [
     "EXPERT_RE",
+    "FP4_E2M1",
     "FP4_GROUP",
     "SCALE_SUFFIXES",
+    "Mxfp4",
     "canonical_name",
     "decode_scale",
     "dequantize_fp4",
@@ -80,9 +83,11 @@ EXPERT_RE = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(w[123])\.w
 
 SCALE_SUFFIXES = (".weight_scale_inv", ".scale")
 FP4_GROUP = 32  # inputs per FP4 scale
-_FP4_E2M1 = np.array(
+FP4_E2M1 = np.array(
     [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0], dtype=np.float32
 )
+_BYTES = np.arange(256)
+_FP4_BYTES = byte_table(np.stack([FP4_E2M1[_BYTES & 0xF], FP4_E2M1[_BYTES >> 4]], axis=1))
 
 
 def is_ignored(key: str) -> bool:
@@ -109,14 +114,19 @@ def decode_scale(raw: np.ndarray, dtype: str, what: str) -> np.ndarray:
     raise ModelError(f"{what}: unsupported scale dtype {dtype}")
 
 
-def dequantize_fp8(raw: np.ndarray, scale: np.ndarray, block: tuple[int, int], what: str) -> np.ndarray:
-    """FP8 e4m3 bytes ``(..., N, K)`` times one scale per ``block`` tile (edge tiles may be partial)."""
+def dequantize_fp8(
+    raw: np.ndarray, scale: np.ndarray, block: tuple[int, int], what: str, out: np.ndarray | None = None
+) -> np.ndarray:
+    """FP8 e4m3 bytes ``(..., N, K)`` times one scale per ``block`` tile (edge tiles may be partial),
+    into ``out`` when given (a contiguous float32 array of ``raw``'s shape)."""
     rows, cols = raw.shape[-2:]
     bm, bn = block
     want = (*raw.shape[:-2], -(-rows // bm), -(-cols // bn))
     if scale.shape != want:
-        raise ModelError(f"{what}: FP8 scale has shape {tuple(scale.shape)}, expected {want} for {bm}x{bn} blocks")
-    values = fp8_e4m3_to_f32(raw)
+        raise ModelError(
+            f"{what}: FP8 scale has shape {tuple(scale.shape)}, expected {want} for {bm}x{bn} blocks"
+        )
+    values = decode_bytes(raw, FP8_E4M3_BYTES, np.dtype(np.float32), out)
     if rows % bm == 0 and cols % bn == 0:
         # Broadcast each scale over its tile in place: no second weight-sized array.
         tiles = values.reshape(*raw.shape[:-2], rows // bm, bm, cols // bn, bn)
@@ -126,20 +136,51 @@ def dequantize_fp8(raw: np.ndarray, scale: np.ndarray, block: tuple[int, int], w
     return values
 
 
-def dequantize_fp4(packed: np.ndarray, scale: np.ndarray, what: str) -> np.ndarray:
-    """FP4 e2m1 pairs ``(..., N, K/2)`` (low nibble = even column) times one scale per 32 inputs."""
+def dequantize_fp4(
+    packed: np.ndarray, scale: np.ndarray, what: str, out: np.ndarray | None = None
+) -> np.ndarray:
+    """FP4 e2m1 pairs ``(..., N, K/2)`` (low nibble = even column) times one scale per 32 inputs
+    (into ``out`` when given: a contiguous float32 array of the result's shape)."""
     rows, half = packed.shape[-2:]
     cols = 2 * half
     want = (*packed.shape[:-2], rows, -(-cols // FP4_GROUP))
     if scale.shape != want:
         raise ModelError(f"{what}: FP4 scale has shape {tuple(scale.shape)}, expected {want}")
-    u8 = packed.view(np.uint8)
-    values = np.empty((*packed.shape[:-1], cols), dtype=np.float32)
-    values[..., 0::2] = _FP4_E2M1[u8 & 0xF]
-    values[..., 1::2] = _FP4_E2M1[u8 >> 4]
+    values = decode_bytes(packed, _FP4_BYTES, np.dtype(np.float32), out)
     if cols % FP4_GROUP == 0:
         groups = values.reshape(*values.shape[:-1], cols // FP4_GROUP, FP4_GROUP)
         groups *= scale[..., None]
     else:
         values *= np.repeat(scale, FP4_GROUP, axis=-1)[..., :cols]
     return values
+
+
+@dataclass(frozen=True)
+class Mxfp4:
+    """A weight ``[N, K]`` as the release stores a routed expert, times ``factor``: e2m1 codes two per
+    byte (low nibble = even column) and one scale per ``FP4_GROUP`` inputs. An integer quantizer
+    maps the codes straight to its levels (quant.py); :meth:`dequantize` is the float32 weight.
+
+    ``weight * factor`` scales it (as the MoE builder folds the routed scaling factor into the down
+    projections) and :meth:`take_rows` reorders its rows, both without touching a value.
+    """
+
+    codes: np.ndarray  # uint8 [N, K/2]
+    scale: np.ndarray  # float32 [N, ceil(K/32)]
+    factor: float = 1.0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.codes.shape[0]), 2 * int(self.codes.shape[1])
+
+    def __mul__(self, factor: float) -> Mxfp4:
+        return replace(self, factor=self.factor * float(factor))
+
+    def take_rows(self, order: np.ndarray) -> Mxfp4:
+        return replace(self, codes=self.codes[order], scale=self.scale[order])
+
+    def dequantize(self) -> np.ndarray:
+        values = dequantize_fp4(self.codes, self.scale, "FP4 weight")
+        if self.factor != 1.0:
+            values *= np.float32(self.factor)
+        return values

@@ -28,11 +28,14 @@ from shared.errors import ModelError
 
 __all__ = [
     "DTYPES",
+    "FP8_E4M3_BYTES",
     "SafetensorsFile",
     "ShardedSafetensors",
     "TensorInfo",
     "TensorSpec",
     "bf16_to_f32",
+    "byte_table",
+    "decode_bytes",
     "f32_to_bf16",
     "fp8_e4m3_to_f32",
     "save_file",
@@ -102,12 +105,51 @@ def _fp8_e4m3_table() -> np.ndarray:
     return table
 
 
+def byte_table(per_byte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A decoder for :func:`decode_bytes` from ``per_byte`` [256, n] (the n values byte b stands for).
+
+    Two tables of opaque wide elements: one per byte, and one per byte pair read as a little-endian
+    uint16 (both bytes' values side by side). A gather costs numpy about the same whatever the
+    element's width, so decoding two bytes per gather halves the work (FP8: 109 ms against 210 ms
+    for 33.5M bytes here); the pair table is 65,536 elements (512 KiB for FP8), within L2.
+    """
+    per_byte = np.ascontiguousarray(per_byte)
+    pairs = np.arange(1 << 16)
+    wide = np.ascontiguousarray(np.concatenate([per_byte[pairs & 0xFF], per_byte[pairs >> 8]], axis=1))
+    one = np.dtype((np.void, per_byte.shape[1] * per_byte.itemsize))
+    two = np.dtype((np.void, 2 * one.itemsize))
+    return per_byte.view(one).reshape(256), wide.view(two).reshape(1 << 16)
+
+
+def decode_bytes(
+    raw: np.ndarray, table: tuple[np.ndarray, np.ndarray], dtype: np.dtype, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Bytes ``raw`` [..., L] -> ``dtype`` values [..., L * n] through a :func:`byte_table` (into ``out``
+    when given: a C-contiguous array of that shape)."""
+    u8 = raw.view(np.uint8)
+    one, two = table
+    n = one.dtype.itemsize // np.dtype(dtype).itemsize
+    shape = (*u8.shape[:-1], u8.shape[-1] * n)
+    if out is None:
+        out = np.empty(shape, dtype)
+    if out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
+        raise ModelError(f"decode_bytes: out must be a contiguous {np.dtype(dtype)} array of shape {shape}")
+    # mode="clip": every index is in the table, and numpy buffers ``out`` in the default "raise" mode.
+    if u8.shape[-1] % 2 == 0 and u8.flags.c_contiguous:
+        pairs = u8.view("<u2")  # byte 2i is the low byte on any host: the table was built that way
+        np.take(two, pairs, out=out.view(two.dtype).reshape(pairs.shape), mode="clip")
+    else:
+        np.take(one, u8, out=out.view(one.dtype).reshape(u8.shape), mode="clip")
+    return out
+
+
 _FP8_E4M3 = _fp8_e4m3_table()
+FP8_E4M3_BYTES = byte_table(_FP8_E4M3[:, None])
 
 
 def fp8_e4m3_to_f32(raw: np.ndarray) -> np.ndarray:
     """Decode float8 e4m3fn bytes (as uint8) to float32."""
-    return _FP8_E4M3[raw.view(np.uint8)]
+    return decode_bytes(raw, FP8_E4M3_BYTES, np.dtype(np.float32))
 
 
 def ue8m0_to_f32(raw: np.ndarray) -> np.ndarray:

@@ -188,3 +188,37 @@ def test_blocks_on_a_grid_are_kept_exactly() -> None:
     assert np.array_equal(dequantize(quantize_blocks(ints, bits=4, block_size=32)), ints)
     noisy = w + rng.normal(size=w.shape).astype(np.float32) * 1e-3
     assert np.abs(dequantize(quantize_blocks(noisy, bits=8, block_size=32)) - noisy).max() > 1e-4
+
+
+def test_fp4_weights_map_to_levels_without_dequantizing() -> None:
+    from appliance.model.release import Mxfp4
+
+    rng = np.random.default_rng(4)
+    codes = rng.integers(0, 256, (6, 64), dtype=np.uint8)  # 6 x 128 e2m1 values
+    scale = np.ldexp(np.float32(1), rng.integers(-9, -3, (6, 4))).astype(np.float32)
+    fp4 = Mxfp4(codes, scale) * np.float32(1.5)
+    weight = fp4.dequantize()
+    q8 = quantize_blocks(fp4, bits=8, block_size=32)
+    np.testing.assert_array_equal(dequantize(q8), weight)
+    np.testing.assert_array_equal(interleave_gate_up(fp4).dequantize(), interleave_gate_up(weight))
+    # 4 bits: a block whose FP4 levels (value x 2) span at most 16 integers is kept exactly...
+    narrow = codes.copy()
+    narrow[0] &= 0x33  # row 0: codes 0-3 only (values 0..1.5): levels 0..3
+    narrow[1] = (narrow[1] & 0x33) | 0x88  # row 1: codes 8-11 only (values -0..-1.5)
+    exact = Mxfp4(narrow, scale)
+    np.testing.assert_array_equal(
+        dequantize(quantize_blocks(exact, bits=4, block_size=32))[:2], exact.dequantize()[:2]
+    )
+    # ...and on FP4 codes of Gaussian weights the table's ranges beat rounding to each block's range.
+    from tests.helpers.v4_release import quantize_fp4
+
+    gaussian, stored, _ = quantize_fp4(rng.standard_normal((64, 1024)).astype(np.float32), True)
+    fp4 = Mxfp4(gaussian.view(np.uint8), np.ldexp(np.float32(1), stored.astype(np.int32) - 127))
+    weight = fp4.dequantize()
+    error = float(((dequantize(quantize_blocks(fp4, bits=4, block_size=32)) - weight) ** 2).mean())
+    plain = float(
+        ((dequantize(quantize_blocks(weight, bits=4, block_size=32, search=False)) - weight) ** 2).mean()
+    )
+    assert error < 0.06**2 * float((weight**2).mean()) and error < plain
+    # Other block sizes go through the float path.
+    np.testing.assert_allclose(dequantize(quantize_blocks(fp4, bits=8, block_size=64)), weight, atol=0.02)

@@ -29,7 +29,9 @@ def test_release_names_map_back_to_state_dict_names(state: dict[str, np.ndarray]
             assert canonical_name(release_name(name)) == name
     # Final names are left alone, with or without the "model." prefix stripped by save_pretrained.
     assert canonical_name("model.norm.weight") == "model.norm.weight"
-    assert canonical_name("model.layers.0.self_attn.kv_norm.weight") == "model.layers.0.self_attn.kv_norm.weight"
+    assert (
+        canonical_name("model.layers.0.self_attn.kv_norm.weight") == "model.layers.0.self_attn.kv_norm.weight"
+    )
     assert canonical_name("layers.1.attn.indexer.compressor.wkv.weight") == (
         "model.layers.1.self_attn.compressor.indexer.kv_proj.weight"
     )
@@ -98,8 +100,11 @@ def test_fp8_and_fp4_dequantize_as_transformers_does(  # type: ignore[no-untyped
     gate_up = ckpt.tensor("model.layers.2.mlp.experts.gate_up_proj")
     for e in range(gate_up.shape[0]):
         parts = [
-            _transformers_dequant(stored[f"layers.2.ffn.experts.{e}.{w}.weight"],
-                                  stored[f"layers.2.ffn.experts.{e}.{w}{suffix}"], code)
+            _transformers_dequant(
+                stored[f"layers.2.ffn.experts.{e}.{w}.weight"],
+                stored[f"layers.2.ffn.experts.{e}.{w}{suffix}"],
+                code,
+            )
             for w in ("w1", "w3")
         ]
         np.testing.assert_array_equal(gate_up[e], np.concatenate(parts))
@@ -141,26 +146,55 @@ def test_fp8_block_scales_cover_edge_tiles(shape: tuple[int, int]) -> None:
     np.testing.assert_array_equal(dequantize_fp8(raw, scale, (16, 16), "w"), expected)
 
 
-@pytest.mark.parametrize("ue8m0", [True, False])
-def test_int8_build_keeps_the_release_fp4_experts_exactly(model, tmp_path: Path, ue8m0: bool) -> None:  # type: ignore[no-untyped-def]
-    """FP4 e2m1 blocks lie on a grid of scale/2 steps: 8-bit QMoE weights hold them exactly."""
+def _bundle_experts(model, tmp_path: Path, quant: str, ue8m0: bool):  # type: ignore[no-untyped-def]
+    """The release's dequantized FP4 experts of the last layer (routed scaling folded into down, as
+    the graph does) and the QMoE weights of a ``quant`` bundle built from it, dequantized."""
+    import onnx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from onnx import numpy_helper
 
-    from appliance.model.graph import build_graphs
+    from appliance.model.bundle import build_bundle
     from appliance.model.quant import QuantizedMatrix, dequantize, interleave_gate_up
 
-    write_release(model, tmp_path, quantize=True, ue8m0=ue8m0)
-    ckpt = open_checkpoint(tmp_path)
-    (graph,) = build_graphs(ckpt, quant="int8")
+    write_release(model, tmp_path / "ckpt", quantize=True, ue8m0=ue8m0)
+    ckpt = open_checkpoint(tmp_path / "ckpt")
+    bundle = build_bundle(
+        ckpt.path, tmp_path / "bundle", quant=quant, signing_key=Ed25519PrivateKey.generate(), version=1
+    )
+    graph = onnx.load(str(bundle / "model.onnx"))  # external data read from beside it
     inits = {t.name: numpy_helper.to_array(t) for t in graph.graph.initializer}
-    layer = "model.layers.2.mlp.experts"
+    layer = f"model.layers.{ckpt.config.num_hidden_layers - 1}.mlp.experts"
+    bits = 8 if quant == "int8" else 4
     scale = np.float32(ckpt.config.routed_scaling_factor)
+    out = {}
     for name, expected in (
         ("gate_up_proj", interleave_gate_up(ckpt.tensor(f"{layer}.gate_up_proj"))),
         ("down_proj", ckpt.tensor(f"{layer}.down_proj") * scale),
     ):
         scales = inits[f"{layer}.{name}.scales"]
-        packed = inits[f"{layer}.{name}.qweight"].reshape(*scales.shape, 32)
-        got = dequantize(QuantizedMatrix(packed, scales, inits[f"{layer}.{name}.zp"], 8, 32, expected.shape[-1]))
-        # Exact up to float32 rounding of the step (plain 8-bit rounding is off by ~1e-2 here).
-        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0, err_msg=name)
+        packed = inits[f"{layer}.{name}.qweight"].reshape(*scales.shape, 32 * bits // 8)
+        q = QuantizedMatrix(packed, scales, inits[f"{layer}.{name}.zp"], bits, 32, expected.shape[-1])
+        out[name] = (dequantize(q), expected, scales)
+    return out
+
+
+@pytest.mark.parametrize("ue8m0", [True, False])
+def test_int8_bundle_carries_the_release_fp4_experts_bit_exactly(model, tmp_path: Path, ue8m0: bool) -> None:  # type: ignore[no-untyped-def]
+    """e2m1 x 2 is an integer in -12..12: 8-bit levels with step scale/2 hold every FP4 weight."""
+    for name, (got, expected, _) in _bundle_experts(model, tmp_path, "int8", ue8m0).items():
+        if ue8m0 or name == "gate_up_proj":
+            np.testing.assert_array_equal(got, expected, err_msg=name)
+        else:  # a float32 scale times the routed scaling factor is rounded once more than the weight
+            np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0, err_msg=name)
+
+
+def test_int4_bundle_of_fp4_experts_is_lossy_but_beats_plain_rounding(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """int4 of an FP4 release cannot be exact (25 FP4 levels, 16 int4 ones); each block's range is
+    picked from a table by the block's FP4 levels, and does better than rounding to the block's range."""
+    from appliance.model.quant import dequantize, quantize_blocks
+
+    for name, (got, expected, _) in _bundle_experts(model, tmp_path, "int4", True).items():
+        plain = dequantize(quantize_blocks(expected, bits=4, block_size=32, search=False))
+        error = float(((got - expected) ** 2).sum())
+        assert 0 < error < float(((plain - expected) ** 2).sum()), name
+        assert error < 0.07**2 * float((expected**2).sum()), name
