@@ -11,8 +11,14 @@ figures) and loss.csv (the curve; written as it goes to OUT_DIR.loss.csv). A run
 learning-rate schedule runs on ``max(step / steps, elapsed / budget)`` so a wall-clock budget ends
 with a decayed rate, as a full run does.
 
+``--qat-int4`` trains the routed experts for the int4 bundle (scripts/demo_qat.py: fake quantization
+onto the grid the builder's quantizer keeps exactly, straight-through gradients) and stores them on
+that grid, so the int4 bundle's experts are the checkpoint's own. With ``--init-from`` it continues a
+checkpoint; keep ``--lr`` near where that run ended and ``--warmup 0`` (``--lr-hold`` holds it for a
+share of the run before the decay).
+
 Copy the result into the package with ``--ship`` (appliance/model/demo_model/) and redraw the
-model card's picture with ``scripts/plot_loss.py``. docs/demo-model.md says what the defaults are
+model card's picture with ``scripts/plot_demo_loss.py``. docs/demo-model.md says what the defaults are
 and why.
 """
 
@@ -34,8 +40,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import demo_qat  # noqa: E402  - beside this script (its directory is sys.path[0])
 import torch  # noqa: E402
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+from torch.nn.utils import parametrize  # noqa: E402
 from transformers import DeepseekV4Config, DeepseekV4ForCausalLM  # noqa: E402
 
 from appliance.model import demo_data as data  # noqa: E402
@@ -50,7 +58,18 @@ SHIP_DIR = ROOT / "appliance" / "model" / "demo_model"
 # its chat and FIM encoders are used unchanged.
 SPECIALS_IN_ID_ORDER = [
     SPECIAL_TOKENS[k]
-    for k in ("bos", "eos", "user", "assistant", "think_begin", "think_end", "fim_begin", "fim_hole", "fim_end", "pad")
+    for k in (
+        "bos",
+        "eos",
+        "user",
+        "assistant",
+        "think_begin",
+        "think_end",
+        "fim_begin",
+        "fim_hole",
+        "fim_end",
+        "pad",
+    )
 ]
 
 
@@ -121,7 +140,13 @@ class Samples:
     """Draws training rows: samples of the three formats, packed into rows of ``seq`` tokens."""
 
     def __init__(
-        self, texts: list[str], tok: Tokenizer, seq: int, seed: int, fim_share: float, chat_share: float,
+        self,
+        texts: list[str],
+        tok: Tokenizer,
+        seq: int,
+        seed: int,
+        fim_share: float,
+        chat_share: float,
         single_line: float = 0.6,
     ):
         self.tok = tok
@@ -201,15 +226,37 @@ def init_model(config: DeepseekV4Config, seed: int) -> DeepseekV4ForCausalLM:
                 # transformers leaves the hash table constant; a released one routes each token to
                 # distinct experts, spread evenly.
                 n = config.n_routed_experts
-                buf.copy_(torch.stack([torch.randperm(n, generator=gen)[: buf.shape[1]] for _ in range(buf.shape[0])]))
+                buf.copy_(
+                    torch.stack(
+                        [torch.randperm(n, generator=gen)[: buf.shape[1]] for _ in range(buf.shape[0])]
+                    )
+                )
     return model
 
 
-def save(model: DeepseekV4ForCausalLM, tok: Tokenizer, out: Path, record: dict[str, Any], log: Path) -> None:
-    """Write the checkpoint into ``out`` atomically (a sibling directory, then renames)."""
+def save(
+    model: DeepseekV4ForCausalLM,
+    tok: Tokenizer,
+    out: Path,
+    record: dict[str, Any],
+    log: Path,
+    *,
+    qat: bool = False,
+) -> None:
+    """Write the checkpoint into ``out`` atomically (a sibling directory, then renames).
+
+    ``qat``: the routed experts are stored as their int4 grid values (exact in bf16), which the
+    builder's int4 quantizer keeps bit for bit.
+    """
     tmp = out.with_name(out.name + ".saving")
     shutil.rmtree(tmp, ignore_errors=True)
-    shipped = copy.deepcopy(model).to(dtype=torch.bfloat16).eval()  # type: ignore[call-arg]  # transformers types .to oddly
+    if qat:
+        demo_qat.detach(model)  # a parametrized model is not copied (demo_qat.detach says why)
+    shipped = copy.deepcopy(model)
+    if qat:
+        demo_qat.attach(model)
+        demo_qat.store_snapped(shipped)
+    shipped = shipped.to(dtype=torch.bfloat16).eval()  # type: ignore[call-arg]  # transformers types .to oddly
     shipped.save_pretrained(tmp, safe_serialization=True)
     tok.save(str(tmp / "tokenizer.json"))
     generation = {"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.2}
@@ -236,11 +283,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hidden", type=int, default=192)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps (0: start at --lr)")
+    p.add_argument(
+        "--lr-hold",
+        type=float,
+        default=0.0,
+        help="share of the run held at --lr before the cosine decay (a fine-tune: 0.5)",
+    )
     p.add_argument("--fim-share", type=float, default=0.5)
     p.add_argument("--chat-share", type=float, default=0.15)
     p.add_argument("--fim-single-line", type=float, default=0.6, help="share of FIM holes that are one line")
     p.add_argument("--init-from", type=Path, help="continue from this checkpoint (its weights and tokenizer)")
+    p.add_argument(
+        "--qat-int4",
+        action="store_true",
+        help="train the routed experts on the int4 bundle's grid (fake quantization, straight-through) "
+        "and store them on it",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=20260424)
     p.add_argument("--ship", action="store_true", help=f"copy the finished checkpoint to {SHIP_DIR}")
@@ -260,18 +319,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"continuing from {args.init_from} ({previous.get('steps')} steps)", flush=True)
     else:
         tok = train_tokenizer(texts, args.vocab)
-        model = init_model(DeepseekV4Config(**model_config(tok.get_vocab_size(), hidden=args.hidden)), args.seed)
+        model = init_model(
+            DeepseekV4Config(**model_config(tok.get_vocab_size(), hidden=args.hidden)), args.seed
+        )
         model = model.to(args.device).train()
-    print(f"corpus: {len(files)} files, {sum(map(len, texts)) / 1e6:.1f} MB; tokenizer {tok.get_vocab_size()} "
-          f"entries ({time.time() - started:.0f} s)", flush=True)
+    print(
+        f"corpus: {len(files)} files, {sum(map(len, texts)) / 1e6:.1f} MB; tokenizer {tok.get_vocab_size()} "
+        f"entries ({time.time() - started:.0f} s)",
+        flush=True,
+    )
     n_params = sum(p.numel() for p in model.parameters())
+    if args.qat_int4:
+        # Before the optimizer is made: the parametrization keeps each weight's Parameter object.
+        print(f"int4 quantization-aware training: {demo_qat.attach(model)} routed-expert weights", flush=True)
     samples = Samples(texts, tok, args.seq, args.seed, args.fim_share, args.chat_share, args.fim_single_line)
     held = held_out_rows(tok, args.seq, 16).to(args.device)
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     rest = [p for n, p in model.named_parameters() if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95)
+        [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.95),
     )
     record: dict[str, Any] = {
         "python": data.python_version(),
@@ -281,9 +350,21 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_files": list(data.HELD_OUT_FILES),
         "parameters": n_params,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-        "objectives": {"lm": 1 - args.fim_share - args.chat_share, "fim": args.fim_share, "chat": args.chat_share,
-                       "fim_single_line": args.fim_single_line},
+        "objectives": {
+            "lm": 1 - args.fim_share - args.chat_share,
+            "fim": args.fim_share,
+            "chat": args.chat_share,
+            "fim_single_line": args.fim_single_line,
+        },
     }
+    if args.qat_int4:
+        record["qat_int4"] = {
+            "weights": "routed experts (gate_up_proj, down_proj)",
+            "block": demo_qat.QUANT_BLOCK,
+            "levels": list(demo_qat.LEVELS),
+            "scale_significant_bits": demo_qat.SCALE_BITS,
+            "estimator": "straight-through",
+        }
     if previous is not None:
         record["continued_from"] = previous
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -305,18 +386,23 @@ def main(argv: list[str] | None = None) -> int:
     tokens = 0
     running: list[float] = []
     step = 0
-    print(f"model: {n_params / 1e6:.2f} M parameters; training for {args.steps} steps or {args.max_minutes} min",
-          flush=True)
+    print(
+        f"model: {n_params / 1e6:.2f} M parameters; training for {args.steps} steps or {args.max_minutes} min",
+        flush=True,
+    )
     while True:
         progress = max(step / args.steps, (time.time() - loop_start) / budget)
         if progress >= 1.0:
             break
-        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        warm = min(1.0, (step + 1) / args.warmup) if args.warmup > 0 else 1.0
+        decayed = max(0.0, progress - args.lr_hold) / (1.0 - args.lr_hold)
+        lr = args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * decayed)))
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = samples.batch(args.batch)
         x, y = x.to(args.device), y.to(args.device)
-        loss = model(x, labels=y).loss
+        with parametrize.cached():  # each fake-quantized weight computed once a step (--qat-int4)
+            loss = model(x, labels=y).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -328,29 +414,64 @@ def main(argv: list[str] | None = None) -> int:
             held_loss = ""
             if step % 100 == 0:
                 model.eval()
-                with torch.no_grad():
+                with torch.no_grad(), parametrize.cached():
                     held_loss = f"{float(model(held, labels=held).loss):.4f}"
                 model.train()
             minutes = (time.time() - loop_start) / 60
-            writer.writerow([base_step + step, f"{base_minutes + minutes:.2f}", base_tokens + tokens, f"{lr:.6f}",
-                             f"{sum(running) / len(running):.4f}", held_loss])
+            writer.writerow(
+                [
+                    base_step + step,
+                    f"{base_minutes + minutes:.2f}",
+                    base_tokens + tokens,
+                    f"{lr:.6f}",
+                    f"{sum(running) / len(running):.4f}",
+                    held_loss,
+                ]
+            )
             log.flush()
-            print(f"step {step} {minutes:.1f} min loss {sum(running) / len(running):.3f} held {held_loss} lr {lr:.2e}",
-                  flush=True)
+            print(
+                f"step {step} {minutes:.1f} min loss {sum(running) / len(running):.3f} held {held_loss} lr {lr:.2e}",
+                flush=True,
+            )
             running = []
         if time.time() - last_save > args.save_minutes * 60:
-            save(model, tok, args.out, {**record, "steps": step, "tokens": tokens, "finished": False}, log_path)
+            save(
+                model,
+                tok,
+                args.out,
+                {**record, "steps": step, "tokens": tokens, "finished": False},
+                log_path,
+                qat=args.qat_int4,
+            )
             last_save = time.time()
     model.eval()
+    if args.qat_int4:
+        demo_qat.store_snapped(model)  # the final figures are the stored model's
     with torch.no_grad():
         final = float(model(held, labels=held).loss)
-    writer.writerow([base_step + step, f"{base_minutes + (time.time() - loop_start) / 60:.2f}", base_tokens + tokens,
-                     "0", "", f"{final:.4f}"])
+    writer.writerow(
+        [
+            base_step + step,
+            f"{base_minutes + (time.time() - loop_start) / 60:.2f}",
+            base_tokens + tokens,
+            "0",
+            "",
+            f"{final:.4f}",
+        ]
+    )
     log.close()
-    record.update(steps=step, tokens=tokens, finished=True, held_out_loss=final,
-                  minutes=round((time.time() - started) / 60, 1))
-    save(model, tok, args.out, record, log_path)
-    print(f"done: {step} steps, {tokens / 1e6:.2f} M tokens, held-out loss {final:.3f} -> {args.out}", flush=True)
+    record.update(
+        steps=step,
+        tokens=tokens,
+        finished=True,
+        held_out_loss=final,
+        minutes=round((time.time() - started) / 60, 1),
+    )
+    save(model, tok, args.out, record, log_path, qat=args.qat_int4)
+    print(
+        f"done: {step} steps, {tokens / 1e6:.2f} M tokens, held-out loss {final:.3f} -> {args.out}",
+        flush=True,
+    )
     if args.ship:
         shutil.rmtree(SHIP_DIR, ignore_errors=True)
         shutil.copytree(args.out, SHIP_DIR)

@@ -71,6 +71,8 @@ _LEVELS8_BYTES = byte_table(np.stack([_LEVEL8[_BYTE & 0xF], _LEVEL8[_BYTE >> 4]]
 #: Weights quantized per pass: bounds the search's temporaries (a few arrays of this many floats per
 #: thread); larger tensors are split into chunks that run on a thread per core.
 _CHUNK = 1 << 22
+#: What a block's smallest magnitude is divided by to try it as the block's step (``_grid_rows``).
+_GRID_DIVISORS = (1, 2, 3, 4, 5, 6, 7, 8)
 
 
 @dataclass(frozen=True)
@@ -251,9 +253,11 @@ def _grid_rows(
     A float checkpoint made from DeepSeek's release (its FP4 experts dequantized to bf16, say) has
     such blocks: e2m1 values {0, 0.5, 1, 1.5, 2, 3, 4, 6} times the block's scale (one per 32
     inputs, as our blocks) are multiples of scale/2 from -12 to 12, so at 8 bits they are reproduced
-    exactly. (The release's own FP4 is mapped code by code before this: ``_from_mxfp4``.) The step
-    tried is the block's smallest magnitude divided by 1, 2 or 3 (e2m1's smallest is 0.5, 1, 1.5, 2,
-    3, 4 or 6 times scale/2: one of the three divides it down to a step every value is a multiple of).
+    exactly. (The release's own FP4 is mapped code by code before this: ``_from_mxfp4``.) So are the
+    demo model's experts trained for int4 (scripts/demo_qat.py: k * s, k in -8..7), at 4 bits. The
+    step tried is the block's smallest magnitude divided by 1 to 8 (e2m1's smallest is 0.5, 1, 1.5, 2,
+    3, 4 or 6 times scale/2: 1, 2 or 3 divides it down to a step every value is a multiple of; a block
+    within -8..7 steps has its smallest magnitude at 1 to 8 steps).
     """
     half = (qmax + 1) // 2
     magnitude = np.abs(blocks, out=scratch)
@@ -267,7 +271,7 @@ def _grid_rows(
         return (np.abs(exact - rounded) <= 1e-3).all(axis=-1), rounded
 
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        for divisor in (1, 2, 3):
+        for divisor in _GRID_DIVISORS:
             candidate = (smallest / np.float32(divisor)).astype(np.float32)
             todo = ~found & np.isfinite(candidate)
             # Four values first: a block of ordinary floats fails there, almost always on the first.

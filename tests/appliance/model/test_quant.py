@@ -222,3 +222,20 @@ def test_fp4_weights_map_to_levels_without_dequantizing() -> None:
     assert error < 0.06**2 * float((weight**2).mean()) and error < plain
     # Other block sizes go through the float path.
     np.testing.assert_allclose(dequantize(quantize_blocks(fp4, bits=8, block_size=64)), weight, atol=0.02)
+
+
+def test_int4_grid_blocks_are_kept_whatever_their_smallest_level() -> None:
+    # k * s with k in -8..7 (what train_demo_model.py --qat-int4 stores), including blocks whose
+    # smallest magnitude is 4 to 8 steps: the step is found by dividing it by up to 8.
+    rng = np.random.default_rng(11)
+    # Steps of 5 significant bits, as the trainer's (every k * s exact in bf16, and k * s / k == s).
+    mantissa, exponent = np.frexp(rng.uniform(1e-3, 0.1, size=(64, 1)).astype(np.float32))
+    steps = np.ldexp(np.round(mantissa * 32) / 32, exponent).astype(np.float32)
+    levels = rng.integers(-8, 8, size=(64, 32)).astype(np.float32)
+    for row, smallest in enumerate(range(4, 9)):
+        levels[row] = rng.choice([v for v in range(-8, 8) if abs(v) >= smallest or v == 0], size=32)
+        levels[row, 0] = -8 if smallest == 8 else smallest
+    w = (levels * steps).astype(np.float32)
+    for weight in (w, w * np.float32(1.5)):  # the builder scales the down projection by routed_scaling_factor
+        assert np.array_equal(dequantize(quantize_blocks(weight, bits=4, block_size=32)), weight)
+        assert np.array_equal(dequantize(quantize_blocks(weight, bits=8, block_size=32)), weight)
