@@ -28,7 +28,19 @@ from appliance.api.middleware import EdgeMiddleware
 from appliance.api.openai_stream import stream_components
 from appliance.api.quotas import QuotaTracker
 from appliance.api.reads import read_only_uow
-from appliance.api.routes import admin, audit, auth, group_mappings, health, ldap, openai, refresh, scim, sso
+from appliance.api.routes import (
+    admin,
+    audit,
+    auth,
+    auth_methods,
+    group_mappings,
+    health,
+    ldap,
+    openai,
+    refresh,
+    scim,
+    sso,
+)
 from appliance.api.state import AppState
 from appliance.audit.log import AuditLog
 from appliance.auth.ldap import LdapDirectory
@@ -149,7 +161,7 @@ def create_app(
     app.state.enclave = state
     install_error_handlers(app)
     # scim last: its catch-all answers the rest of /scim/v2 with SCIM errors.
-    for module in (openai, auth, refresh, sso, ldap, admin, group_mappings, audit, health, scim):
+    for module in (openai, auth, auth_methods, refresh, sso, ldap, admin, group_mappings, audit, health, scim):
         app.include_router(module.router)
     if settings.cors_origin_list:
         # Off unless origins are named: a browser page elsewhere must not drive a user's session.

@@ -22,13 +22,13 @@ One module per concern; import from this package, not from the modules:
     completions      /v1/completions, /v1/fim/completions
     models           /v1/models
     service          error bodies, health
-    auth             sign-in, /v1/auth/me
+    auth             sign-in, sign-in methods, /v1/auth/me
 """
 
 from __future__ import annotations
 
 from shared.schemas._base import MAX_LOGPROBS, MAX_N, MAX_PROMPTS, MAX_STOP_SEQUENCES, MAX_TEXT_CHARS
-from shared.schemas.auth import LoginRequest, LoginResponse, Me, MePolicy
+from shared.schemas.auth import AuthMethod, AuthMethods, LoginRequest, LoginResponse, Me, MePolicy
 from shared.schemas.chat import (
     ChatChoice,
     ChatChunkChoice,
@@ -74,6 +74,8 @@ __all__ = [
     "MAX_PROMPTS",
     "MAX_STOP_SEQUENCES",
     "MAX_TEXT_CHARS",
+    "AuthMethod",
+    "AuthMethods",
     "ChatChoice",
     "ChatChunkChoice",
     "ChatCompletion",

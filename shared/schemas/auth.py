@@ -1,4 +1,5 @@
-"""Sign-in and ``GET /v1/auth/me``: who a token speaks for and what their teams allow."""
+"""Sign-in, ``GET /v1/auth/methods`` (which sign-ins this appliance offers) and ``GET /v1/auth/me``:
+who a token speaks for and what their teams allow."""
 
 from __future__ import annotations
 
@@ -20,6 +21,23 @@ class LoginResponse(Response):
     token: str
     token_type: Literal["bearer"] = "bearer"
     expires_at: dt.datetime
+
+
+class AuthMethod(Response):
+    """One way to sign in. Says where to go, never how the appliance reaches its provider."""
+
+    kind: Literal["password", "ldap", "sso"] = Field(
+        description="password: local Enclave accounts; ldap: the site directory (LDAP / Active Directory); "
+        "sso: the site's OpenID Connect identity provider"
+    )
+    display_name: str = Field(description="what a sign-in screen calls it, e.g. the directory's host name")
+    login_path: str = Field(description="the route that begins this sign-in")
+
+
+class AuthMethods(Response):
+    """``GET /v1/auth/methods`` (no token needed): local password sign-in always, then what is configured."""
+
+    methods: list[AuthMethod]
 
 
 class MePolicy(Response):

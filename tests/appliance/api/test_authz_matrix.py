@@ -32,6 +32,8 @@ PUBLIC = {
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("POST", "/v1/auth/login"),
+    # Which sign-ins are offered, asked before anyone can hold a token (names hosts, nothing secret).
+    ("GET", "/v1/auth/methods"),
     # Single sign-on begins and ends without an Enclave credential: the IdP's code is the credential.
     ("POST", "/v1/auth/oidc/start"),
     ("POST", "/v1/auth/oidc/callback"),
