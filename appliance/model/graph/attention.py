@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from appliance.model.config import CSA, SLIDING
+from appliance.model.config import CSA, HCA, SLIDING
 from appliance.model.graph.builder import transpose_2d
 from appliance.model.graph.compressor import CompressorBuilder
 
@@ -27,10 +27,11 @@ class AttentionBuilder(CompressorBuilder):
 
         x ─ q_a_proj ─ RMSNorm ─ q_residual ─ q_b_proj ─ RoPE ─ Reshape[B,T,H,D] ─ RMSNorm·D^-½ ─ q
         x ─ kv_proj ─ RMSNorm ─ RoPE ─ kv
-        near = Concat(past window, kv) ─ GatherElements(ring keep) ─ present window
-        far = compressed entries (HCA) or the indexer's picks (CSA)
+        near = Concat(past window, kv[, HCA: compressed entries]) ─ GatherElements(ring keep) ─ present window
+        far (CSA only) = the indexer's picks, per query
         q ─ MatMul(nearᵀ) ─ Add(mask) ─┐
         q ─ MatMul(farᵀ) ── Add(mask) ─ Concat(·, sink) ─ Softmax ─ Split ─ MatMul(near), MatMul(far) ─ Add
+          (sliding, HCA: no far part; Slice off the sink instead of Split, one MatMul)
           ─ Reshape[B,T,H*D] ─ RoPE⁻¹ ─ Reshape[B,T,G,1,.] ─ MatMul(o_a per group) ─ Reshape ─ o_b_proj
         """
         c = self.config
@@ -70,15 +71,21 @@ class AttentionBuilder(CompressorBuilder):
 
         window_in = self.add_input(f"past.{layer}.window", self.act, ["batch", w, d])
         # Part 1, every layer: the window ring and this call's tokens, [B, 1, W+T, D] shared by heads.
-        near = self.op("Concat", f"{path}/near/Concat", [window_in, kv], axis=1)
+        # HCA's compressed entries are shared by every query too, so they join this part
+        # ([B, 1, W+T+C, D], one mask computed per graph) rather than being scored apart.
+        near_keys, mask = [window_in, kv], self.make_window_mask()
+        if kind == HCA:
+            near_keys.append(self._hca_entries(layer, x))
+            mask = self.shared(("hca_joined_mask", c.compress_rate(layer)), lambda: self._hca_mask(layer))
+        near = self.op("Concat", f"{path}/near/Concat", near_keys, axis=1)
         keep = self.make_row_index(f"ring{w}_keep", self.make_ring_keep(w), d)
         window_out = self.op("GatherElements", f"{path}/window/GatherElements", [near, keep], axis=1)
         self.add_output(f"present.{layer}.window", window_out, self.act, ["batch", w, d])
 
         near = self.op("Unsqueeze", f"{path}/near/Unsqueeze", [near, self.i64([1])])
-        parts = [(near, self.make_window_mask())]
-        if kind != SLIDING:
-            parts.append(self._far_keys(layer, x, q_res, kind))
+        parts = [(near, mask)]
+        if kind == CSA:
+            parts.append(self._far_keys(layer, x, q_res))
 
         scores = []
         for i, (keys, mask) in enumerate(parts):
@@ -122,11 +129,28 @@ class AttentionBuilder(CompressorBuilder):
         out = self.op("Reshape", f"{path}/o_b_proj/Reshape", [out, self.i64([0, 0, g * r])])
         return self.make_linear(f"{path}/o_b_proj", out, f"{prefix}.o_b_proj.weight", (c.hidden_size, g * r))
 
-    def _far_keys(self, layer: int, x: str, q_res: str, kind: str) -> tuple[str, str]:
-        """Part 2 of a CSA/HCA layer's keys and its additive mask, laid out for ``[B, T, H, D]`` queries.
+    def _hca_entries(self, layer: int, x: str) -> str:
+        """HCA's compressed entries after this call, ``[B, C, D]``: every one is a key, masked to the
+        visible ones."""
+        c = self.config
+        prefix = f"model.layers.{layer}.self_attn"
+        return self.make_compressor(
+            f"/model/layers.{layer}/attn/compressor", x, layer=layer, prefix=f"{prefix}.compressor",
+            state="cmp", m=c.compress_rate(layer), width=c.head_dim, overlap=False,
+        )  # fmt: skip
 
-        HCA: every entry, ``[B, 1, C, D]``, masked to the visible ones ``[B, T, 1, C]``.
-        CSA: only the indexer's picks, gathered per query — ``[B, T, k, D]`` with ``[B, T, 1, k]`` — so a
+    def _hca_mask(self, layer: int) -> str:
+        """``[B, T, 1, W+T+C]``: the window mask, then the entries' visibility (once per rate)."""
+        m = self.config.compress_rate(layer)
+        entries = f"past.{layer}.cmp_kv"  # only its shape is read: C
+        _, additive = self.make_entry_visibility(m, self.capacity_scalar(m, entries))
+        return self.op(
+            "Concat", f"/model/cache/hca{m}_mask/Concat", [self.make_window_mask(), additive], axis=-1
+        )
+
+    def _far_keys(self, layer: int, x: str, q_res: str) -> tuple[str, str]:
+        """Part 2 of a CSA layer's keys and its additive mask, laid out for ``[B, T, H, D]`` queries:
+        only the indexer's picks, gathered per query — ``[B, T, k, D]`` with ``[B, T, 1, k]`` — so a
         decode step reads k entries, not the whole compressed cache.
         """
         c = self.config
@@ -135,12 +159,8 @@ class AttentionBuilder(CompressorBuilder):
         path = f"/model/layers.{layer}/attn"
         entries = self.make_compressor(
             f"{path}/compressor", x, layer=layer, prefix=f"{prefix}.compressor", state="cmp", m=m, width=d,
-            overlap=kind == CSA,
+            overlap=True,
         )  # fmt: skip
-        if kind != CSA:
-            keys = self.op("Unsqueeze", f"{path}/far/Unsqueeze", [entries, self.i64([1])])
-            _, mask = self.make_entry_visibility(m, self.capacity_scalar(m, entries))
-            return keys, mask
         index_keys = self.make_compressor(
             f"{path}/indexer", x, layer=layer, prefix=f"{prefix}.compressor.indexer", state="idx", m=m,
             width=c.index_head_dim, overlap=True,
