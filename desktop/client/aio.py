@@ -18,9 +18,18 @@ from typing import Any
 import httpx
 
 from desktop.client.errors import response_error, transport_error
+from desktop.client.methods import LOGIN_PATHS, Account, parse_methods
 from desktop.client.sse import DONE, StreamEvent, chat_events, completion_events, sse_payload
 from desktop.client.tls import ssl_context
-from shared.schemas import ChatCompletionRequest, CompletionRequest, LoginRequest, LoginResponse, Me
+from shared.errors import NotFoundError
+from shared.schemas import (
+    AuthMethods,
+    ChatCompletionRequest,
+    CompletionRequest,
+    LoginRequest,
+    LoginResponse,
+    Me,
+)
 
 __all__ = ["AsyncApplianceClient", "ModelInfo"]
 
@@ -77,9 +86,17 @@ class AsyncApplianceClient:
     async def health(self) -> dict[str, Any]:
         return dict(await self._json("GET", "/healthz"))
 
-    async def login(self, username: str, password: str) -> LoginResponse:
+    async def auth_methods(self) -> AuthMethods | None:
+        """The sign-ins this appliance offers; None from an older appliance that does not say (404)."""
+        try:
+            return parse_methods(await self._json("GET", "/v1/auth/methods"))
+        except NotFoundError:
+            return None
+
+    async def login(self, username: str, password: str, account: Account = "local") -> LoginResponse:
+        """Sign a local Enclave account (or, with ``account="ldap"``, a directory account) in."""
         body = LoginRequest(username=username, password=password).model_dump()
-        return LoginResponse.model_validate(await self._json("POST", "/v1/auth/login", json=body))
+        return LoginResponse.model_validate(await self._json("POST", LOGIN_PATHS[account], json=body))
 
     async def me(self) -> Me:
         return Me.model_validate(await self._json("GET", "/v1/auth/me"))

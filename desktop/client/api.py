@@ -20,11 +20,13 @@ from typing import Any
 import httpx
 
 from desktop.client.errors import response_error, transport_error
+from desktop.client.methods import LOGIN_PATHS, parse_methods
 from desktop.client.sse import DONE, StreamEvent, chat_events, completion_events, sse_payload
 from desktop.client.sso import SsoError, sign_in_with_browser
 from desktop.client.tls import ssl_context
-from shared.errors import AuthError, EnclaveError
+from shared.errors import AuthError, EnclaveError, NotFoundError
 from shared.schemas import (
+    AuthMethods,
     ChatCompletionRequest,
     CompletionRequest,
     LoginRequest,
@@ -112,9 +114,23 @@ class ApplianceClient:
     def health(self) -> dict[str, Any]:
         return dict(self._json("GET", "/healthz"))
 
+    def auth_methods(self) -> AuthMethods | None:
+        """The sign-ins this appliance offers (no token needed); None from an older appliance that
+        does not say (404), which offers a password and perhaps single sign-on."""
+        try:
+            return parse_methods(self._json("GET", "/v1/auth/methods"))
+        except NotFoundError:
+            return None
+
     def login(self, username: str, password: str) -> LoginResponse:
+        """Sign a local Enclave account in."""
         body = LoginRequest(username=username, password=password).model_dump()
-        return LoginResponse.model_validate(self._json("POST", "/v1/auth/login", json=body))
+        return LoginResponse.model_validate(self._json("POST", LOGIN_PATHS["local"], json=body))
+
+    def login_ldap(self, username: str, password: str) -> LoginResponse:
+        """Sign a directory (LDAP / Active Directory) account in with the directory's password."""
+        body = LoginRequest(username=username, password=password).model_dump()
+        return LoginResponse.model_validate(self._json("POST", LOGIN_PATHS["ldap"], json=body))
 
     def logout(self) -> None:
         self._request("POST", "/v1/auth/logout")

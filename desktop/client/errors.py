@@ -31,6 +31,7 @@ from shared.errors import (
     PermissionDeniedError,
     QuotaError,
     ThrottledError,
+    UpstreamError,
 )
 
 __all__ = [
@@ -84,6 +85,8 @@ def error_for_status(status: int, message: str, code: str | None, retry_after: f
         return InputError(message)
     if status == 503 and code == "audit_unavailable":
         return AuditUnavailableError(message)
+    if status == 503 and code == "directory_unavailable":
+        return UpstreamError(message)
     if status == 503:
         return EngineError(message)
     return EnclaveError(f"the appliance answered {status}: {message}")

@@ -1,4 +1,5 @@
-"""The connection profile: which appliance, and which CA was pinned for it (no secrets here).
+"""The connection profile: which appliance, which CA was pinned for it, and the last sign-in's user
+name and account kind (``ldap`` or ``local``; empty until a password sign-in). No secrets here.
 
 Stored as JSON in the user's config directory. The pinned CA is copied next to it, so moving or
 deleting the original ``ca.pem`` does not break the client, and the copy is re-checked against the
@@ -34,6 +35,8 @@ class Profile:
     url: str
     ca_fingerprint: str
     username: str = ""
+    # The account the last password sign-in was for ("ldap" or "local"; "" before one).
+    account: str = ""
 
 
 class ProfileStore:

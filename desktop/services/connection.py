@@ -2,12 +2,14 @@
 
 States: no profile -> (inspect CA, user confirms fingerprint, connect) -> connected -> (sign in)
 -> signed in. The session or API token lives in the keyring only; the profile file holds the URL,
-the fingerprint and the last user name.
+the fingerprint, the last user name and which account kind (directory or local) their password was for.
+Before sign-in, ``load_methods`` asks which sign-ins the appliance offers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 from desktop.client.api import ApplianceClient
 from desktop.client.credentials import CredentialStore
 from desktop.client.errors import UnreachableError
+from desktop.client.methods import Account
 from desktop.client.profile import Profile, ProfileStore, normalize_url
 from desktop.client.tls import ca_fingerprint
 from desktop.qt import QObject, QThreadPool, Signal
@@ -65,7 +68,9 @@ class ConnectionService(QObject):
     passwordChanged = Signal(object)  # Session (signed in again with the new password)
     forgotten = Signal()  # the saved profile was removed
     reachable = Signal(bool)  # the appliance went down (False) or came back (True)
-    failed = Signal(str, object)  # stage ("ca", "connect", "restore", "sign-in", "password", "sign-out"), exception
+    methodsKnown = Signal(object)  # AuthMethods, or None from an appliance that does not say
+    # stage ("ca", "connect", "restore", "methods", "sign-in", "password", "sign-out"), exception
+    failed = Signal(str, object)
 
     def __init__(
         self,
@@ -149,7 +154,8 @@ class ConnectionService(QObject):
             finally:
                 scratch.unlink(missing_ok=True)
             old = self.profile
-            profile = Profile(clean, fingerprint, old.username if old and old.url == clean else "")
+            same = old is not None and old.url == clean
+            profile = Profile(clean, fingerprint, old.username if same else "", old.account if same else "")
             self._profiles.save(profile, pem)
             return profile
 
@@ -285,12 +291,27 @@ class ConnectionService(QObject):
         self.session = session
         self.signedIn.emit(session)
 
-    def sign_in_password(self, username: str, password: str) -> None:
+    def load_methods(self) -> None:
+        """Ask the appliance which sign-ins it offers; ``methodsKnown`` carries the answer."""
+        profile = self._require_profile()
+
+        def work(job: Job) -> object:
+            probe = self._make_client(profile, None)
+            try:
+                return probe.auth_methods()
+            finally:
+                probe.close()
+
+        self._run("methods", work, self.methodsKnown.emit)
+
+    def sign_in_password(self, username: str, password: str, account: Account = "local") -> None:
+        """Sign in with a password: a local Enclave account's, or (``account="ldap"``) the directory's."""
         profile = self._require_profile()
 
         def work(job: Job) -> tuple[ApplianceClient, Session]:
             client = self._make_client(profile, None)
-            client.token = client.login(username, password).token
+            login = client.login_ldap if account == "ldap" else client.login
+            client.token = login(username, password).token
             try:
                 self._credentials.save(profile.url, client.token)
             except EnclaveError:
@@ -298,7 +319,7 @@ class ConnectionService(QObject):
                 raise
             return client, self._session_for(client)
 
-        self._run("sign-in", work, self._after_sign_in)
+        self._run("sign-in", work, lambda result: self._after_sign_in(result, account))
 
     def sign_in_token(self, token: str) -> None:
         profile = self._require_profile()
@@ -329,11 +350,12 @@ class ConnectionService(QObject):
 
         self._run("sign-in", work, self._after_sign_in)
 
-    def _after_sign_in(self, result: tuple[ApplianceClient, Session]) -> None:
+    def _after_sign_in(self, result: tuple[ApplianceClient, Session], account: Account | None = None) -> None:
         profile = self._require_profile()
-        username = result[1].username
-        if profile.username != username:
-            self.profile = Profile(profile.url, profile.ca_fingerprint, username)
+        # A token or SSO sign-in says nothing about which account a password is for: keep the last.
+        remembered = dataclasses.replace(profile, username=result[1].username, account=account or profile.account)
+        if remembered != profile:
+            self.profile = remembered
             self._profiles.save(self.profile, self._profiles.ca_file.read_bytes())
         self._signed_in(result)
 

@@ -1,5 +1,10 @@
 """First connection (URL + CA fingerprint to confirm) and sign-in (password or API token).
 
+Sign-in shows what the appliance offers (``GET /v1/auth/methods``): with a directory configured the
+password is for a directory account or a local one (the user picks; the directory first, then the
+last choice); the SSO button only where single sign-on is configured. An appliance that does not say
+gets the password (local) and the SSO button, as before.
+
 Both dialogs keep what the user typed when something fails: the error shows above the fields with
 what to do next, and the fields stay as they were.
 """
@@ -8,8 +13,10 @@ from __future__ import annotations
 
 from desktop.client.credentials import KeyringUnavailableError
 from desktop.client.errors import CertificateMismatchError, UnreachableError
+from desktop.client.methods import account_for, directory_name, offers_sso
 from desktop.qt import (
     QCheckBox,
+    QComboBox,
     QDialog,
     QFileDialog,
     QFormLayout,
@@ -17,12 +24,14 @@ from desktop.qt import (
     QLabel,
     QLineEdit,
     QPushButton,
+    Qt,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 from desktop.services.connection import ConnectionService
-from shared.errors import AuthError, InputError, ThrottledError
+from shared.errors import AuthError, InputError, ThrottledError, UpstreamError
+from shared.schemas import AuthMethods
 
 __all__ = ["ConnectDialog", "SignInDialog", "error_label", "explain"]
 
@@ -36,6 +45,9 @@ def explain(exc: BaseException) -> str:
         return f"{exc}. Check the address and that the appliance is running, then try again."
     if isinstance(exc, ThrottledError):
         return f"{exc}. Wait {exc.retry_after:.0f} s and try again."
+    if isinstance(exc, UpstreamError):
+        return (f"The appliance cannot use the site directory ({exc}). Try again later, or ask your "
+                "administrator; a local Enclave account still signs in.")
     if isinstance(exc, AuthError):
         return f"{exc}. Sign in again; your text is kept."
     return str(exc) or type(exc).__name__
@@ -150,11 +162,18 @@ class SignInDialog(QDialog):
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.token.setPlaceholderText("encl_…")
+        # Shown only when the appliance offers a directory: the name alone does not say which account.
+        self.account = QComboBox()
+        self.account.addItem("Directory account (LDAP / Active Directory)", "ldap")
+        self.account.addItem("Local Enclave account", "local")
         self.tabs = QTabWidget()
         pw = QWidget()
-        pw_form = QFormLayout(pw)
-        pw_form.addRow("User name", self.username)
-        pw_form.addRow("Password", self.password)
+        self._pw_form = QFormLayout(pw)
+        self._pw_form.addRow("Account", self.account)
+        self._pw_form.addRow("User name", self.username)
+        self._pw_form.addRow("Password", self.password)
+        self._pw_form.setRowVisible(self.account, False)
+        self._directory: str | None = None  # the directory's name, once the appliance says it offers one
         tk = QWidget()
         tk_form = QFormLayout(tk)
         tk_form.addRow("API token", self.token)
@@ -186,6 +205,23 @@ class SignInDialog(QDialog):
         self.setMinimumWidth(520)
         service.signedIn.connect(self._done)
         service.failed.connect(self._failed)
+        service.methodsKnown.connect(self._methods_known)
+        if service.profile is not None:
+            service.load_methods()
+
+    @property
+    def offers_directory(self) -> bool:
+        return self._directory is not None
+
+    def _methods_known(self, methods: AuthMethods | None) -> None:
+        directory = self._directory = directory_name(methods)
+        self._pw_form.setRowVisible(self.account, directory is not None)
+        if directory is not None:
+            self.account.setItemData(0, f"Your organisation's directory: {directory}", Qt.ItemDataRole.ToolTipRole)
+            profile = self._service.profile
+            chosen = account_for(methods, remembered=profile.account if profile else "")
+            self.account.setCurrentIndex(self.account.findData(chosen))
+        self.sso.setVisible(offers_sso(methods))
 
     def _offer_session_only(self, problem: str | None) -> None:
         if problem is None:
@@ -214,7 +250,8 @@ class SignInDialog(QDialog):
     def _submit(self) -> None:
         self._start()
         if self.tabs.currentIndex() == 0:
-            self._service.sign_in_password(self.username.text(), self.password.text())
+            account = self.account.currentData() if self.offers_directory else "local"
+            self._service.sign_in_password(self.username.text(), self.password.text(), account)
         else:
             self._service.sign_in_token(self.token.text())
 
@@ -222,14 +259,26 @@ class SignInDialog(QDialog):
         self.password.clear()  # the one thing we do not keep around once used
         self.accept()
 
+    def _refusal(self, exc: BaseException) -> str:
+        if not isinstance(exc, AuthError) or isinstance(exc, ThrottledError):
+            return explain(exc)
+        if self.tabs.currentIndex() == 0 and self.offers_directory:
+            kind = "a directory" if self.account.currentData() == "ldap" else "a local Enclave"
+            return f"{exc} as {kind} account. Check the user name and password, or pick the other account, and try again."
+        return f"{exc}. Check the user name and password (or the token) and try again."
+
     def _failed(self, stage: str, exc: BaseException) -> None:
+        if stage == "methods":
+            # Nothing is known about what is offered: the fields stay as before; say why.
+            self.error.setText(explain(exc))
+            self.error.show()
+            return
         if stage != "sign-in":
             return
         if isinstance(exc, KeyringUnavailableError) and not self._service.credentials.session_only:
             # The keyring refused at save time (locked, daemon gone): same offer, fields kept.
             self._offer_session_only(str(exc))
-        self.error.setText(explain(exc) if not isinstance(exc, AuthError) or isinstance(exc, ThrottledError)
-                           else f"{exc}. Check the user name and password (or the token) and try again.")
+        self.error.setText(self._refusal(exc))
         self.error.show()
         self.sign_in.setEnabled(True)
         self.sso.setEnabled(True)

@@ -280,7 +280,7 @@ class MainWindow(QMainWindow):
                              "and edits are kept; nothing is lost.", "Retry", self.connection.check_health)
 
     def _connection_failed(self, stage: str, exc: BaseException) -> None:
-        if stage in ("ca", "connect", "sign-in", "password") and self.dialog is not None:
+        if stage in ("ca", "connect", "methods", "sign-in", "password") and self.dialog is not None:
             return  # the open dialog shows it next to what the user typed
         if stage == "restore" and isinstance(exc, UnreachableError) and self.connection.profile is not None:
             url = self.connection.profile.url

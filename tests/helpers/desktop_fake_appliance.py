@@ -39,6 +39,11 @@ class FakeAppliance:
         self.must_change: set[str] = set()
         self.sso_user: str | None = None
         self.sso_states: dict[str, str] = {}
+        # What GET /v1/auth/methods answers (None: 404, as an appliance from before it does).
+        self.methods: list[dict[str, str]] | None = None
+        # Directory accounts (POST /v1/auth/ldap/login): name -> (password, role); None: 409, not configured.
+        self.directory: dict[str, tuple[str, str]] | None = None
+        self.directory_down = False
         self.requests: list[dict[str, Any]] = []  # bodies of generation requests
         self.reachable = True
         # The policy's path exclusions, as /v1/auth/me reports them.
@@ -105,6 +110,12 @@ class FakeAppliance:
             return httpx.Response(200, json={"token": token, "token_type": "bearer", "expires_at": "2026-12-01T00:00:00Z"})
         if path.startswith("/v1/auth/oidc/"):
             return self._oidc(path, json.loads(request.content))
+        if path == "/v1/auth/methods":
+            if self.methods is None:
+                return _err(404, "not found", "not_found")
+            return httpx.Response(200, json={"methods": self.methods})
+        if path == "/v1/auth/ldap/login":
+            return self._ldap(json.loads(request.content))
         auth = request.headers.get("authorization", "")
         user = self.tokens.get(auth.removeprefix("Bearer "))
         if user is None:
@@ -169,6 +180,19 @@ class FakeAppliance:
                 return _err(403, "needs the admin role", "permission_denied")
             return self._admin(request, path)
         return _err(404, "not found", "not_found")
+
+    def _ldap(self, body: dict[str, str]) -> httpx.Response:
+        if self.directory is None:
+            return _err(409, "LDAP sign-in is not configured on this appliance (ldap_url)", "conflict")
+        if self.directory_down:
+            return _err(503, "directory ldaps://ldap.test is unreachable: socket connection error", "directory_unavailable")
+        known = self.directory.get(body["username"])
+        if known is None or known[0] != body["password"]:
+            return _err(401, "wrong user name or password", "invalid_api_key")
+        self.passwords.setdefault(body["username"], ("", known[1]))  # the account the appliance links
+        token = f"encl_{uuid.uuid4().hex}"
+        self.tokens[token] = body["username"]
+        return httpx.Response(200, json={"token": token, "token_type": "bearer", "expires_at": "2026-12-01T00:00:00Z"})
 
     def _oidc(self, path: str, body: dict[str, str]) -> httpx.Response:
         # The appliance's half of single sign-on: the identity provider is whoever the test's browser

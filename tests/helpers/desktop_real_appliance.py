@@ -1,6 +1,7 @@
 """Start a real appliance for the desktop tests: ``enclave demo --port 0`` (HTTPS on loopback, the
 demo model, SQLite), plus an auditor and an admin added with ``enclave user add``, each having replaced its one-time
-password with the one in ``AUDITOR`` / ``ADMIN``."""
+password with the one in ``AUDITOR`` / ``ADMIN``. ``settings`` are ``ENCLAVE_*`` variables for the appliance
+(an LDAP directory, say: :mod:`tests.helpers.ldap_appliance`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import httpx
 
 from tests.helpers.accounts import choose_password, one_time_password
 
-__all__ = ["RealAppliance", "real_appliance"]
+__all__ = ["RealAppliance", "enclave", "real_appliance"]
 
 STARTUP_TIMEOUT_S = 300
 AUDITOR = ("auditor1", "Audit-pass-for-tests-2026")
@@ -38,7 +39,8 @@ class RealAppliance:
     data_dir: Path
 
 
-def _enclave(*args: str) -> str:
+def enclave(*args: str) -> str:
+    """``enclave ARGS`` (as ``python -m appliance``); its output, or an error with what it said."""
     done = subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"enclave {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
@@ -47,16 +49,17 @@ def _enclave(*args: str) -> str:
 
 def _add_user(url: str, ca_file: str, data_dir: Path, username: str, role: str, password: str) -> None:
     """``enclave user add``, then the new user picks ``password`` in place of the one-time one."""
-    added = _enclave("user", "add", username, "--role", role, "--data", str(data_dir))
+    added = enclave("user", "add", username, "--role", role, "--data", str(data_dir))
     with httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=ca_file), timeout=60) as http:
         choose_password(http, username, one_time_password(added), password)
 
 
 @contextmanager
-def real_appliance(data_dir: Path) -> Iterator[RealAppliance]:
+def real_appliance(data_dir: Path, settings: Mapping[str, str] | None = None) -> Iterator[RealAppliance]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "appliance", "demo", "--port", "0", "--data", str(data_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        env={**os.environ, **(settings or {})},
     )
     lines: list[str] = []
     ready = threading.Event()
