@@ -134,9 +134,14 @@ class AttentionBuilder(CompressorBuilder):
         visible ones."""
         c = self.config
         prefix = f"model.layers.{layer}.self_attn"
+        path = f"/model/layers.{layer}/attn/compressor"
+        weight = self.compressor_weight(f"{prefix}.compressor", c.head_dim, overlap=False)
+        src = self.make_matmul(
+            f"{path}/src", x, f"{prefix}.compressor.kv_gate_proj.weight", weight, quantize=False
+        )
         return self.make_compressor(
-            f"/model/layers.{layer}/attn/compressor", x, layer=layer, prefix=f"{prefix}.compressor",
-            state="cmp", m=c.compress_rate(layer), width=c.head_dim, overlap=False,
+            path, src, layer=layer, prefix=f"{prefix}.compressor", state="cmp", m=c.compress_rate(layer),
+            width=c.head_dim, overlap=False,
         )  # fmt: skip
 
     def _hca_mask(self, layer: int) -> str:
@@ -157,16 +162,30 @@ class AttentionBuilder(CompressorBuilder):
         d, m = c.head_dim, c.compress_rate(layer)
         prefix = f"model.layers.{layer}.self_attn"
         path = f"/model/layers.{layer}/attn"
+        # The three float projections of x a CSA layer has (compressor, indexer's compressor, indexer's
+        # head weights) run as one MatMul and a Split.
+        cmp, idx = f"{prefix}.compressor", f"{prefix}.compressor.indexer"
+        weights = [
+            self.compressor_weight(cmp, d, overlap=True),
+            self.compressor_weight(idx, c.index_head_dim, overlap=True),
+            self.indexer_head_weight(idx),
+        ]
+        joined = self.make_matmul(
+            f"{path}/x_proj", x, f"{prefix}.x_proj.weight", np.concatenate(weights), quantize=False
+        )
+        sizes = self.i64([len(w) for w in weights])
+        cmp_src, idx_src, head_weights = self.op_n(
+            "Split", f"{path}/x_proj/Split", [joined, sizes], 3, axis=-1
+        )
         entries = self.make_compressor(
-            f"{path}/compressor", x, layer=layer, prefix=f"{prefix}.compressor", state="cmp", m=m, width=d,
-            overlap=True,
+            f"{path}/compressor", cmp_src, layer=layer, prefix=cmp, state="cmp", m=m, width=d, overlap=True,
         )  # fmt: skip
         index_keys = self.make_compressor(
-            f"{path}/indexer", x, layer=layer, prefix=f"{prefix}.compressor.indexer", state="idx", m=m,
-            width=c.index_head_dim, overlap=True,
+            f"{path}/indexer", idx_src, layer=layer, prefix=idx, state="idx", m=m, width=c.index_head_dim,
+            overlap=True,
         )  # fmt: skip
         picks, keep = self.make_indexer_picks(
-            f"{path}/indexer", x, q_res, prefix=f"{prefix}.compressor.indexer", m=m, keys=index_keys
+            f"{path}/indexer", head_weights, q_res, prefix=idx, m=m, keys=index_keys
         )
         at = self.op("Reshape", f"{path}/far/Reshape", [picks, self.i64([0, 0, -1, 1])])
         keys = self.op("GatherND", f"{path}/far/GatherND", [entries, at], batch_dims=1)

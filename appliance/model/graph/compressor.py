@@ -27,10 +27,26 @@ __all__ = ["CompressorBuilder"]
 
 
 class CompressorBuilder(CacheBuilder):
+    def compressor_weight(self, prefix: str, width: int, *, overlap: bool) -> np.ndarray:
+        """The ``[out, in]`` projection a compressor reads from the normed input: ``[kv | gate]``."""
+        series = 2 if overlap else 1
+        hidden = self.config.hidden_size
+        kv_w = self.tensor(f"{prefix}.kv_proj.weight", (series * width, hidden))
+        gate_w = self.tensor(f"{prefix}.gate_proj.weight", (series * width, hidden))
+        return np.concatenate([kv_w, gate_w])
+
+    def indexer_head_weight(self, prefix: str) -> np.ndarray:
+        """The indexer's per-head score weights ``[Hi, hidden]``, with both constant scalings folded
+        in: Relu(a) * s == Relu(a * s) for s > 0."""
+        c = self.config
+        hi, di = c.index_n_heads, c.index_head_dim
+        head_w = self.tensor(f"{prefix}.scorer.weights_proj.weight", (hi, c.hidden_size))
+        return head_w * np.float32(di**-0.5 * hi**-0.5)
+
     def make_compressor(
         self,
         path: str,
-        x: str,
+        src: str,
         *,
         layer: int,
         prefix: str,
@@ -41,10 +57,10 @@ class CompressorBuilder(CacheBuilder):
     ) -> str:
         """Update one compressor's state and return its entries ``[B, C, width]`` after this call.
 
-        ``prefix`` names the transformers module (``...self_attn.compressor`` or ``....indexer``);
+        ``src`` is this call's tokens projected by ``compressor_weight``, ``[B, T, feat]``; ``prefix`` names the transformers module (``...self_attn.compressor`` or ``....indexer``);
         ``state`` is ``cmp`` or ``idx`` (graph inputs ``past.{i}.{state}_src`` / ``_kv``).
 
-        x ─ MatMul[kv|gate] ─ src ─┐
+        src (x ─ MatMul[kv|gate]) ─┐
         past src ring ──────────── Concat ─┬─ GatherElements(ring keep) ─ present src ring
           (overlap: Reshape to (token, kv|gate, A|B) rows) ─ GatherElements(window sources)
           ─ Reshape[B,J,span,(kv,gate),width] ─ Split(kv, gate) ; gate + position_bias (+ -inf before entry 0)
@@ -55,13 +71,6 @@ class CompressorBuilder(CacheBuilder):
         ring = 2 * m if overlap else m
         span = 2 * m if overlap else m
         feat = 2 * series * width  # [kv (A|B) | gate (A|B)] per token
-        hidden = self.config.hidden_size
-
-        kv_w = self.tensor(f"{prefix}.kv_proj.weight", (series * width, hidden))
-        gate_w = self.tensor(f"{prefix}.gate_proj.weight", (series * width, hidden))
-        src = self.make_matmul(
-            f"{path}/src", x, f"{prefix}.kv_gate_proj.weight", np.concatenate([kv_w, gate_w]), quantize=False
-        )
 
         ring_in = f"past.{layer}.{state}_src"
         entries_in = f"past.{layer}.{state}_kv"
@@ -127,14 +136,14 @@ class CompressorBuilder(CacheBuilder):
         return entries_out
 
     def make_indexer_picks(
-        self, path: str, x: str, q_residual: str, *, prefix: str, m: int, keys: str
+        self, path: str, weights: str, q_residual: str, *, prefix: str, m: int, keys: str
     ) -> tuple[str, str]:
         """The Lightning Indexer's picks per query: entry indices ``[B, T, 1, k]`` and an additive mask
         ``[B, T, 1, k]`` (0 for a visible pick, -inf for a pick that only filled a short list) — the
         head axis kept at 1 throughout, so the mask is already shaped for ``[B, T, H, k]`` scores.
 
         q_residual ─ MatMul(q_b) ─ RoPE(t) ─ Reshape[B,T,Hi,Di] ─ MatMul(keysᵀ) ─ Relu ─┐
-        x ─ MatMul(weights_proj · scales) ─ Unsqueeze ──────────────────────── MatMul ─ [B,T,1,C]
+        weights (x ─ MatMul(weights_proj · scales)) ─ Unsqueeze ──────────────── MatMul ─ [B,T,1,C]
           ─ Where(visible, ., -inf) ─ TopK(min(k, C)) ─ picks ─ GatherElements(visibility) ─ keep
         """
         c = self.config
@@ -152,12 +161,6 @@ class CompressorBuilder(CacheBuilder):
         keys_t = self.op("Unsqueeze", f"{path}/keys/Unsqueeze", [keys_t, self.i64([1])])
         scores = self.op("MatMul", f"{path}/scores/MatMul", [q, keys_t])
         scores = self.op("Relu", f"{path}/scores/Relu", [scores])
-        # Relu(a) * s == Relu(a * s) for s > 0: both scalings fold into the head weights.
-        head_w = self.tensor(f"{prefix}.scorer.weights_proj.weight", (hi, c.hidden_size))
-        head_w = head_w * np.float32(di**-0.5 * hi**-0.5)
-        weights = self.make_matmul(
-            f"{path}/weights_proj", x, f"{prefix}.scorer.weights_proj.weight", head_w, quantize=False
-        )
         weights = self.to_f32(f"{path}/weights/Cast", weights)
         weights = self.op("Unsqueeze", f"{path}/weights/Unsqueeze", [weights, self.i64([2])])
         scores = self.op("MatMul", f"{path}/score/MatMul", [weights, scores])
