@@ -87,6 +87,10 @@ class Settings:
     # Most choices one request may ask for (`n`); they share one prefill but each holds a cache slot.
     max_n: int = 8
     intra_op_threads: int = 0  # 0 = let ONNX Runtime decide
+    # A prompt is prefilled in calls of prefill_chunk tokens; 0 = the most whose activations fit
+    # prefill_memory_mb (estimated from the model's dimensions: appliance/engine/memory.py).
+    prefill_chunk: int = 0
+    prefill_memory_mb: int = 4096
     # Browser origins allowed to call the API cross-origin (CORS), comma-separated, exact
     # ("https://ide.example.com"); empty = CORS off, which is the default.
     cors_origins: str = ""
@@ -233,6 +237,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"execution_provider must be 'cpu' or 'cuda', got {s.execution_provider!r}")
     if s.max_batch < 1 or s.max_waiting < 0:
         raise ConfigError("max_batch must be >= 1 and max_waiting >= 0")
+    if s.prefill_chunk < 0 or s.prefill_memory_mb < 1:
+        raise ConfigError("prefill_chunk must be >= 0 (0: sized from prefill_memory_mb), prefill_memory_mb >= 1")
     if not 1 <= s.max_n <= 128:
         raise ConfigError(f"max_n must be in 1..128 (choices per request), got {s.max_n}")
     if s.audit_checkpoint_every < 1 or s.audit_checkpoint_interval_s <= 0:

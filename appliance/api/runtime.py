@@ -46,6 +46,8 @@ def load_engine(settings: Settings) -> AsyncEngine:
         num_slots=settings.max_batch,
         intra_op_threads=settings.intra_op_threads,
         max_waiting=settings.max_waiting,
+        prefill_chunk=settings.prefill_chunk or None,
+        prefill_memory=settings.prefill_memory_mb << 20,
     )
     return AsyncEngine(llm)
 

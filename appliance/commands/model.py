@@ -20,7 +20,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32", help="activation dtype")
     build.add_argument("--quant", choices=("none", "int8", "int4"), default="none", help="weight-only quantization (int4: routed experts at 4 bits, other projections at 8)")
     build.add_argument("--stages", type=int, default=1, metavar="N", help="pipeline stages (one per GPU)")
-    build.add_argument("--moe", choices=("portable", "ort"), default="portable", help="MoE implementation")
+    build.add_argument("--moe", choices=("ort", "portable"), default="ort", help="MoE implementation (ort: com.microsoft.MoE, prefill memory bounded; portable: standard ONNX ops only)")
     build.add_argument("--name", help="bundle name (default: the checkpoint directory's name)")
     build.add_argument("--version", type=int, help="bundle version, an integer (default: build time YYYYMMDDHHMMSS)")
     _signing_key_option(build)

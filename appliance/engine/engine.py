@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from appliance.engine.constrain import Constraint, GrammarTokenizer, MaskComputer, apply_masks
+from appliance.engine.memory import DEFAULT_PREFILL_MEMORY, prefill_chunk_for_bundle
 from appliance.engine.prompt import THINK_END
 from appliance.engine.reasoning import ReasoningState
 from appliance.engine.sampler import process_logits, sample, token_logprobs
@@ -151,17 +152,29 @@ class LLMEngine:
         max_context: int = DEFAULT_MAX_CONTEXT,
         intra_op_threads: int = 0,
         max_waiting: int = 256,
-        prefill_chunk: int = 1024,
+        prefill_chunk: int | None = None,
+        prefill_memory: int = DEFAULT_PREFILL_MEMORY,
         preempt_after: int | None = None,
     ) -> LLMEngine:
-        """An engine on ONNX Runtime over a bundle that ``appliance.model.bundle.load_bundle`` verified."""
+        """An engine on ONNX Runtime over a bundle that ``appliance.model.bundle.load_bundle`` verified.
+
+        A prompt is prefilled in calls of ``prefill_chunk`` tokens; by default, of the most tokens
+        whose activations fit ``prefill_memory`` bytes (``appliance/engine/memory.py``)."""
         from appliance.engine.runner import OrtRunner  # the one module that imports onnxruntime
 
+        context = min(max_context, bundle.config.max_position_embeddings)
+        if prefill_chunk is None:
+            prefill_chunk = prefill_chunk_for_bundle(
+                bundle.info, bundle.config, budget=prefill_memory, context=context
+            )
+            log.info(
+                "prefill chunk %d tokens (activations within %d MiB)", prefill_chunk, prefill_memory >> 20
+            )
         runner = OrtRunner(
             bundle.path,
             bundle.io,
             num_slots=num_slots,
-            max_context=min(max_context, bundle.config.max_position_embeddings),
+            max_context=context,
             provider=provider,
             device_ids=device_ids,
             intra_op_threads=intra_op_threads,

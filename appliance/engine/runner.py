@@ -208,8 +208,8 @@ class OrtRunner:
             raise ConfigError("the runner needs at least one slot and a context of at least 2 tokens")
         self._num_slots = num_slots
         self._max_context = max_context
-        # Long prompts go in pieces: bounded activation memory (the portable MoE path materialises
-        # tokens x top-k expert matrices in a prefill).
+        # Long prompts go in pieces: bounded activation memory (LLMEngine.from_bundle sizes them from
+        # the bundle's dimensions, appliance/engine/memory.py).
         self._prefill_chunk = prefill_chunk
         self._act_dtype, specs = read_io(io, max_context=max_context)
         if provider == "cuda":
@@ -257,6 +257,10 @@ class OrtRunner:
     @property
     def num_stages(self) -> int:
         return len(self._stages)
+
+    @property
+    def prefill_chunk(self) -> int:
+        return self._prefill_chunk
 
     def fork(self, source_slot: int, target_slot: int) -> None:
         """Give ``target_slot`` a copy of ``source_slot``'s cache state in every stage."""

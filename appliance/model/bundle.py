@@ -60,7 +60,7 @@ BUNDLE_FORMAT = "enclave-model-bundle"
 BUNDLE_FORMAT_VERSION = 1
 DTYPES = ("fp32", "fp16", "bf16")
 QUANTS = ("none", "int8", "int4")
-MOE_PATHS = ("portable", "ort")
+MOE_PATHS = ("ort", "portable")  # as graph/moe.py: the first is the default
 PROMPT_FORMAT = "deepseek_v4"
 SPECIAL_TOKENS = {
     "bos": "<｜begin▁of▁sentence｜>",
@@ -409,7 +409,7 @@ def build_bundle(
     dtype: str = "fp32",
     quant: str = "none",
     stages: int = 1,
-    moe: str = "portable",
+    moe: str = "ort",
     signing_key: Ed25519PrivateKey | None = None,
     name: str | None = None,
     version: int | None = None,

@@ -2,7 +2,7 @@
 
 Public surface:
 
-    build_graphs(ckpt, *, dtype="fp32", quant="none", stages=1, moe="portable", logits="last",
+    build_graphs(ckpt, *, dtype="fp32", quant="none", stages=1, moe="ort", logits="last",
                  weight_sink=None, accuracy_level=4) -> list[onnx.ModelProto]
     graph_io(config, *, dtype="fp32", stages=1, logits="last") -> dict      # bundle.json "io"
     state_shape(entry, *, batch, max_context) -> tuple[int, ...]            # size one state buffer

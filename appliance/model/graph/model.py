@@ -26,7 +26,7 @@ class V4GraphBuilder(AttentionBuilder, MoEBuilder, HyperBuilder):
         layers: tuple[int, int],
         dtype: str = "fp32",
         quant: str = "none",
-        moe: str = "portable",
+        moe: str = "ort",
         logits: str = "last",
         weight_sink: WeightSink | None = None,
         accuracy_level: int = MATMUL_ACCURACY,

@@ -9,12 +9,20 @@ Experts are SwiGLU with the gate clamped above and the up projection clamped bot
 
 Two interchangeable expert paths, chosen at build time:
 
-- ``portable``: standard ONNX ops; gathers the chosen experts' weights per token (reads only what a
-  decode step needs; a long prefill materialises ``tokens x k`` expert matrices, so prefill long
-  prompts in chunks on this path);
-- ``ort``: ONNX Runtime's fused ``com.microsoft.MoE``. Its router input is softmaxed, top-k'd and
-  renormalised inside the operator, so the graph feeds it ``log(score)`` on the chosen experts and
-  -inf elsewhere: softmax then reproduces exactly the renormalised chosen scores.
+- ``ort`` (the default): ONNX Runtime's fused ``com.microsoft.MoE``. Its router input is softmaxed,
+  top-k'd and renormalised inside the operator, so the graph feeds it ``log(score)`` on the chosen
+  experts and -inf elsewhere: softmax then reproduces exactly the renormalised chosen scores. The
+  kernel groups the tokens by expert and reads each chosen expert's weights in place, so a prefill's
+  working set is activations only, ``tokens x k x (3 x expert width + hidden)`` floats; it has CPU
+  (float32, float16) and CUDA (float32, float16, bfloat16) kernels.
+- ``portable``: standard ONNX ops, for runtimes without Microsoft's contrib ops; gathers the chosen
+  experts' weights per token, so a call materialises ``tokens x k`` expert matrices (a V4-Flash
+  expert is 48 MiB in fp16: ~300 MiB a token at top-6). The runner sizes its prefill chunks for it
+  (``appliance/engine/memory.py``); it decodes no faster than ``ort`` on CPU (bench/graph_decode.py).
+
+A hash table may route a token to one expert twice (transformers then counts it twice); the fused
+operators' top-k picks an expert once, so their router input scatter-*adds* the chosen scores: the
+expert's weight is the sum, the product the same.
 """
 
 from __future__ import annotations
@@ -27,13 +35,14 @@ from onnx import TensorProto
 from appliance.model.graph.builder import MS_DOMAIN, QUANT_BLOCK, GraphBuilder, transpose_2d
 from shared.errors import ModelError
 
-__all__ = ["MOE_PATHS", "MoEBuilder"]
+__all__ = ["DEFAULT_MOE", "MOE_PATHS", "MoEBuilder"]
 
-MOE_PATHS = ("portable", "ort")
+MOE_PATHS = ("ort", "portable")  # the first is the default
+DEFAULT_MOE = MOE_PATHS[0]
 
 
 class MoEBuilder(GraphBuilder):
-    moe_path: str = "portable"
+    moe_path: str = DEFAULT_MOE
     input_ids: str  # [B, T] int64, set by the model builder
 
     def make_moe(self, layer: int, x: str) -> str:
@@ -123,14 +132,21 @@ class MoEBuilder(GraphBuilder):
         return self.op("Reshape", f"{path}/combine/Reshape", [y, shape])
 
     def _router_logits(self, path: str, scores: str, chosen: str, weights: str) -> str:
-        """log(chosen score) on the chosen experts, -inf elsewhere: the fused ops' router input.
+        """log(chosen score) on the chosen experts (summed where a hash row repeats one), -inf
+        elsewhere: the fused ops' router input.
 
-        weights ─ Log ─ ScatterElements(Expand(-inf, [N,E]), chosen)
+        weights ─ ScatterElements[add](Expand(0, [N,E]), chosen) ─ Log
         """
-        logs = self.op("Log", f"{path}/route/Log", [weights])
         shape = self.op("Shape", f"{path}/route/Shape", [scores])
-        floor = self.op("Expand", f"{path}/route/Expand", [self.const(np.float32(-np.inf)), shape])
-        router = self.op("ScatterElements", f"{path}/route/ScatterElements", [floor, chosen, logs], axis=1)
+        floor = self.op("Expand", f"{path}/route/Expand", [self.const(np.float32(0.0)), shape])
+        dense = self.op(
+            "ScatterElements",
+            f"{path}/route/ScatterElements",
+            [floor, chosen, weights],
+            axis=1,
+            reduction="add",
+        )
+        router = self.op("Log", f"{path}/route/Log", [dense])
         return self.to_act(f"{path}/route/Cast", router)
 
     def _experts_qmoe(self, path: str, prefix: str, x: str, scores: str, chosen: str, weights: str) -> str:

@@ -45,7 +45,7 @@ def build_graphs(
     dtype: str = "fp32",
     quant: str = "none",
     stages: int = 1,
-    moe: str = "portable",
+    moe: str = "ort",
     logits: str = "last",
     weight_sink: WeightSink | Sequence[WeightSink] | None = None,
     accuracy_level: int = MATMUL_ACCURACY,

@@ -70,7 +70,9 @@ def test_stages_and_dtypes_build_the_same_model(built, tmp_path: Path) -> None: 
         graph = onnx.load(str(tmp_path / "s3" / f"stage{k}.onnx"), load_external_data=False).graph
         locations = {e.value for t in graph.initializer for e in t.external_data if e.key == "location"}
         assert locations == {f"stage{k}.onnx.data"}
-    np.testing.assert_allclose(_bundle_logits(tmp_path / "s3", IDS), _bundle_logits(bundle_dir, IDS), atol=1e-5)
+    np.testing.assert_allclose(
+        _bundle_logits(tmp_path / "s3", IDS), _bundle_logits(bundle_dir, IDS), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("quant", ["none", "int4"])
@@ -94,7 +96,8 @@ def test_expert_stacks_stream_to_the_data_file(  # type: ignore[no-untyped-def]
     _, ckpt_dir, _ = built
     out = build_bundle(ckpt_dir, tmp_path / quant, signing_key=KEY, version=1, quant=quant)
     config = open_checkpoint(ckpt_dir).config
-    suffixes = (".experts.gate_up_proj.T", ".experts.down_proj.T") if quant == "none" else (
+    # moe="ort" (the default): the stacks com.microsoft.MoE reads, gate/up interleaved.
+    suffixes = (".experts.gate_up_proj.interleaved", ".experts.down_proj.scaled") if quant == "none" else (
         ".experts.gate_up_proj.qweight", ".experts.down_proj.qweight")  # fmt: skip
     experts = {f"model.layers.{i}.mlp{s}" for i in range(config.num_hidden_layers) for s in suffixes}
     assert experts <= set(streamed)
