@@ -47,9 +47,15 @@ __all__ = [
 ]
 
 DEMO_NAME = "deepseek-v4-demo"
-DEMO_VERSION = 2  # 1 was the random-weight model
+DEMO_VERSION = 3  # 1 was the random-weight model; 2 the trained one before its experts were trained for int4
 SHIPPED_CHECKPOINT = Path(__file__).with_name("demo_model")
-_SHIPPED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "training.json")
+_SHIPPED_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "generation_config.json",
+    "training.json",
+)
 VOCAB_SIZE = 512  # the random checkpoints' tokenizer
 SEED = 20260424
 
@@ -113,7 +119,18 @@ RANDOM_CONFIG: dict[str, Any] = {
 # The BOS/EOS ids V4 uses come first; the trainer assigns special tokens ids in this order.
 _SPECIALS_IN_ID_ORDER = [
     SPECIAL_TOKENS[k]
-    for k in ("bos", "eos", "user", "assistant", "think_begin", "think_end", "fim_begin", "fim_hole", "fim_end", "pad")
+    for k in (
+        "bos",
+        "eos",
+        "user",
+        "assistant",
+        "think_begin",
+        "think_end",
+        "fim_begin",
+        "fim_hole",
+        "fim_end",
+        "pad",
+    )
 ]
 
 
@@ -141,7 +158,9 @@ def _corpus() -> list[str]:
         picked = [words[i] for i in rng.integers(0, len(words), size=int(rng.integers(3, 9)))]
         indent = "    " * int(rng.integers(0, 3))
         lines.append(indent + " ".join(picked))
-        lines.append(f"{indent}{picked[0]}_{picked[-1]} = {picked[1]}({picked[2]}, {int(rng.integers(0, 100))})")
+        lines.append(
+            f"{indent}{picked[0]}_{picked[-1]} = {picked[1]}({picked[2]}, {int(rng.integers(0, 100))})"
+        )
     lines += ["你好，世界", "¿Qué tal? Ça va très bien — ünïcödé", "λx. x + 1  # ≠ ≤ ≥ → ∀", "🙂 🚀 ✓"]
     return lines
 
@@ -204,7 +223,9 @@ def write_random_checkpoint(out: Path, raw_config: dict[str, Any], *, seed: int 
         )
         (root / "config.json").write_text(json.dumps(raw_config, indent=2) + "\n", encoding="utf-8")
         generation = {"bos_token_id": 0, "eos_token_id": 1, "do_sample": True, "temperature": 0.7}
-        (root / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+        (root / "generation_config.json").write_text(
+            json.dumps(generation, indent=2) + "\n", encoding="utf-8"
+        )
         write_tokenizer(root / "tokenizer.json")
     return out
 
@@ -213,7 +234,9 @@ def write_demo_checkpoint(out: Path) -> Path:
     """Copy the shipped demo checkpoint to ``out`` (which must not exist). Returns ``out``."""
     missing = [name for name in _SHIPPED_FILES if not (SHIPPED_CHECKPOINT / name).is_file()]
     if missing:
-        raise ModelError(f"the demo model is missing from this install: {SHIPPED_CHECKPOINT / missing[0]} not found")
+        raise ModelError(
+            f"the demo model is missing from this install: {SHIPPED_CHECKPOINT / missing[0]} not found"
+        )
     with staged_directory(out) as root:
         for name in _SHIPPED_FILES:
             shutil.copyfile(SHIPPED_CHECKPOINT / name, root / name)
@@ -239,4 +262,3 @@ def build_demo(
             progress=progress,
         )
     return DemoPaths(out / "checkpoint", out / "bundle")
-

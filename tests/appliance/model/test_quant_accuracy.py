@@ -22,7 +22,6 @@ from tests.helpers.v4_onnx import StageRunner, logit_agreement
 ROWS, LENGTH = 8, 256
 
 
-
 def held_out_rows() -> np.ndarray:
     tok = Tokenizer.from_file(str(SHIPPED_CHECKPOINT / "tokenizer.json"))
     text = "".join(demo_data.read_file(rel) for rel in demo_data.HELD_OUT_FILES)
@@ -47,13 +46,15 @@ def logits() -> dict[str, np.ndarray]:
     return out
 
 
-# Measured on the shipped model here: int8 99.1%, int4 94.0% (mean cosine 0.99993 / 0.99828). int8
-# meets issue 14's 99% once the runner keeps 8-bit QMoE on fp32 activations (exact_qmoe_activations;
-# ONNX Runtime's int8-activation default gave 98.2%), and is held to it. int4 misses its 97%: the
-# loss is the routed experts' 4-bit rounding (every layer adds to it; block 16 gives 94.9%, a GPTQ
-# pass over calibration text 94.6%), see docs/demo-model.md; its bound pins what ships, less room for
-# another CPU's float rounding, so a quantizer regression still fails here.
-@pytest.mark.parametrize(("quant", "min_top1", "min_cosine"), [("int8", 0.99, 0.9999), ("int4", 0.93, 0.998)])
+# Measured on the shipped model here: int8 99.07%, int4 99.12% (mean cosine 0.999900 both; version 2
+# had 0.99993 at int8). Its routed experts were trained for int4 and are stored on the int4 grid (train_demo_model.py --qat-int4,
+# docs/demo-model.md), which the quantizer keeps exactly: what int8 and int4 lose is the 8-bit
+# projections' rounding. int8 meets issue 14's 99% once the runner keeps 8-bit QMoE on fp32
+# activations (exact_qmoe_activations; ONNX Runtime's int8-activation default gave 98.2%). Both are
+# held to the issue's targets (before the experts were trained for it, int4 was 94.0%).
+@pytest.mark.parametrize(
+    ("quant", "min_top1", "min_cosine"), [("int8", 0.99, 0.9998), ("int4", 0.97, 0.9998)]
+)
 def test_quantized_graph_keeps_trained_predictions(
     logits: dict[str, np.ndarray], quant: str, min_top1: float, min_cosine: float
 ) -> None:
