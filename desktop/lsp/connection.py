@@ -10,6 +10,7 @@ pop-up on every keystroke.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from pathlib import Path
 from desktop.client.aio import AsyncApplianceClient
 from desktop.client.credentials import CredentialStore
 from desktop.client.errors import CertificateMismatchError, UnreachableError
+from desktop.client.methods import account_for
 from desktop.client.profile import Profile, ProfileStore, normalize_url
 from desktop.client.tls import ca_fingerprint
-from shared.errors import AuthError, InputError, PermissionDeniedError
+from shared.errors import AuthError, InputError, PermissionDeniedError, UpstreamError
 
 __all__ = ["Connection", "SessionInfo", "describe"]
 
@@ -45,6 +47,8 @@ def describe(exc: BaseException, url: str = "") -> str:
         return f"Enclave: your sign-in to {url or 'the appliance'} has expired or was revoked; {SIGN_IN_HINT}"
     if isinstance(exc, UnreachableError):
         return f"Enclave: {exc}; completions resume when it answers"
+    if isinstance(exc, UpstreamError):
+        return f"Enclave: the appliance cannot use the site directory ({exc}); try again later or ask your administrator"
     if isinstance(exc, CertificateMismatchError):
         return f"Enclave: {exc}. Do not sign in; ask your administrator"
     if isinstance(exc, PermissionDeniedError):
@@ -69,6 +73,8 @@ class Connection:
         self._session: SessionInfo | None = None
         self._said: str | None = None
         self.model_preference = ""
+        # The editor's ``account`` setting ("ldap", "local"; "": the profile's, else the appliance's offer).
+        self.account_preference = ""
 
     # -- problems, said once -----------------------------------------------------------------------
 
@@ -175,14 +181,24 @@ class Connection:
         self.ok()
         return info
 
-    async def sign_in_password(self, username: str, password: str) -> SessionInfo:
+    async def sign_in_password(self, username: str, password: str, account: str = "") -> SessionInfo:
+        """Sign in with a local account's password or (``account="ldap"``) the directory's. Without
+        ``account``: the editor's setting, else the one the profile remembers (shared with the desktop
+        client), else the directory when the appliance offers one."""
         profile = self._profile()
         probe = self._make(profile, None)
         try:
-            token = (await probe.login(username, password)).token
+            chosen = account or self.account_preference
+            methods = None if chosen else await probe.auth_methods()
+            kind = account_for(methods, chosen, profile.account)
+            token = (await probe.login(username, password, kind)).token
         finally:
             await probe.aclose()
-        return await self.sign_in_token(token)
+        info = await self.sign_in_token(token)
+        remembered = dataclasses.replace(profile, username=info.username, account=kind)
+        if remembered != profile:
+            self._profiles.save(remembered, self._profiles.ca_file.read_bytes())
+        return info
 
     async def sign_out(self) -> None:
         profile = self._profile()

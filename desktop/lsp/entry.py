@@ -5,7 +5,11 @@ cannot do for itself.
     enclave-lsp connect URL CA_FILE --fingerprint FP   pin the appliance's CA (the fingerprint
                                                   your administrator gave, as `enclave init` printed it)
     enclave-lsp sign-in --token-stdin             store an API token in the keyring
-    enclave-lsp sign-in --username NAME           sign in with a password (read from stdin)
+    enclave-lsp sign-in --username NAME [--account ldap|local]
+                                                  sign in with a password (read from stdin): the
+                                                  directory's (LDAP / Active Directory) or a local
+                                                  account's; by default the last choice, else the
+                                                  directory when the appliance offers one
     enclave-lsp status                            who is signed in where
 
 The profile and the keyring entry are the desktop client's: connecting in either serves both.
@@ -50,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     how = sign_in.add_mutually_exclusive_group(required=True)
     how.add_argument("--token-stdin", action="store_true", help="read an API token from stdin")
     how.add_argument("--username", help="sign in with this user's password, read from stdin")
+    sign_in.add_argument(
+        "--account", choices=("ldap", "local"), default="",
+        help="the password is the site directory's (ldap) or a local Enclave account's (local)",
+    )
     sub.add_parser("sign-out", help="remove the stored token")
     sub.add_parser("status", help="print who is signed in where (JSON)")
     return parser
@@ -72,7 +80,7 @@ async def _setup(args: argparse.Namespace) -> int:
             if args.token_stdin:
                 info = await connection.sign_in_token(secret)
             else:
-                info = await connection.sign_in_password(args.username, secret)
+                info = await connection.sign_in_password(args.username, secret, args.account)
             print(f"signed in to {info.url} as {info.username} (model {info.model})")
         elif args.action == "sign-out":
             await connection.sign_out()

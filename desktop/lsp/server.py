@@ -25,7 +25,7 @@ from typing import Any
 
 from lsprotocol import types
 from pygls import uris
-from pygls.exceptions import JsonRpcInvalidParams, JsonRpcServerError
+from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.workspace import TextDocument
 
@@ -41,16 +41,22 @@ from desktop.lsp.commands import (
     text_argument,
 )
 from desktop.lsp.completion import Completer, CompletionAsk
-from desktop.lsp.connection import Connection
+from desktop.lsp.connection import Connection, SessionInfo
 from desktop.lsp.project import Project
 from desktop.lsp.settings import Settings
-from shared.errors import EnclaveError, InputError
+from shared.errors import AuthError, EnclaveError, InputError
 from shared.version import VERSION
 
 __all__ = ["EnclaveServer", "build_server"]
 
 _TRIGGERS = [".", "(", "[", ",", "=", ":", " "]
-_REQUEST_FAILED = -32803  # LSP's RequestFailed: the request was valid, the appliance said no
+
+
+class _RequestFailed(JsonRpcException):
+    """LSP's RequestFailed: the request was valid, the appliance said no. (pygls's JsonRpcServerError
+    takes only -32099..-32000 and raised ValueError for this code, so a refusal became a traceback.)"""
+
+    CODE = -32803
 
 
 class EnclaveServer(LanguageServer):
@@ -79,6 +85,7 @@ class EnclaveServer(LanguageServer):
         except InputError as exc:
             self.tell(f"{exc}; keeping the previous settings", error=True)
         self.connection.model_preference = self.settings.model
+        self.connection.account_preference = self.settings.account
 
     # -- documents ----------------------------------------------------------------------------------
 
@@ -171,11 +178,24 @@ def _answered(server: EnclaveServer, name: str) -> Callable[[Callable[..., Await
                 raise JsonRpcInvalidParams(str(exc)) from None
             except EnclaveError as exc:
                 message = ls.connection.problem(exc)
-                raise JsonRpcServerError(message, _REQUEST_FAILED) from None
+                raise _RequestFailed(message) from None
 
         return server.command(name)(run)
 
     return register
+
+
+async def _sign_in(ls: EnclaveServer, a: dict[str, Any]) -> SessionInfo:
+    if "token" in a:
+        return await ls.connection.sign_in_token(text_argument(a, "token", "enclave.signIn"))
+    if "username" in a:
+        return await ls.connection.sign_in_password(
+            text_argument(a, "username", "enclave.signIn"), text_argument(a, "password", "enclave.signIn"),
+            str(a.get("account") or ""),
+        )
+    raise InputError(
+        "enclave.signIn needs {\"token\": \"encl_...\"} or {\"username\", \"password\"[, \"account\"]}"
+    )
 
 
 def build_server(dirs: Dirs | None = None, *, credentials: CredentialStore | None = None) -> EnclaveServer:
@@ -244,16 +264,13 @@ def build_server(dirs: Dirs | None = None, *, credentials: CredentialStore | Non
     @_answered(server, "enclave.signIn")
     async def sign_in(ls: EnclaveServer, *args: Any) -> dict[str, Any]:
         a = object_argument(args, "enclave.signIn")
-        if "token" in a:
-            info = await ls.connection.sign_in_token(text_argument(a, "token", "enclave.signIn"))
-        elif "username" in a:
-            info = await ls.connection.sign_in_password(
-                text_argument(a, "username", "enclave.signIn"), text_argument(a, "password", "enclave.signIn")
-            )
-        else:
-            raise InputError(
-                "enclave.signIn needs {\"token\": \"encl_...\"} or {\"username\", \"password\"}"
-            )
+        try:
+            info = await _sign_in(ls, a)
+        except AuthError as exc:
+            # A refused sign-in is not an expired one (what a 401 means everywhere else).
+            message = f"Enclave: sign-in refused: {exc}"
+            ls.tell(message, error=True)
+            raise _RequestFailed(message) from None
         if ls.project.set_policy(info.path_exclusions):
             ls.project.refresh()
         ls.tell(f"Enclave: signed in to {info.url} as {info.username}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from desktop.client.methods import ACCOUNTS
 from desktop.project.fim import DEFAULT_FIM_BUDGET
 from shared.errors import InputError
 
@@ -19,7 +20,10 @@ _KEYS = {
     "fimBudget": "fim_budget",
     "contextBudget": "context_budget",
     "model": "model",
+    "account": "account",
 }
+# What a password signs in: the site directory's account or a local one ("": ask the appliance).
+_ACCOUNTS = ("", *ACCOUNTS)
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,9 @@ class Settings:
     # Estimated tokens of other files' definitions and matches put ahead of it; 0 turns that off.
     context_budget: int = 256
     model: str = ""  # empty: the first model the appliance lists for this user
+    # Password sign-in: "ldap" (the directory), "local", or "" — the last choice kept in the profile,
+    # else the directory when the appliance offers one, else local.
+    account: str = ""
 
     def updated(self, options: Any) -> Settings:
         """These settings with ``options`` (a JSON object, may be nested under ``enclave``) applied."""
@@ -55,5 +62,7 @@ class Settings:
                     raise InputError(f"Enclave setting {key} must be at most 5000 ms (got {value})")
             elif not isinstance(value, str):
                 raise InputError(f"Enclave setting {key} must be a string (got {value!r})")
+            elif name == "account" and value not in _ACCOUNTS:
+                raise InputError(f'Enclave setting {key} must be "ldap" or "local" (got {value!r})')
             changes[name] = value
         return replace(self, **changes)
