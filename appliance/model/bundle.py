@@ -41,7 +41,7 @@ from .checkpoint import Checkpoint, open_checkpoint
 from .config import V4Config
 from .manifest import Manifest, verify_manifest, write_manifest
 from .progress import NullProgress, Progress
-from .release import Mxfp4
+from .release import Fp8, Mxfp4
 from .signing import default_signing_key
 
 __all__ = [
@@ -316,6 +316,12 @@ class _CountingCheckpoint:
     def tensor(self, name: str) -> np.ndarray:
         out = self._ckpt.tensor(name)
         self._progress.advance(tensors=1, nbytes=self._ckpt.stored_bytes(name))
+        return out
+
+    def tensor_fp8(self, name: str) -> Fp8 | None:
+        out = self._ckpt.tensor_fp8(name)
+        if out is not None:  # otherwise the builder reads it with tensor(), which counts it
+            self._progress.advance(tensors=1, nbytes=self._ckpt.stored_bytes(name))
         return out
 
     def expert(self, name: str, index: int) -> np.ndarray:

@@ -4,6 +4,7 @@
     ckpt.config                  # V4Config
     ckpt.names()                 # DeepseekV4ForCausalLM.state_dict() names, in a stable order
     ckpt.tensor(name)            # float32 (int64 for the hash-routing table), dequantized
+    ckpt.tensor_fp8(name)        # the same as stored, when that is FP8: codes and block scales
     ckpt.expert(name, e)         # one expert's slice of a stacked experts tensor, read alone
     ckpt.expert_mxfp4(name, e)   # the same as stored, when that is FP4: codes and scales (release.Mxfp4)
     ckpt.tokenizer_path
@@ -32,6 +33,7 @@ from .release import (
     EXPERT_RE,
     FP4_GROUP,
     SCALE_SUFFIXES,
+    Fp8,
     Mxfp4,
     canonical_name,
     decode_scale,
@@ -193,6 +195,16 @@ class Checkpoint:
         for e in range(shape[0]):
             out[e] = self.expert(name, e)
         return out
+
+    def tensor_fp8(self, name: str) -> Fp8 | None:
+        """``tensor(name)`` as the release stores it, when that is FP8 e4m3 with block scales:
+        codes and scales, nothing dequantized. None otherwise."""
+        self.shape(name)
+        source = self._direct.get(name)
+        if source is None or source.scale is None or source.info.dtype != "F8_E4M3":
+            return None
+        scale = decode_scale(self._files.read(source.scale.name), source.scale.dtype, source.scale.name)
+        return Fp8(self._files.read(source.info.name), scale, self._fp8_block)
 
     def expert(self, name: str, index: int) -> np.ndarray:
         """``tensor(name)[index]`` for a stacked experts tensor, reading only that expert."""

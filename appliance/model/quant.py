@@ -44,8 +44,8 @@ import numpy as np
 
 from shared.errors import ModelError
 
-from .release import FP4_E2M1, FP4_GROUP, Mxfp4
-from .safetensors_io import byte_table, decode_bytes
+from .release import FP4_E2M1, FP4_GROUP, Fp8, Mxfp4
+from .safetensors_io import byte_table, decode_bytes, fp8_e4m3_to_f32
 
 __all__ = [
     "BITS",
@@ -68,6 +68,7 @@ _E2M1_CODES = np.arange(16)
 _LEVEL8 = (2 * FP4_E2M1[_E2M1_CODES] + 128).astype(np.uint8)
 _BYTE = np.arange(256)
 _LEVELS8_BYTES = byte_table(np.stack([_LEVEL8[_BYTE & 0xF], _LEVEL8[_BYTE >> 4]], axis=1))
+_FP8_GROUP = 32  # the only block size the FP8 table path serves (the builders' QUANT_BLOCK)
 #: Weights quantized per pass: bounds the search's temporaries (a few arrays of this many floats per
 #: thread); larger tensors are split into chunks that run on a thread per core.
 _CHUNK = 1 << 22
@@ -117,7 +118,7 @@ def _check(bits: int, block_size: int) -> None:
 
 
 def quantize_blocks(
-    weight: np.ndarray | Mxfp4, *, bits: int, block_size: int, search: bool | None = None
+    weight: np.ndarray | Mxfp4 | Fp8, *, bits: int, block_size: int, search: bool | None = None
 ) -> QuantizedMatrix:
     """Quantize ``weight`` [..., N, K] (float) along K in blocks of ``block_size``.
 
@@ -126,6 +127,11 @@ def quantize_blocks(
     stores it is mapped code by code when its scale blocks are ours (``_from_mxfp4``).
     """
     _check(bits, block_size)
+    if isinstance(weight, Fp8):
+        direct = _from_fp8(weight) if bits == 8 and block_size == _FP8_GROUP else None
+        if direct is not None:
+            return direct
+        weight = weight.dequantize()
     if isinstance(weight, Mxfp4):
         if block_size == FP4_GROUP and weight.shape[1] % FP4_GROUP == 0:
             return _from_mxfp4(weight, bits)
@@ -197,6 +203,48 @@ def _from_mxfp4(weight: Mxfp4, bits: int) -> QuantizedMatrix:
     scales = weight.scale.reshape(-1) * (step[plan] * factor * np.float32(0.5))
     zero_points = _pack4(zero[plan].reshape(n, k_blocks))
     return QuantizedMatrix(packed, scales.reshape(n, k_blocks), zero_points, 4, FP4_GROUP, k)
+
+
+def _from_fp8(weight: Fp8) -> QuantizedMatrix | None:
+    """FP8 e4m3 codes -> 8-bit levels by table lookups, blocks of 32 inputs inside one FP8 scale tile
+    (None where that does not hold, or where a block holds a NaN code: the float path takes those).
+
+    The same rounding as the float path (the block's range [min(lo, 0), max(hi, 0)] onto 0..255): a
+    block's largest value is one of 128 codes and its smallest one of 128, so the step, zero point
+    and the level of every code are tabled once per (largest, smallest) pair (``_fp8_int8_plan``);
+    the FP8 tile's scale multiplies the step.
+    """
+    n, k = weight.shape
+    bm, bn = weight.block
+    if k % _FP8_GROUP or bn % _FP8_GROUP:
+        return None
+    blocks = weight.codes.reshape(-1, _FP8_GROUP)
+    negative = blocks >= 0x80
+    # e4m3's magnitude order is its code order, within each sign.
+    top = np.where(negative, 0, blocks).max(axis=-1).astype(np.uint32)
+    bottom = np.where(negative, blocks & 0x7F, 0).max(axis=-1).astype(np.uint32)
+    if (top == 0x7F).any() or (bottom == 0x7F).any():
+        return None
+    steps, zeros, levels = _fp8_int8_plan()
+    plan = top * 128 + bottom
+    index = (plan * 256)[:, None] + blocks
+    packed = np.take(levels.reshape(-1), index, mode="clip").reshape(n, -1, _FP8_GROUP)
+    tile = np.repeat(np.repeat(weight.scale, bm, axis=0)[:n], bn // _FP8_GROUP, axis=1)
+    scales = tile[:, : k // _FP8_GROUP] * steps[plan].reshape(n, -1)
+    return QuantizedMatrix(packed, scales.astype(np.float32), zeros[plan].reshape(n, -1), 8, _FP8_GROUP, k)
+
+
+@functools.cache
+def _fp8_int8_plan() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (largest positive code, largest negative magnitude code) plan ``top * 128 + bottom``:
+    the step and zero point of ``_block_range`` for that range, and each code's level."""
+    values = fp8_e4m3_to_f32(np.arange(256, dtype=np.uint8))
+    values[np.isnan(values)] = 0  # NaN codes never meet a plan
+    hi = np.repeat(values[:128], 128)
+    lo = np.tile(-values[:128], 128)
+    step, zero = _block_range(np.minimum(lo, 0), np.maximum(hi, 0), 255.0)
+    levels = np.clip(np.rint(values[None, :] / step[:, None]) + zero[:, None], 0, 255)
+    return step, zero.astype(np.uint8), levels.astype(np.uint8)
 
 
 @functools.cache

@@ -31,6 +31,7 @@ __all__ = [
     "FP4_E2M1",
     "FP4_GROUP",
     "SCALE_SUFFIXES",
+    "Fp8",
     "Mxfp4",
     "canonical_name",
     "decode_scale",
@@ -153,6 +154,24 @@ def dequantize_fp4(
     else:
         values *= np.repeat(scale, FP4_GROUP, axis=-1)[..., :cols]
     return values
+
+
+@dataclass(frozen=True)
+class Fp8:
+    """A weight ``[N, K]`` as the release stores a dense projection: e4m3 codes and one scale per
+    ``block`` tile. An 8-bit quantizer maps the codes by table (quant.py); :meth:`dequantize` is the
+    float32 weight."""
+
+    codes: np.ndarray  # uint8 [N, K]
+    scale: np.ndarray  # float32 [ceil(N/bm), ceil(K/bn)]
+    block: tuple[int, int]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.codes.shape[0]), int(self.codes.shape[1])
+
+    def dequantize(self) -> np.ndarray:
+        return dequantize_fp8(self.codes, self.scale, self.block, "FP8 weight")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from appliance.model.config import V4Config
+from appliance.model.release import Fp8
 from shared.errors import ModelError
 
 __all__ = [
@@ -344,16 +345,23 @@ class GraphBuilder:
     def make_linear(
         self, path: str, x: str, name: str, shape: tuple[int, int], *, quantize: bool = True
     ) -> str:
-        """``x @ W.T`` for the transformers ``[out, in]`` weight ``name``."""
+        """``x @ W.T`` for the transformers ``[out, in]`` weight ``name``. An FP8 weight of an 8-bit
+        quantized build is handed to quant.quantize_blocks as stored (release.Fp8), not dequantized."""
+        read_fp8 = getattr(self.ckpt, "tensor_fp8", None) if quantize and self.quant_bits == 8 else None
+        fp8 = read_fp8(name) if read_fp8 is not None else None
+        if fp8 is not None and fp8.shape == tuple(shape):
+            return self.make_matmul(path, x, name, fp8)
         return self.make_matmul(path, x, name, self.tensor(name, shape), quantize=quantize)
 
-    def make_matmul(self, path: str, x: str, name: str, weight: np.ndarray, *, quantize: bool = True) -> str:
+    def make_matmul(
+        self, path: str, x: str, name: str, weight: np.ndarray | Fp8, *, quantize: bool = True
+    ) -> str:
         """``x @ weight.T`` for an ``[out, in]`` array: MatMul on the transposed weight, or — in a
         quantized build, unless ``quantize=False`` (routers, compressors: precision-sensitive and
         small) — MatMulNBits on the block-quantized weight (initializers ``name.qweight/.scales/.zp``).
         """
         if not (quantize and self.quant_bits):
-            w = self.weight_transposed(name, weight)
+            w = self.weight_transposed(name, np.asarray(weight))
             return self.op("MatMul", f"{path}/MatMul", [x, w])
         from appliance.model.quant import quantize_blocks
 

@@ -239,3 +239,28 @@ def test_int4_grid_blocks_are_kept_whatever_their_smallest_level() -> None:
     for weight in (w, w * np.float32(1.5)):  # the builder scales the down projection by routed_scaling_factor
         assert np.array_equal(dequantize(quantize_blocks(weight, bits=4, block_size=32)), weight)
         assert np.array_equal(dequantize(quantize_blocks(weight, bits=8, block_size=32)), weight)
+
+
+def test_fp8_weights_map_to_8_bit_levels_by_table() -> None:
+    from appliance.model.release import Fp8
+
+    rng = np.random.default_rng(5)
+    codes = rng.integers(0, 256, (96, 256), dtype=np.uint8)
+    codes[(codes & 0x7F) == 0x7F] = 0x38  # no NaN codes
+    fp8 = Fp8(codes, rng.uniform(0.01, 1, (2, 2)).astype(np.float32), (64, 128))  # edge tiles partial
+    weight = fp8.dequantize()
+    q = quantize_blocks(fp8, bits=8, block_size=32)
+    step = np.repeat(q.scales, 32, axis=-1)
+    assert (np.abs(dequantize(q) - weight) <= step * (0.5 + 1e-5)).all()  # ties land on half a step
+    # The float path's rounding (to each block's range), up to ties and float rounding of the step.
+    plain = quantize_blocks(weight, bits=8, block_size=32, search=False)
+    np.testing.assert_allclose(q.scales, plain.scales, rtol=1e-6)
+    assert (np.abs(q.packed.astype(int) - plain.packed) <= 1).all()
+    assert (q.packed == plain.packed).mean() > 0.95  # e4m3 values often land on exact ties
+    ours, theirs = (float(((dequantize(x) - weight) ** 2).sum()) for x in (q, plain))
+    assert ours < 1.01 * theirs
+    codes[0, 0] = 0x7F  # a NaN code: the float path takes the tensor
+    nan = Fp8(codes, fp8.scale, fp8.block)
+    with np.errstate(invalid="ignore"):
+        got, expected = (quantize_blocks(w, bits=8, block_size=32) for w in (nan, nan.dequantize()))
+    np.testing.assert_array_equal(got.packed, expected.packed)
