@@ -24,13 +24,18 @@ class HyperBuilder(GraphBuilder):
 
         Returns ``(post [B,T,hc,1], combᵀ [B,T,hc,hc], collapsed [B,T,hidden])``.
 
-        streams ─ Reshape[B,T,1,hc·D] ─ RMSNorm ─ MatMul(fn·scale) ─ Add(base) ─ Split
-          pre  ─ Sigmoid ─ Add(eps) ─ MatMul(streams) ─ Squeeze ─ collapsed
-          post ─ Sigmoid ─ Mul(2) ─ Reshape[B,T,hc,1]
-          combᵀ ─ Reshape[hc,hc] ─ Softmax ─ Add(eps) ─ Log ─ LogSoftmax ─ LogSoftmax × 2(iters-1) ─ Exp
+        streams ─ Reshape[B,T,1,hc·D] ─ RMSNorm ─ MatMul(fn·scale) ─ Add(base) ─ Reshape[B,T,hc,2+hc] ─ Split
+          [pre|post] ─ Sigmoid ─ Mul([1,2]) ─ Add([eps,0]) ─ Split
+            pre ─ Mul(streams) ─ ReduceSum(streams axis) ─ collapsed
+            post
+          combᵀ ─ Softmax ─ Add(eps) ─ Log ─ LogSoftmax ─ LogSoftmax × 2(iters-1) ─ ... ─ Softmax
 
-        The comb rows of ``fn`` are stored transposed, so the Reshape yields combᵀ directly and every
-        normalisation runs over the other axis than transformers' (its rows are our columns).
+        ``fn``'s rows are laid out so that row ``h`` of the reshaped mix is ``[pre_h, post_h,
+        combᵀ[h, :]]``: one Reshape gives pre and post as columns (what the collapse and the spread
+        broadcast against) and combᵀ, whose normalisations run over the other axis than
+        transformers' (its rows are our columns). One Sigmoid serves pre and post (then ``·1 + eps``
+        and ``·2 + 0``: the same products). The last normalisation is a Softmax, the Exp of the
+        LogSoftmax it replaces.
         """
         c = self.config
         hc, dim = c.hc_mult, c.hidden_size
@@ -40,35 +45,35 @@ class HyperBuilder(GraphBuilder):
         base = self.tensor(f"{prefix}.base", (n_mix,))
         # mix * scale + base, with the per-group scale folded into fn's rows.
         row_scale = np.concatenate([np.full(hc, scale[0]), np.full(hc, scale[1]), np.full(hc * hc, scale[2])])
-        order = np.concatenate([np.arange(2 * hc), 2 * hc + np.arange(hc * hc).reshape(hc, hc).T.reshape(-1)])
+        # Row h: pre_h, post_h, then transformers' comb[j, h] for every j (combᵀ's row h).
+        order = np.concatenate([[h, hc + h, *(2 * hc + np.arange(hc) * hc + h)] for h in range(hc)])
         fn = (fn * row_scale[:, None].astype(np.float32))[order]
         mix = self._mix(path, streams, f"{prefix}.fn", fn)
         mix = self.op(
             "Add", f"{path}/mix/Add", [mix, self.weight(f"{prefix}.base", base[order], keep_fp32=True)]
         )
-        pre, post, comb = self.op_n(
-            "Split", f"{path}/Split", [mix, self.const([hc, hc, hc * hc], np.int64)], 3, axis=-1
+        mix = self.op("Reshape", f"{path}/mix/Reshape", [mix, self.const([0, 0, hc, 2 + hc], np.int64)])
+        weights, comb = self.op_n("Split", f"{path}/Split", [mix, self.const([2, hc], np.int64)], 2, axis=-1)
+
+        weights = self.op("Sigmoid", f"{path}/weights/Sigmoid", [weights])
+        weights = self.op("Mul", f"{path}/weights/Mul", [weights, self.const(np.float32([1.0, 2.0]))])
+        weights = self.op("Add", f"{path}/weights/Add", [weights, self.const(np.float32([c.hc_eps, 0.0]))])
+        weights = self.to_act(f"{path}/weights/Cast", weights)
+        pre, post = self.op_n("Split", f"{path}/weights/Split", [weights], 2, axis=-1, num_outputs=2)
+        collapsed = self.op("Mul", f"{path}/collapse/Mul", [pre, streams])
+        collapsed = self.op(
+            "ReduceSum", f"{path}/collapse/ReduceSum", [collapsed, self.const([2], np.int64)], keepdims=0
         )
 
-        pre = self.op("Sigmoid", f"{path}/pre/Sigmoid", [pre])
-        pre = self.op("Add", f"{path}/pre/Add", [pre, self.const(np.float32(c.hc_eps))])
-        collapsed = self._collapse(path, streams, pre)
-
-        post = self.op("Sigmoid", f"{path}/post/Sigmoid", [post])
-        post = self.op("Mul", f"{path}/post/Mul", [post, self.const(np.float32(2.0))])
-        post = self.to_act(f"{path}/post/Cast", post)
-        post = self.op("Reshape", f"{path}/post/Reshape", [post, self.const([0, 0, hc, 1], np.int64)])
-
         # Axis names below are transformers' (rows of comb = axis -1 there = axis -2 here).
-        comb = self.op("Reshape", f"{path}/comb/Reshape", [comb, self.const([0, 0, hc, hc], np.int64)])
         comb = self.op("Softmax", f"{path}/comb/Softmax", [comb], axis=-2)
         comb = self.op("Add", f"{path}/comb/Add", [comb, self.const(np.float32(c.hc_eps))])
         comb = self.op("Log", f"{path}/comb/Log", [comb])
-        comb = self.op("LogSoftmax", f"{path}/sinkhorn/cols_0", [comb], axis=-1)
-        for i in range(1, c.hc_sinkhorn_iters):
-            comb = self.op("LogSoftmax", f"{path}/sinkhorn/rows_{i}", [comb], axis=-2)
-            comb = self.op("LogSoftmax", f"{path}/sinkhorn/cols_{i}", [comb], axis=-1)
-        comb = self.op("Exp", f"{path}/comb/Exp", [comb])
+        last = 2 * c.hc_sinkhorn_iters - 1
+        for i in range(last):  # cols_0, rows_1, cols_1, ..., cols_{iters-1}
+            kind, axis = ("cols", -1) if i % 2 == 0 else ("rows", -2)
+            op = "Softmax" if i == last - 1 else "LogSoftmax"
+            comb = self.op(op, f"{path}/sinkhorn/{kind}_{(i + 1) // 2}", [comb], axis=axis)
         return post, self.to_act(f"{path}/comb/Cast", comb), collapsed
 
     def make_hc_post(self, path: str, post: str, comb_t: str, block_out: str, streams: str) -> str:
