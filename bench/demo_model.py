@@ -177,8 +177,9 @@ def main() -> int:
             n = len(picked)
             print(f"\n== single-line infilling, {n} lines of {len(candidates)} ({seconds:.0f} s)")
             print(f"model exact match          {exact / n:6.1%}  (goal >= 25%)")
-            print(f"repeat the previous line   {baseline / n:6.1%}  model/baseline {exact / max(baseline, 1):.1f}x"
-                  " (goal >= 3x)")
+            # A baseline of 0 hits makes the ratio unbounded: say so rather than print a made-up one.
+            times = f"{exact / baseline:.1f}x" if baseline else f"unbounded ({exact} vs 0 lines)"
+            print(f"repeat the previous line   {baseline / n:6.1%}  model/baseline {times} (goal >= 3x)")
             print(f"character similarity       model {similar / n:.3f}  previous line {similar_base / n:.3f}"
                   "  (difflib ratio, mean)")
 
