@@ -59,7 +59,7 @@ def account_for(methods: AuthMethods | None, chosen: str = "", remembered: str =
     if chosen:
         if chosen not in ACCOUNTS:
             raise InputError(f"the account must be 'ldap' or 'local', got {chosen!r}")
-        return chosen  # type: ignore[return-value]
+        return chosen
     offered = directory_name(methods) is not None
     if remembered == "local" or (remembered == "ldap" and (offered or methods is None)):
         return remembered  # type: ignore[return-value]

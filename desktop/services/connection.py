@@ -154,8 +154,8 @@ class ConnectionService(QObject):
             finally:
                 scratch.unlink(missing_ok=True)
             old = self.profile
-            same = old is not None and old.url == clean
-            profile = Profile(clean, fingerprint, old.username if same else "", old.account if same else "")
+            same = old if old is not None and old.url == clean else None
+            profile = Profile(clean, fingerprint, same.username if same else "", same.account if same else "")
             self._profiles.save(profile, pem)
             return profile
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from desktop.client.credentials import KeyringUnavailableError
 from desktop.client.errors import CertificateMismatchError, UnreachableError
-from desktop.client.methods import account_for, directory_name, offers_sso
+from desktop.client.methods import Account, account_for, directory_name, offers_sso
 from desktop.qt import (
     QCheckBox,
     QComboBox,
@@ -250,7 +250,7 @@ class SignInDialog(QDialog):
     def _submit(self) -> None:
         self._start()
         if self.tabs.currentIndex() == 0:
-            account = self.account.currentData() if self.offers_directory else "local"
+            account: Account = "ldap" if self.offers_directory and self.account.currentData() == "ldap" else "local"
             self._service.sign_in_password(self.username.text(), self.password.text(), account)
         else:
             self._service.sign_in_token(self.token.text())

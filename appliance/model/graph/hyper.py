@@ -56,8 +56,8 @@ class HyperBuilder(GraphBuilder):
         weights, comb = self.op_n("Split", f"{path}/Split", [mix, self.const([2, hc], np.int64)], 2, axis=-1)
 
         weights = self.op("Sigmoid", f"{path}/weights/Sigmoid", [weights])
-        weights = self.op("Mul", f"{path}/weights/Mul", [weights, self.const(np.float32([1.0, 2.0]))])
-        weights = self.op("Add", f"{path}/weights/Add", [weights, self.const(np.float32([c.hc_eps, 0.0]))])
+        weights = self.op("Mul", f"{path}/weights/Mul", [weights, self.const(np.array([1.0, 2.0], np.float32))])
+        weights = self.op("Add", f"{path}/weights/Add", [weights, self.const(np.array([c.hc_eps, 0.0], np.float32))])
         weights = self.to_act(f"{path}/weights/Cast", weights)
         pre, post = self.op_n("Split", f"{path}/weights/Split", [weights], 2, axis=-1, num_outputs=2)
         collapsed = self.op("Mul", f"{path}/collapse/Mul", [pre, streams])
