@@ -129,8 +129,14 @@ async def test_initialize_open_and_inline_completion(
         assert "def unit_price" in prompt and "class Cart" in prompt
         # The answer the editor got is the appliance's completion, cut where a suggestion ends.
         closing = wait_for(lambda: [r for r in audit_records(auditor, appliance.username) if r["request_id"] == record["request_id"] and r["action"] != "generation.requested"])
-        assert closing[0]["action"] == "generation.completed"
+        # The server stops reading once the suggestion is whole (here, at the first line end: the rest
+        # of the line is code) and closing the stream stops the generation, audited as cancelled; a
+        # generation that ends before that is completed. Anything else (failed, none) is a defect.
+        action = closing[0]["action"]
+        assert action in ("generation.completed", "generation.cancelled")
         completion = json.loads(sealed(auditor, closing[0]))["completion"]
+        if action == "generation.cancelled":
+            assert "\n" in completion  # it was cut because the suggestion was whole, not by accident
         expected = shape_suggestion(completion, "return sum(unit_price(sku) * q for sku, q in self.items)")
         assert isinstance(result, types.InlineCompletionList)
         assert [i.insert_text for i in result.items] == ([expected] if expected else [])
