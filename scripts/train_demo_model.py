@@ -48,6 +48,7 @@ from transformers import DeepseekV4Config, DeepseekV4ForCausalLM  # noqa: E402
 
 from appliance.model import demo_data as data  # noqa: E402
 from appliance.model.bundle import SPECIAL_TOKENS  # noqa: E402
+from appliance.model.demo import SPECIALS_IN_ID_ORDER  # noqa: E402
 
 SHIP_DIR = ROOT / "appliance" / "model" / "demo_model"
 
@@ -55,22 +56,7 @@ SHIP_DIR = ROOT / "appliance" / "model" / "demo_model"
 # 128,800 (its 129,280-entry vocabulary); at those ids the embedding and head alone would be 2 x 129k
 # x hidden — about 100 MB at hidden 192 — so the rest follow BOS/EOS at ids 2..9. The product finds
 # every special token by its text (PromptEncoder, bundle.json's special ids), never by a fixed id, so
-# its chat and FIM encoders are used unchanged.
-SPECIALS_IN_ID_ORDER = [
-    SPECIAL_TOKENS[k]
-    for k in (
-        "bos",
-        "eos",
-        "user",
-        "assistant",
-        "think_begin",
-        "think_end",
-        "fim_begin",
-        "fim_hole",
-        "fim_end",
-        "pad",
-    )
-]
+# its chat and FIM encoders are used unchanged. The order is appliance.model.demo's SPECIALS_IN_ID_ORDER.
 
 
 def model_config(vocab_size: int, *, hidden: int) -> dict[str, Any]:

@@ -40,6 +40,7 @@ __all__ = [
     "DEMO_VERSION",
     "RANDOM_CONFIG",
     "SHIPPED_CHECKPOINT",
+    "SPECIALS_IN_ID_ORDER",
     "DemoPaths",
     "build_demo",
     "write_demo_checkpoint",
@@ -117,7 +118,7 @@ RANDOM_CONFIG: dict[str, Any] = {
 }
 
 # The BOS/EOS ids V4 uses come first; the trainer assigns special tokens ids in this order.
-_SPECIALS_IN_ID_ORDER = [
+SPECIALS_IN_ID_ORDER = [
     SPECIAL_TOKENS[k]
     for k in (
         "bos",
@@ -175,7 +176,7 @@ def write_tokenizer(path: Path) -> None:
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
         min_frequency=1,
-        special_tokens=[AddedToken(t, special=True, normalized=False) for t in _SPECIALS_IN_ID_ORDER],
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in SPECIALS_IN_ID_ORDER],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
